@@ -21,9 +21,9 @@ Executors compute attention for a pattern; they share one signature,
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
