@@ -1,0 +1,348 @@
+"""What every dataset shares: settings, demo data, cache preparation, and the torch Dataset over a cache.
+
+A dataset package (datasets/dcase20, datasets/nsynth) subclasses CachedData with its own keyword
+arguments and two hooks: reading its on-disk layout into a Layout, and generating its demo data.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+import shutil
+import socket
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+
+from datasets.audio import RESAMPLE_QUALITIES
+from datasets.cache import (
+    AUDIO_DTYPES,
+    CACHE_FORMATS,
+    CacheIndex,
+    CacheSpec,
+    Clip,
+    build_cache,
+    open_cache,
+)
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """A dataset as read from its folder.
+
+    root: the dataset folder; splits: the clips of each split used; class_names, domain_names,
+    subdomain_names: the vocabularies items are indexed into.
+    """
+
+    root: Path
+    splits: dict[str, list[Clip]]
+    class_names: list[str]
+    domain_names: list[str]
+    subdomain_names: list[str]
+
+
+def default_cache_dir() -> Path:
+    """$FRITO_CACHE_DIR, else $XDG_CACHE_HOME/frito, else ~/.cache/frito."""
+    if os.environ.get("FRITO_CACHE_DIR"):
+        return Path(os.environ["FRITO_CACHE_DIR"]).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "frito"
+
+
+class CachedData:
+    """A dataset read from its real layout into HDF5 caches, with train and eval torch Datasets.
+
+    Subclasses set the class attributes and implement `_read_layout` and `_build_demo`.
+    """
+
+    name: ClassVar[str]
+    domain_kind: ClassVar[str]
+    native_clip_length: ClassVar[float]
+    demo_clip_length: ClassVar[float]
+    demo_folder: ClassVar[str]
+
+    def __init__(
+        self,
+        *,
+        base_dir: str | os.PathLike | None,
+        cache_dir: str | os.PathLike | None,
+        sample_rate: int,
+        clip_length: float | None,
+        cache_format: str,
+        audio_dtype: str,
+        resample_quality: str,
+        skip_bad_files: bool,
+        train_domains: Sequence[str] | None,
+        prepare_workers: int,
+        train_split: str,
+        eval_split: str,
+        mel: dict | None,
+    ):
+        """Common settings of every dataset (see the dataset's DEFAULTS for their meaning)."""
+        _check_settings(sample_rate, clip_length, cache_format, audio_dtype, resample_quality, prepare_workers, mel)
+        self.sample_rate = int(sample_rate)
+        self.cache_format = cache_format
+        self.audio_dtype = audio_dtype
+        self.resample_quality = resample_quality
+        self.skip_bad_files = bool(skip_bad_files)
+        self.prepare_workers = int(prepare_workers)
+        self.train_split = train_split
+        self.eval_split = eval_split
+        self.mel = None if mel is None else dict(mel)
+        self.cache_dir = Path(cache_dir).expanduser().resolve() if cache_dir is not None else default_cache_dir()
+        self.is_demo = base_dir is None
+        self.clip_length = float(clip_length or (self.demo_clip_length if self.is_demo else self.native_clip_length))
+        self.layout = self._read_layout(self._demo_dir() if self.is_demo else Path(base_dir).expanduser().resolve())
+        if self.cache_dir.is_relative_to(self.layout.root):
+            raise ValueError(
+                f"cache_dir {self.cache_dir} lies inside the dataset folder {self.layout.root}, which is never "
+                "written to; choose a cache_dir outside it (or leave it None for ~/.cache/frito)."
+            )
+        self.class_names = list(self.layout.class_names)
+        self.domain_names = list(self.layout.domain_names)
+        self.subdomain_names = list(self.layout.subdomain_names)
+        self.seen_domains = self._seen_domains(train_domains)
+
+    @property
+    def clip_samples(self) -> int:
+        """Samples per waveform item."""
+        return round(self.clip_length * self.sample_rate)
+
+    def prepare(self) -> None:
+        """Build the train and eval caches that are missing; validate the ones that exist."""
+        for split in dict.fromkeys((self.train_split, self.eval_split)):
+            self._cache(split)
+
+    def train_set(self) -> ClipDataset:
+        """Training clips of the train split's seen domains, randomly cropped to clip_length."""
+        return self._dataset(self.train_split, self.seen_domains, random_crop=True)
+
+    def eval_set(self) -> ClipDataset:
+        """Evaluation clips of every domain, cropped deterministically (from the start) to clip_length."""
+        return self._dataset(self.eval_split, self.domain_names, random_crop=False)
+
+    def _read_layout(self, base_dir: Path) -> Layout:
+        raise NotImplementedError
+
+    def _build_demo(self, folder: Path) -> None:
+        raise NotImplementedError
+
+    def _demo_dir(self) -> Path:
+        """The demo dataset's folder under cache_dir/demo, generated on first use."""
+        folder = self.cache_dir / "demo" / self.demo_folder
+        if folder.exists():
+            return folder
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        partial = folder.with_name(f".{folder.name}.{socket.gethostname()}-{os.getpid()}.partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        logger.info("Generating the %s demo dataset in %s", self.name, folder)
+        try:
+            self._build_demo(partial)
+            os.rename(partial, folder)
+        except OSError:
+            if not folder.exists():
+                raise
+            logger.info("Another process finished the demo dataset first; using %s", folder)
+        finally:
+            shutil.rmtree(partial, ignore_errors=True)
+        return folder
+
+    def _seen_domains(self, train_domains: Sequence[str] | None) -> list[str]:
+        if train_domains is None:
+            present = {clip.domain for clip in self.layout.splits[self.train_split] if clip.label in self.class_names}
+            return [domain for domain in self.domain_names if domain in present]
+        if isinstance(train_domains, str) or not all(isinstance(d, str) for d in train_domains):
+            raise ValueError(
+                f"train_domains={train_domains!r}: expected a list of {self.domain_kind} names, e.g. "
+                f"[{self.domain_names[0]!r}], or None for all"
+            )
+        unknown = [domain for domain in train_domains if domain not in self.domain_names]
+        if unknown or not train_domains:
+            raise ValueError(
+                f"train_domains={list(train_domains)!r}: {unknown or 'empty list'} not among the "
+                f"{self.domain_kind}s of {self.name}: {self.domain_names}"
+            )
+        return [domain for domain in self.domain_names if domain in train_domains]
+
+    def _spec(self, split: str) -> CacheSpec:
+        return CacheSpec(
+            dataset=self.name,
+            split=split,
+            source=str(self.layout.root),
+            sample_rate=self.sample_rate,
+            cache_format=self.cache_format,
+            audio_dtype=self.audio_dtype if self.cache_format == "waveform" else "float16",
+            resample_quality=self.resample_quality,
+            mel=_full_mel_settings(self.mel) if self.cache_format == "spectrogram" else None,
+        )
+
+    def _cache(self, split: str) -> CacheIndex:
+        spec = self._spec(split)
+        clips = self.layout.splits[split]
+        path = spec.path(self.cache_dir, clips)
+        hint = f" (`python -m datasets.prepare {self.name} ...` or the experiment's prepare command)"
+        if not path.exists():
+            others = sorted(p.name for p in path.parent.glob(f"{split}-*.h5"))
+            if others:
+                logger.info(
+                    "Caches of %s %s made with other settings exist in %s: %s", self.name, split, path.parent, others
+                )
+            logger.info("Preparing %s split %r (%d files) into %s", self.name, split, len(clips), path)
+            build_cache(
+                path,
+                spec,
+                clips,
+                self.layout.root,
+                workers=self.prepare_workers,
+                skip_bad_files=self.skip_bad_files,
+                features=self._mel_features() if self.cache_format == "spectrogram" else None,
+            )
+        return open_cache(path, rebuild_hint=hint)
+
+    def _mel_features(self):
+        from models.preprocess import AugmentMelSTFT
+
+        frontend = AugmentMelSTFT(**self.mel).eval()
+
+        def features(waveform: np.ndarray) -> np.ndarray:
+            with torch.no_grad():
+                return frontend(torch.from_numpy(waveform)[None])[0].T.numpy()
+
+        return features
+
+    def _item_length(self) -> int:
+        if self.cache_format == "waveform":
+            return self.clip_samples
+        return self.clip_samples // _full_mel_settings(self.mel)["hopsize"] + 1
+
+    def _dataset(self, split: str, domains: Sequence[str], random_crop: bool) -> ClipDataset:
+        index = self._cache(split)
+        labels = _remap(index.labels, index.label_names, self.class_names)
+        domain_codes = _remap(index.domains, index.domain_names, self.domain_names)
+        subdomains = _remap(index.subdomains, index.subdomain_names, self.subdomain_names)
+        allowed = np.isin(domain_codes, [self.domain_names.index(domain) for domain in domains])
+        rows = np.flatnonzero((labels >= 0) & allowed & (subdomains >= 0))
+        return ClipDataset(index, rows, labels, domain_codes, subdomains, self._item_length(), random_crop)
+
+
+class ClipDataset(Dataset):
+    """Clips of one cache file as dicts of audio (or log-mel), file name, label and domain indices.
+
+    rows: the cache rows this dataset serves; labels, domains, subdomains: per cache row, already
+    indexed into the Data object's name lists; length: samples (waveform) or frames (spectrogram) per
+    item; random_crop: training crops at a random offset, evaluation from the start. Shorter clips are
+    padded at the end with silence. The HDF5 file is opened lazily in each loader worker.
+    """
+
+    def __init__(
+        self,
+        index: CacheIndex,
+        rows: np.ndarray,
+        labels: np.ndarray,
+        domains: np.ndarray,
+        subdomains: np.ndarray,
+        length: int,
+        random_crop: bool,
+    ):
+        self.path = index.path
+        self.data_name = index.data_name
+        self.item_key = index.cache_format
+        self.rows = rows
+        self.starts = index.offsets[rows]
+        self.stops = index.offsets[rows + 1]
+        self.labels = labels[rows]
+        self.domains = domains[rows]
+        self.subdomains = subdomains[rows]
+        self.length = int(length)
+        self.random_crop = random_crop
+        self.scale = index.scale
+        self.pad_value = index.pad_value
+        self._file = None
+        self._file_pid = None
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> dict:
+        start, stop = int(self.starts[i]), int(self.stops[i])
+        if stop - start > self.length:
+            shift = int(torch.randint(stop - start - self.length + 1, ())) if self.random_crop else 0
+            start += shift
+            stop = start + self.length
+        file = self._h5()
+        audio = torch.from_numpy(file[self.data_name][start:stop].astype(np.float32))
+        if self.scale != 1.0:
+            audio *= self.scale
+        if self.item_key == "spectrogram":
+            audio = audio.T.contiguous()
+        if audio.shape[-1] < self.length:
+            audio = F.pad(audio, (0, self.length - audio.shape[-1]), value=self.pad_value)
+        return {
+            self.item_key: audio,
+            "file_name": file["file_names"].asstr()[int(self.rows[i])],
+            "label": int(self.labels[i]),
+            "domain": int(self.domains[i]),
+            "subdomain": int(self.subdomains[i]),
+        }
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_file": None, "_file_pid": None}
+
+    def _h5(self):
+        import h5py
+
+        if self._file is None or self._file_pid != os.getpid():
+            self._file = h5py.File(self.path, "r")
+            self._file_pid = os.getpid()
+        return self._file
+
+
+def _remap(codes: np.ndarray, cache_names: list[str], names: list[str]) -> np.ndarray:
+    """Turn a cache's per-clip codes into indices of `names` (-1 where the name is not there)."""
+    lookup = {name: i for i, name in enumerate(names)}
+    table = np.asarray([lookup.get(name, -1) for name in cache_names] + [-1], dtype=np.int64)
+    return table[codes]
+
+
+def _full_mel_settings(mel: dict) -> dict:
+    """The mel front-end's settings with its defaults filled in, so a changed default changes the cache."""
+    from models.preprocess import AugmentMelSTFT
+
+    parameters = inspect.signature(AugmentMelSTFT).parameters.values()
+    defaults = {p.name: p.default for p in parameters if p.default is not inspect.Parameter.empty}
+    return {**defaults, **mel}
+
+
+def _check_settings(sample_rate, clip_length, cache_format, audio_dtype, resample_quality, prepare_workers, mel):
+    if not isinstance(sample_rate, int) or sample_rate <= 0:
+        raise ValueError(f"sample_rate={sample_rate!r}: expected a positive number of samples per second, e.g. 32000")
+    if clip_length is not None and not (isinstance(clip_length, int | float) and clip_length > 0):
+        raise ValueError(f"clip_length={clip_length!r}: expected seconds > 0, or None for the dataset's own length")
+    choices = {
+        "cache_format": (cache_format, CACHE_FORMATS),
+        "audio_dtype": (audio_dtype, tuple(AUDIO_DTYPES)),
+        "resample_quality": (resample_quality, RESAMPLE_QUALITIES),
+    }
+    for key, (value, allowed) in choices.items():
+        if value not in allowed:
+            raise ValueError(f"{key}={value!r}: expected one of {allowed}")
+    if not isinstance(prepare_workers, int) or prepare_workers < 0:
+        raise ValueError(f"prepare_workers={prepare_workers!r}: expected a number of processes >= 0 (0: no workers)")
+    if cache_format == "spectrogram" and mel is None:
+        raise ValueError(
+            "cache_format='spectrogram' stores log-mel frames and needs the mel settings: pass mel=<the "
+            "models.preprocess.AugmentMelSTFT arguments>"
+        )
+    if mel is not None and mel.get("sr", sample_rate) != sample_rate:
+        raise ValueError(
+            f"mel sr={mel['sr']} differs from basedataset sample_rate={sample_rate}; set both to the same rate"
+        )
