@@ -90,12 +90,16 @@ def get_model(
     s_patchout_f: int = 0,
     rf_norm_t: str = "",
     attention_impl: str = "auto",
+    pretrained_path: str | None = None,
+    pretrained_source: str = "audioset",
+    pretrained_weights: str = "auto",
 ) -> PaSST:
     """Build a PaSST network.
 
     Args:
         arch: a name in ARCHITECTURES (transformer width, depth and heads).
-        pretrained: load the arch's published weights (not available yet).
+        pretrained: start from pretrained weights (see models.pretrained): the arch's AudioSet release,
+            downloaded once into the torch hub cache, or the file pretrained_path.
         n_classes: classifier outputs.
         in_channels: spectrogram channels (1 for a log-mel spectrogram).
         fstride, tstride: patch strides along frequency (mel bins) and time (frames).
@@ -104,17 +108,25 @@ def get_model(
         s_patchout_t, s_patchout_f: time columns / frequency rows of the patch grid dropped while training.
         rf_norm_t: frequency restriction of attention ("" for none; see models.attention.ACCEPTED_FORMS).
         attention_impl: "auto", "sparse" or "masked" execution of the restriction.
+        pretrained_path: a local checkpoint to start from (the offline route): a PaSST release, an
+            ImageNet DeiT state dict, or a checkpoint written by frito; its contents tell which.
+        pretrained_source: what to download without pretrained_path: "audioset" or "imagenet" (DeiT).
+        pretrained_weights: for frito checkpoints, "swa", "plain", or "auto" (SWA when averaged).
     """
+    # imported here because models.pretrained builds on this module
+    from models.pretrained import check_options, load_pretrained
+
     if arch not in ARCHITECTURES:
         raise ValueError(f"Unknown arch {arch!r}. Known architectures: {', '.join(ARCHITECTURES)}")
     pattern = parse_rf_norm_t(rf_norm_t)
-    if pretrained:
+    check_options(pretrained_source, pretrained_weights)
+    if pretrained_path is not None and not pretrained:
         raise ValueError(
-            f"Loading pretrained weights for {arch!r} is not supported in this version; "
-            "set models.net.pretrained=False to train from scratch."
+            f"models.net.pretrained_path={pretrained_path!r} is set but models.net.pretrained=False: set "
+            "pretrained=True to start from that file, or drop pretrained_path to train from scratch"
         )
     spec = ARCHITECTURES[arch]
-    return PaSST(
+    model = PaSST(
         n_classes=n_classes,
         in_channels=in_channels,
         fstride=fstride,
@@ -130,6 +142,9 @@ def get_model(
         pattern=pattern,
         attention_impl=attention_impl,
     )
+    if pretrained:
+        load_pretrained(model, arch, pretrained_source, pretrained_path, pretrained_weights)
+    return model
 
 
 class PaSST(nn.Module):
