@@ -119,8 +119,12 @@ class CachedData:
 
     def prepare(self) -> None:
         """Build the train and eval caches that are missing; validate the ones that exist."""
-        for split in dict.fromkeys((self.train_split, self.eval_split)):
+        for split in self._splits():
             self._cache(split)
+
+    def cache_files(self) -> dict[str, Path]:
+        """The cache file of the train and eval splits (built by prepare)."""
+        return {split: self._spec(split).path(self.cache_dir, self.layout.splits[split]) for split in self._splits()}
 
     def train_set(self) -> ClipDataset:
         """Training clips of the train split's seen domains, randomly cropped to clip_length."""
@@ -129,6 +133,9 @@ class CachedData:
     def eval_set(self) -> ClipDataset:
         """Evaluation clips of every domain, cropped deterministically (from the start) to clip_length."""
         return self._dataset(self.eval_split, self.domain_names, random_crop=False)
+
+    def _splits(self) -> list[str]:
+        return list(dict.fromkeys((self.train_split, self.eval_split)))
 
     def _read_layout(self, base_dir: Path) -> Layout:
         raise NotImplementedError
@@ -208,21 +215,27 @@ class CachedData:
             )
         return open_cache(path, rebuild_hint=hint)
 
-    def _mel_features(self):
+    def _frontend(self):
         from models.preprocess import AugmentMelSTFT
 
-        frontend = AugmentMelSTFT(**self.mel).eval()
+        return AugmentMelSTFT(**self.mel).eval()
+
+    def _mel_features(self):
+        frontend = self._frontend()
 
         def features(waveform: np.ndarray) -> np.ndarray:
+            """(frames, n_mels) eval-mode log-mel; clips shorter than one FFT are padded with silence."""
+            waveform = np.pad(waveform, (0, max(0, frontend.n_fft - len(waveform))))
             with torch.no_grad():
                 return frontend(torch.from_numpy(waveform)[None])[0].T.numpy()
 
         return features
 
     def _item_length(self) -> int:
+        """Samples (waveform) or frames (spectrogram) per item."""
         if self.cache_format == "waveform":
             return self.clip_samples
-        return self.clip_samples // _full_mel_settings(self.mel)["hopsize"] + 1
+        return self._frontend().frames_for(self.clip_samples)
 
     def _dataset(self, split: str, domains: Sequence[str], random_crop: bool) -> ClipDataset:
         index = self._cache(split)
