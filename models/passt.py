@@ -114,7 +114,7 @@ def get_model(
         pretrained_weights: for frito checkpoints, "swa", "plain", or "auto" (SWA when averaged).
     """
     # imported here because models.pretrained builds on this module
-    from models.pretrained import check_options, load_pretrained
+    from models.pretrained import check_options, load_pretrained, read_pretrained
 
     if arch not in ARCHITECTURES:
         raise ValueError(f"Unknown arch {arch!r}. Known architectures: {', '.join(ARCHITECTURES)}")
@@ -125,6 +125,7 @@ def get_model(
             f"models.net.pretrained_path={pretrained_path!r} is set but models.net.pretrained=False: set "
             "pretrained=True to start from that file, or drop pretrained_path to train from scratch"
         )
+    checkpoint, origin = read_pretrained(arch, pretrained_source, pretrained_path) if pretrained else (None, "")
     spec = ARCHITECTURES[arch]
     model = PaSST(
         n_classes=n_classes,
@@ -142,8 +143,8 @@ def get_model(
         pattern=pattern,
         attention_impl=attention_impl,
     )
-    if pretrained:
-        load_pretrained(model, arch, pretrained_source, pretrained_path, pretrained_weights)
+    if checkpoint is not None:
+        load_pretrained(model, arch, checkpoint, origin, pretrained_weights)
     return model
 
 

@@ -71,45 +71,49 @@ class PretrainedError(ValueError):
     """A pretrained checkpoint that cannot be fetched, read, or fitted to the model being built."""
 
 
-def load_pretrained(
-    model: PaSST,
-    arch: str,
-    source: str = "audioset",
-    path: str | os.PathLike | None = None,
-    weights: str = "auto",
-) -> None:
-    """Fill ``model``'s parameters from pretrained weights, adapting position encodings and classifier.
+def read_pretrained(arch: str, source: str = "audioset", path: str | os.PathLike | None = None) -> tuple[dict, str]:
+    """The checkpoint to start ``arch`` from, and where it came from (a path or URL).
 
     Args:
-        model: a freshly built network (its own initialisation is kept for re-initialised parts).
-        arch: its name in ARCHITECTURES; names the AudioSet release and the strides of its weights.
-        source: what to download when ``path`` is None: "audioset" (the arch's release) or
-            "imagenet" (DeiT through timm). A file's own contents decide its kind.
+        arch: a name in ARCHITECTURES; names the AudioSet release to download.
+        source: what to download when ``path`` is None: "audioset" (the arch's release, into the torch hub
+            cache) or "imagenet" (DeiT, timm's URL for it). A file's own contents decide its kind.
         path: a local checkpoint (``models.net.pretrained_path``), the offline route.
-        weights: for frito checkpoints, "swa", "plain", or "auto" (SWA when it holds an average).
     """
-    check_options(source, weights)
+    check_options(source)
     if path is not None:
-        checkpoint = read_checkpoint(path)
-        origin = str(path)
-    elif source == "audioset":
+        return read_checkpoint(path), str(path)
+    if source == "audioset":
         url = ARCHITECTURES[arch].url
         if not url:
             raise PretrainedError(
                 f"arch {arch!r} has no published pretrained weights; set {PATH_KEY}=FILE to a checkpoint of "
                 "the same width and depth, or models.net.pretrained=False to train from scratch"
             )
-        checkpoint, origin = fetch_checkpoint(url, f"AudioSet weights of {arch!r}"), url
-    else:
-        url = get_pretrained_cfg(DEIT_ARCH).url
-        checkpoint, origin = fetch_checkpoint(url, f"ImageNet weights of {DEIT_ARCH}"), url
-    weights_in = _source_weights(checkpoint, arch, weights, model)
+        return fetch_checkpoint(url, f"AudioSet weights of {arch!r}"), url
+    url = get_pretrained_cfg(DEIT_ARCH).url
+    return fetch_checkpoint(url, f"ImageNet weights of {DEIT_ARCH}"), url
+
+
+def load_pretrained(
+    model: PaSST, arch: str, checkpoint: Mapping, origin: str = "checkpoint", weights: str = "auto"
+) -> None:
+    """Fill ``model``'s parameters from a checkpoint, adapting position encodings and classifier.
+
+    Args:
+        model: a freshly built network (its own initialisation is kept for re-initialised parts).
+        arch: its name in ARCHITECTURES; a PaSST release is taken to have this arch's release strides.
+        checkpoint: from :func:`read_pretrained` or :func:`read_checkpoint`; its contents tell its kind.
+        origin: where it came from, for the log and errors.
+        weights: for frito checkpoints, "swa", "plain", or "auto" (SWA when it holds an average).
+    """
+    weights_in = _source_weights(dict(checkpoint), arch, weights, model)
     fitted, summary = _fit(model, weights_in)
     model.load_state_dict(fitted, strict=True)
     logger.info("Pretrained weights for %s from %s (%s)\n%s", arch, origin, weights_in.description, summary)
 
 
-def check_options(source: str, weights: str) -> None:
+def check_options(source: str = "audioset", weights: str = "auto") -> None:
     """Raise when ``pretrained_source`` or ``pretrained_weights`` is not an accepted name."""
     if source not in PRETRAINED_SOURCES:
         raise PretrainedError(
@@ -160,14 +164,13 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
         else:
             checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        message = str(error)
-        if message.startswith("Weights only load failed"):
-            culprit = next((line.strip() for line in message.splitlines() if "Unsupported global" in line), "")
+        culprit = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
+        if culprit:
             raise PretrainedError(
-                f"{path} holds Python objects besides tensors and plain containers, which are not loaded "
-                f"for safety ({culprit or 'weights_only refused it'}). If you trust the file, load it with "
-                "torch.load(..., weights_only=False) and re-save its state dict."
-            ) from error
+                f"{path} holds Python objects besides tensors and plain containers ({culprit.group(1)}), which "
+                "are not loaded for safety. If you trust the file, load it with torch.load(..., weights_only=False) "
+                "and re-save its tensors."
+            ) from None
         raise PretrainedError(f"{path} is not a readable PyTorch checkpoint (truncated or corrupt?): {error}") from None
     except (RuntimeError, EOFError, OSError, ValueError, LookupError, zipfile.BadZipFile) as error:
         raise PretrainedError(f"{path} is not a readable PyTorch checkpoint (truncated or corrupt?): {error}") from None
@@ -382,7 +385,10 @@ def _fit(model: PaSST, source: _SourceWeights) -> tuple[dict[str, Tensor], str]:
             else:
                 missing.append(key)
             continue
-        if value.shape != current.shape and source.strides is not None and key in ("freq_pos_embed", "time_pos_embed"):
+        stride_changed = key == "time_pos_embed" and source.strides is not None and source.strides[1] != tstride
+        if source.strides is not None and key in ("freq_pos_embed", "time_pos_embed") and (
+            value.shape != current.shape or stride_changed
+        ):
             value, note = _adapt_encodings(key, value, current, source.strides, (fstride, tstride))
             if note:
                 adapted[key] = note
