@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
+import h5py
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from datasets.audio import RESAMPLE_QUALITIES
@@ -279,7 +279,7 @@ class ClipDataset(Dataset):
         self.random_crop = random_crop
         self.scale = index.scale
         self.pad_value = index.pad_value
-        self._file = None
+        self._datasets = None
         self._file_pid = None
 
     def __len__(self) -> int:
@@ -291,32 +291,33 @@ class ClipDataset(Dataset):
             shift = int(torch.randint(stop - start - self.length + 1, ())) if self.random_crop else 0
             start += shift
             stop = start + self.length
-        file = self._h5()
-        audio = torch.from_numpy(file[self.data_name][start:stop].astype(np.float32))
+        data, names = self._h5()
+        audio = data[start:stop].astype(np.float32)
         if self.scale != 1.0:
-            audio *= self.scale
+            audio *= np.float32(self.scale)
         if self.item_key == "spectrogram":
-            audio = audio.T.contiguous()
+            audio = audio.T
         if audio.shape[-1] < self.length:
-            audio = F.pad(audio, (0, self.length - audio.shape[-1]), value=self.pad_value)
+            padding = [(0, 0)] * (audio.ndim - 1) + [(0, self.length - audio.shape[-1])]
+            audio = np.pad(audio, padding, constant_values=self.pad_value)
         return {
-            self.item_key: audio,
-            "file_name": file["file_names"].asstr()[int(self.rows[i])],
+            self.item_key: torch.from_numpy(np.ascontiguousarray(audio)),
+            "file_name": names[int(self.rows[i])].decode(),
             "label": int(self.labels[i]),
             "domain": int(self.domains[i]),
             "subdomain": int(self.subdomains[i]),
         }
 
     def __getstate__(self) -> dict:
-        return {**self.__dict__, "_file": None, "_file_pid": None}
+        return {**self.__dict__, "_datasets": None, "_file_pid": None}
 
     def _h5(self):
-        import h5py
-
-        if self._file is None or self._file_pid != os.getpid():
-            self._file = h5py.File(self.path, "r")
+        """The audio (or spectrogram) and file-name datasets, opened once per process."""
+        if self._datasets is None or self._file_pid != os.getpid():
+            file = h5py.File(self.path, "r")
+            self._datasets = (file[self.data_name], file["file_names"])
             self._file_pid = os.getpid()
-        return self._file
+        return self._datasets
 
 
 def _remap(codes: np.ndarray, cache_names: list[str], names: list[str]) -> np.ndarray:

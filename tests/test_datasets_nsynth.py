@@ -1,0 +1,189 @@
+"""NSynth: reading the real layout, the family choice, the instrument-source protocol, spectrogram caches."""
+
+import inspect
+import json
+
+import numpy as np
+import pytest
+import soundfile
+import soxr
+import torch
+
+from datasets.metadata import LayoutError
+from datasets.nsynth import DEFAULTS, Data
+
+QUALITIES = ["bright", "dark", "distortion", "fast_decay", "long_release", "multiphonic", "nonlinear_env",
+             "percussive", "reverb", "tempo-synced"]  # fmt: skip
+
+# split -> [(instrument_str, pitch, velocity)]; synth_lead only in training, as in the real NSynth.
+NOTES = {
+    "nsynth-train": [
+        ("bass_acoustic_000", 30, 50), ("bass_synthetic_001", 33, 100), ("brass_acoustic_002", 60, 75),
+        ("brass_electronic_003", 62, 127), ("synth_lead_synthetic_004", 70, 25), ("vocal_acoustic_005", 64, 50),
+    ],
+    "nsynth-valid": [("bass_electronic_010", 35, 75), ("brass_acoustic_011", 58, 50), ("vocal_synthetic_012", 60, 25)],
+    "nsynth-test": [
+        ("bass_synthetic_020", 28, 127), ("brass_electronic_021", 65, 100), ("vocal_acoustic_022", 62, 75),
+        ("vocal_electronic_023", 66, 50),
+    ],
+}  # fmt: skip
+
+
+def _entry(instrument, pitch, velocity, note):
+    family, source = instrument.rsplit("_", 2)[0], instrument.rsplit("_", 2)[1]
+    return {
+        "note": note,
+        "note_str": f"{instrument}-{pitch:03d}-{velocity:03d}",
+        "instrument": note,
+        "instrument_str": instrument,
+        "pitch": pitch,
+        "velocity": velocity,
+        "sample_rate": 16000,
+        "qualities": [0] * 10,
+        "qualities_str": [],
+        "instrument_family": 0,
+        "instrument_family_str": family,
+        "instrument_source": 0,
+        "instrument_source_str": source,
+    }
+
+
+def _write_nsynth(folder, notes=NOTES, seconds=0.2):
+    note = 0
+    for split, entries in notes.items():
+        (folder / split / "audio").mkdir(parents=True)
+        examples = {}
+        for instrument, pitch, velocity in entries:
+            entry = _entry(instrument, pitch, velocity, note)
+            t = np.arange(int(16000 * seconds)) / 16000
+            tone = 0.3 * np.sin(2 * np.pi * 440 * 2 ** ((pitch - 69) / 12) * t)
+            soundfile.write(folder / split / "audio" / f"{entry['note_str']}.wav", tone, 16000, subtype="PCM_16")
+            examples[entry["note_str"]] = entry
+            note += 1
+        (folder / split / "examples.json").write_text(json.dumps(examples))
+    return folder
+
+
+@pytest.fixture
+def nsynth(tmp_path):
+    return _write_nsynth(tmp_path / "nsynth")
+
+
+def _data(nsynth, tmp_path, **settings):
+    return Data(**{**DEFAULTS, "base_dir": nsynth, "cache_dir": tmp_path / "cache", "prepare_workers": 0, **settings})
+
+
+def _family_source(instrument):
+    family, source, _ = instrument.rsplit("_", 2)
+    return family, source
+
+
+def test_default_families_are_those_present_in_every_split(nsynth, tmp_path):
+    data = _data(nsynth, tmp_path)
+    assert data.class_names == ["bass", "brass", "vocal"]
+    assert data.domain_names == ["acoustic", "electronic", "synthetic"]
+    assert data.domain_kind == "instrument_source"
+    assert data.clip_length == 4.0
+    assert len(data.train_set()) == 5 and len(data.eval_set()) == 4
+
+
+def test_items_carry_family_source_and_instrument(nsynth, tmp_path):
+    data = _data(nsynth, tmp_path, clip_length=0.1)
+    for dataset, split in ((data.train_set(), "nsynth-train"), (data.eval_set(), "nsynth-test")):
+        for i in range(len(dataset)):
+            item = dataset[i]
+            assert item["file_name"].startswith(f"{split}/audio/")
+            note_str = item["file_name"].split("/")[-1][: -len(".wav")]
+            instrument = note_str.rsplit("-", 2)[0]
+            family, source = _family_source(instrument)
+            assert data.class_names[item["label"]] == family
+            assert data.domain_names[item["domain"]] == source
+            assert data.subdomain_names[item["subdomain"]] == instrument
+            assert item["waveform"].shape == (3200,)
+
+
+def test_families_setting_chooses_classes_in_the_given_order(nsynth, tmp_path):
+    data = _data(nsynth, tmp_path, families=["vocal", "synth_lead", "bass"])
+    assert data.class_names == ["vocal", "synth_lead", "bass"]
+    train = data.train_set()
+    assert sorted(data.class_names[train[i]["label"]] for i in range(len(train))) == [
+        "bass", "bass", "synth_lead", "vocal"]  # fmt: skip
+
+
+@pytest.mark.parametrize("families", [["bass", "organ"], []])
+def test_unknown_families_are_rejected_listing_the_available_ones(nsynth, tmp_path, families):
+    with pytest.raises(ValueError, match="families.*synth_lead"):
+        _data(nsynth, tmp_path, families=families)
+
+
+def test_a_single_family_name_must_come_as_a_list(nsynth, tmp_path):
+    with pytest.raises(ValueError, match="families='bass': expected a list"):
+        _data(nsynth, tmp_path, families="bass")
+
+
+def test_training_on_acoustic_instruments_evaluates_every_source(nsynth, tmp_path):
+    data = _data(nsynth, tmp_path, train_domains=["acoustic"])
+    assert data.seen_domains == ["acoustic"]
+    train, evaluation = data.train_set(), data.eval_set()
+    assert {data.domain_names[train[i]["domain"]] for i in range(len(train))} == {"acoustic"}
+    assert len(train) == 3
+    assert {data.domain_names[evaluation[i]["domain"]] for i in range(len(evaluation))} == {
+        "acoustic", "electronic", "synthetic"}  # fmt: skip
+
+
+def test_validation_split_can_be_the_evaluation_split(nsynth, tmp_path):
+    data = _data(nsynth, tmp_path, eval_split="nsynth-valid")
+    names = sorted(data.eval_set()[i]["file_name"] for i in range(3))
+    assert names == sorted(f"nsynth-valid/audio/{i}-{p:03d}-{v:03d}.wav" for i, p, v in NOTES["nsynth-valid"])
+
+
+def test_base_dir_may_hold_an_nsynth_folder(nsynth, tmp_path):
+    assert _data(nsynth, tmp_path, base_dir=nsynth.parent).layout.root == nsynth
+
+
+def test_missing_splits_show_the_expected_layout(nsynth, tmp_path):
+    with pytest.raises(LayoutError, match="(?s)does not exist.*magenta.*nsynth-train/.*examples.json"):
+        Data(base_dir=tmp_path / "nowhere", cache_dir=tmp_path / "cache")
+    with pytest.raises(LayoutError, match="split folder itself.*point base_dir at its parent"):
+        Data(base_dir=nsynth / "nsynth-train", cache_dir=tmp_path / "cache")
+    (nsynth / "nsynth-test" / "examples.json").unlink()
+    with pytest.raises(LayoutError, match="nsynth-test/examples.json"):
+        _data(nsynth, tmp_path)
+
+
+def test_malformed_examples_json_is_reported(nsynth, tmp_path):
+    path = nsynth / "nsynth-valid" / "examples.json"
+    path.write_text('{"bass_electronic_010-035-075": {"pitch": 35}}')
+    with pytest.raises(LayoutError, match="instrument_family_str"):
+        _data(nsynth, tmp_path)
+    path.write_text("{not json")
+    with pytest.raises(LayoutError, match="not valid JSON"):
+        _data(nsynth, tmp_path)
+
+
+def test_defaults_name_every_setting_with_the_constructor_defaults():
+    parameters = inspect.signature(Data).parameters
+    assert set(parameters) == {*DEFAULTS, "mel"}
+    assert all(parameters[key].default == value for key, value in DEFAULTS.items())
+
+
+def test_spectrogram_cache_holds_the_eval_mode_log_mel_of_each_clip(nsynth, tmp_path):
+    from models.preprocess import AugmentMelSTFT
+
+    mel = {"n_mels": 64, "sr": 32000}
+    with pytest.raises(ValueError, match="mel settings"):
+        _data(nsynth, tmp_path, cache_format="spectrogram")
+    with pytest.raises(ValueError, match="sr=16000.*32000"):
+        _data(nsynth, tmp_path, cache_format="spectrogram", mel={"sr": 16000})
+    spectra = _data(nsynth, tmp_path, cache_format="spectrogram", mel=mel, clip_length=0.5).eval_set()
+    frontend = AugmentMelSTFT(**mel).eval()
+    silence = float(frontend(torch.zeros(1, 3200))[0].min())
+    for i in range(len(spectra)):
+        item = spectra[i]
+        assert item["spectrogram"].shape == (64, frontend.frames_for(16000))
+        samples, rate = soundfile.read(nsynth / item["file_name"], dtype="float32")
+        clip = torch.from_numpy(soxr.resample(samples, rate, 32000, quality="HQ"))
+        expected = frontend(clip[None])[0]
+        n = expected.shape[1]
+        torch.testing.assert_close(item["spectrogram"][:, :n], expected, atol=0.005, rtol=0)
+        torch.testing.assert_close(item["spectrogram"][:, n:], torch.full((64, 50 - n), silence), atol=0.005, rtol=0)
