@@ -1,0 +1,241 @@
+"""Lightning Trainer construction from the experiment's ``trainer`` config.
+
+The ``trainer`` config holds ``pl.Trainer`` keywords. Keys of the original code's Lightning 1.x (and its
+``use_tensorboard_logger`` switch) are accepted and translated by the entries of
+:data:`LEGACY_TRAINER_KEYS`, with one notice line each. Loggers, callbacks, plugins and the output folder
+are the framework's: every file a run writes goes under its run folder.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
+from pytorch_lightning.callbacks import Callback, ModelCheckpoint, ModelSummary
+from pytorch_lightning.loggers import Logger, TensorBoardLogger
+from pytorch_lightning.utilities import rank_zero_only
+
+from helpers.files import atomic_write
+
+logger = logging.getLogger(__name__)
+
+# pl.Trainer keywords the framework sets itself (the run folder, Sacred/TensorBoard loggers, checkpoints).
+MANAGED_TRAINER_KEYS = ("logger", "callbacks", "plugins", "default_root_dir")
+
+CHECKPOINT_DIR = "checkpoints"
+BEST_CHECKPOINT = "best"  # checkpoints/best.ckpt: the epoch with the highest validation accuracy
+MONITOR = "val/acc"
+
+
+@dataclass
+class TrainerSettings:
+    """pl.Trainer keywords after translation, plus what the framework adds around them."""
+
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    callbacks: list[Callback] = field(default_factory=list)
+    tensorboard: bool = False
+    notices: list[str] = field(default_factory=list)
+
+
+def trainer_keys() -> set[str]:
+    """Every key the ``trainer`` config accepts: pl.Trainer keywords and the translated 1.x keys."""
+    signature = inspect.signature(pl.Trainer.__init__)
+    lightning_keys = {name for name in signature.parameters if name != "self"}
+    return (lightning_keys - set(MANAGED_TRAINER_KEYS)) | set(LEGACY_TRAINER_KEYS)
+
+
+def translate_trainer_config(trainer_config: Mapping[str, Any], cuda_available: bool) -> TrainerSettings:
+    """Split the ``trainer`` config into pl.Trainer keywords, translating Lightning 1.x keys.
+
+    ``cuda_available`` decides how GPU requests (``gpus``, ``precision=16``) are met.
+    """
+    settings = TrainerSettings()
+    for key, value in trainer_config.items():
+        if key in MANAGED_TRAINER_KEYS:
+            raise ValueError(
+                f"trainer.{key} is set by the framework (run folder, Sacred and TensorBoard loggers, "
+                "checkpoints); remove it from the config (use trainer.use_tensorboard_logger=True for "
+                "TensorBoard)."
+            )
+        translate = LEGACY_TRAINER_KEYS.get(key)
+        if translate is None or not translate(value, cuda_available, settings):
+            settings.kwargs[key] = value
+    return settings
+
+
+def build_trainer(
+    trainer_config: Mapping[str, Any],
+    run_dir: Path,
+    sacred_run=None,
+    checkpoints: bool = True,
+    callbacks: tuple[Callback, ...] = (),
+) -> pl.Trainer:
+    """A pl.Trainer writing everything under ``run_dir``.
+
+    trainer_config: the experiment's ``trainer`` config (1.x keys translated, notices logged).
+    sacred_run: the Sacred run whose metrics receive every logged figure (None: no Sacred logging).
+    checkpoints: keep checkpoints/last.ckpt (every epoch) and checkpoints/best.ckpt (highest val/acc).
+    callbacks: further callbacks of the command.
+    """
+    settings = translate_trainer_config(trainer_config, torch.cuda.is_available())
+    for notice in settings.notices:
+        logger.info(notice)
+    loggers: list[Logger] = []
+    if sacred_run is not None:
+        loggers.append(SacredLogger(sacred_run))
+    if settings.tensorboard:
+        loggers.append(TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version=""))
+        logger.info("TensorBoard logs: tensorboard --logdir %s", run_dir / "tensorboard")
+    all_callbacks = [*settings.callbacks, *callbacks]
+    if checkpoints and settings.kwargs.get("enable_checkpointing", True):
+        all_callbacks.append(
+            ModelCheckpoint(
+                dirpath=run_dir / CHECKPOINT_DIR,
+                filename=BEST_CHECKPOINT,
+                monitor=MONITOR,
+                mode="max",
+                save_top_k=1,
+                save_last=True,
+                auto_insert_metric_name=False,
+                enable_version_counter=False,
+            )
+        )
+    kwargs = {"accelerator": "auto", "devices": 1, **settings.kwargs}
+    return pl.Trainer(
+        **kwargs,
+        logger=loggers or False,
+        callbacks=all_callbacks,
+        plugins=[AtomicCheckpointIO()],
+        default_root_dir=str(run_dir),
+    )
+
+
+class SacredLogger(Logger):
+    """Forwards every figure Lightning logs to the Sacred run's metrics, stepped by epoch."""
+
+    def __init__(self, sacred_run):
+        super().__init__()
+        self._run = sacred_run
+
+    @property
+    def name(self) -> str:
+        return "sacred"
+
+    @property
+    def version(self) -> str:
+        return str(self._run._id)
+
+    @rank_zero_only
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        epoch = metrics.get("epoch")
+        for name, value in metrics.items():
+            if name != "epoch":
+                self._run.log_scalar(name, float(value), int(epoch) if epoch is not None else step)
+
+    @rank_zero_only
+    def log_hyperparams(self, params, *args, **kwargs) -> None:
+        """The Sacred run records the whole config already."""
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Writes each checkpoint to a temporary file in its folder, then renames it into place."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options=None) -> None:
+        atomic_write(Path(path), lambda stream: torch.save(checkpoint, stream))
+
+
+# --- Lightning 1.x keys -------------------------------------------------------------------------------
+# Each translation reads the 1.x value, fills the settings and adds one notice; it returns False when the
+# value needs no translation (then the key goes to pl.Trainer unchanged).
+
+Translation = Callable[[Any, bool, TrainerSettings], bool]
+
+
+def _gpus(value, cuda_available: bool, settings: TrainerSettings) -> bool:
+    wants_gpu = value not in (None, 0, "0", "", [])
+    if wants_gpu and cuda_available:
+        settings.kwargs.update(accelerator="gpu", devices=value)
+        settings.notices.append(f"trainer.gpus={value!r} (Lightning 1.x) -> accelerator='gpu', devices={value!r}")
+    elif wants_gpu:
+        settings.kwargs.update(accelerator="cpu", devices=1)
+        settings.notices.append(f"trainer.gpus={value!r} (Lightning 1.x): no GPU is visible, training on the CPU")
+    else:
+        settings.kwargs.update(accelerator="cpu", devices=1)
+        settings.notices.append(f"trainer.gpus={value!r} (Lightning 1.x) -> accelerator='cpu'")
+    return True
+
+
+def _precision(value, cuda_available: bool, settings: TrainerSettings) -> bool:
+    if str(value) != "16":
+        return False
+    precision = "16-mixed" if cuda_available else "bf16-mixed"
+    settings.kwargs["precision"] = precision
+    reason = "" if cuda_available else " (no GPU: the CPU's mixed precision is bfloat16)"
+    settings.notices.append(f"trainer.precision=16 (Lightning 1.x) -> precision='{precision}'{reason}")
+    return True
+
+
+def _weights_summary(value, cuda_available: bool, settings: TrainerSettings) -> bool:
+    depths = {"top": 1, "full": -1}
+    if value is None:
+        settings.kwargs["enable_model_summary"] = False
+        settings.notices.append("trainer.weights_summary=None (Lightning 1.x) -> enable_model_summary=False")
+        return True
+    if value not in depths:
+        raise ValueError(f"trainer.weights_summary must be 'top', 'full' or None (Lightning 1.x), got {value!r}.")
+    settings.callbacks.append(ModelSummary(max_depth=depths[value]))
+    settings.notices.append(
+        f"trainer.weights_summary={value!r} (Lightning 1.x) -> ModelSummary(max_depth={depths[value]})"
+    )
+    return True
+
+
+def _reload_dataloaders(value, cuda_available: bool, settings: TrainerSettings) -> bool:
+    settings.kwargs["reload_dataloaders_every_n_epochs"] = 1 if value else 0
+    settings.notices.append(
+        f"trainer.reload_dataloaders_every_epoch={value!r} (Lightning 1.x) -> "
+        f"reload_dataloaders_every_n_epochs={1 if value else 0}"
+    )
+    return True
+
+
+def _tensorboard(value, cuda_available: bool, settings: TrainerSettings) -> bool:
+    settings.tensorboard = bool(value)
+    where = "TensorBoard logs in the run folder's tensorboard/" if value else "no TensorBoard logs"
+    settings.notices.append(f"trainer.use_tensorboard_logger={value!r} (original config key) -> {where}")
+    return True
+
+
+def _benchmark(value, cuda_available: bool, settings: TrainerSettings) -> bool:
+    settings.kwargs["benchmark"] = value
+    effect = "cuDNN autotuner; GPU runs are then not bit-reproducible" if cuda_available else "no effect on the CPU"
+    settings.notices.append(f"trainer.benchmark={value!r} (Lightning 1.x key, same in Lightning 2) -> kept: {effect}")
+    return True
+
+
+def _num_sanity_val_steps(value, cuda_available: bool, settings: TrainerSettings) -> bool:
+    settings.kwargs["num_sanity_val_steps"] = value
+    settings.notices.append(
+        f"trainer.num_sanity_val_steps={value!r} (Lightning 1.x key, same in Lightning 2) -> kept: "
+        f"{value} validation batches are checked before training starts"
+    )
+    return True
+
+
+LEGACY_TRAINER_KEYS: dict[str, Translation] = {
+    "gpus": _gpus,
+    "precision": _precision,
+    "weights_summary": _weights_summary,
+    "reload_dataloaders_every_epoch": _reload_dataloaders,
+    "use_tensorboard_logger": _tensorboard,
+    "benchmark": _benchmark,
+    "num_sanity_val_steps": _num_sanity_val_steps,
+}
+
