@@ -1,0 +1,392 @@
+"""What every experiment shares: config checks, command options and the commands.
+
+An experiment file (``ex_<dataset>.py``) creates the Sacred ``Experiment``, states its config and calls
+:func:`add_commands` with its dataset package, which adds
+
+  main                 train on the training split, validating on the evaluation split every epoch
+  evaluate_only        evaluate ``checkpoint`` on the evaluation split
+  test_loaders         summarise one batch of each data loader
+  model_speed_test     forward+backward spectrograms per second of the configured model
+  plot_attention_mask  PNG of the configured attention pattern over the configured patch grid
+  prepare              build the dataset caches
+
+and a config hook that rejects unknown keys and bad values before any work. Files a run writes go into
+its run folder: the FileStorageObserver's folder (``-F runs/``), else ``runs/<timestamp>``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from datetime import datetime
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from pytorch_lightning.utilities import rank_zero_only
+from sacred import Experiment
+from sacred.config import chain_evaluate_config_scopes
+from sacred.observers import FileStorageObserver
+from sacred.utils import apply_backspaces_and_linefeeds
+from torch.utils.data import DataLoader
+
+from helpers.config_check import ConfigurationError, Section, check_keys, check_values, keywords_of
+from helpers.plots import write_attention_mask_plot
+from helpers.reports import console_summary, write_reports
+from helpers.schedule import lr_schedule
+from helpers.swa import SwaSchedule
+from helpers.trainer import CHECKPOINT_DIR, MONITOR, build_trainer, trainer_keys, translate_trainer_config
+from helpers.training_module import AudioClassifier
+from models.passt import get_model
+from models.pretrained import FRITO_VERSION
+from models.preprocess import AugmentMelSTFT
+
+logger = logging.getLogger(__name__)
+
+RUNS_DIR = Path("runs")
+DEMO_NOTICE = (
+    "basedataset.base_dir is None: training on the bundled demo data with the CPU demo preset "
+    "(small model, short clips, few epochs); set basedataset.base_dir=... for the dataset and the paper's defaults"
+)
+
+
+def command_options():
+    # options of the commands other than main
+    checkpoint = None  # evaluate_only: path of the .ckpt file to evaluate
+    plot_path = None  # plot_attention_mask: PNG to write (None: attention_mask.png in the run folder)
+    speed_test_batch_size = 8  # model_speed_test: clips per forward+backward step
+    speed_test_steps = 10  # model_speed_test: timed steps (after 2 warm-up steps)
+
+
+def add_commands(ex: Experiment, dataset: ModuleType) -> None:
+    """Give ``ex`` the shared command options, config checks and commands for ``dataset``.
+
+    dataset: a package of ``datasets/`` exporting DEFAULTS (the ``basedataset`` config) and Data.
+    """
+    ex.captured_out_filter = apply_backspaces_and_linefeeds
+    ex.config(command_options)
+
+    def check_config(config, command_name, logger):
+        check_keys(config, config_sections(ex, dataset))
+        check_values(config)
+        if config["basedataset"]["base_dir"] is None:
+            logger.info(DEMO_NOTICE)
+
+    ex.config_hook(check_config)
+
+    @ex.main
+    def main(_run, _config, _seed):
+        """Train on the training split, validating on the evaluation split every epoch."""
+        return train(dataset, _run, plain(_config), _seed)
+
+    @ex.command
+    def evaluate_only(_run, _config, _seed, checkpoint):
+        """Evaluate the checkpoint given by checkpoint=PATH on the evaluation split."""
+        return evaluate(dataset, _run, plain(_config), _seed, checkpoint)
+
+    @ex.command(unobserved=True)
+    def test_loaders(_config, _seed):
+        """Summarise one batch of the training and of the evaluation loader."""
+        summarise_loaders(dataset, plain(_config), _seed)
+
+    @ex.command(unobserved=True)
+    def model_speed_test(_config, _seed, speed_test_batch_size, speed_test_steps):
+        """Forward+backward spectrograms per second of the configured model (GPU when present)."""
+        return speed_test(plain(_config), _seed, speed_test_batch_size, speed_test_steps)
+
+    @ex.command
+    def plot_attention_mask(_run, _config, plot_path):
+        """PNG of the configured rf_norm_t pattern over the configured patch grid."""
+        config = plain(_config)
+        path = Path(plot_path) if plot_path else run_folder(_run) / "attention_mask.png"
+        with torch.device("meta"):  # only the patch grid is needed, not the weights
+            net = get_model(**config["models"]["net"])
+        write_attention_mask_plot(config["models"]["net"]["rf_norm_t"], net.n_rows, net.n_cols, path)
+        print(f"attention mask of rf_norm_t={config['models']['net']['rf_norm_t']!r}: {path}")
+        return str(path)
+
+    @ex.command(unobserved=True)
+    def prepare(_config):
+        """Build the dataset caches (the demo data first when basedataset.base_dir is None)."""
+        make_data(dataset, plain(_config)).prepare()
+
+
+def config_sections(ex: Experiment, dataset: ModuleType) -> Section:
+    """The keys the experiment's config accepts, section by section."""
+    defaults, _ = chain_evaluate_config_scopes(ex.configurations)
+    top: dict[str, Section | None] = dict.fromkeys(defaults)
+    top["models"] = Section(
+        {"net": Section(keywords_of(get_model), "keywords of models.passt.get_model"),
+         "mel": Section(keywords_of(AugmentMelSTFT), "keywords of models.preprocess.AugmentMelSTFT")},
+        "the network and its mel front-end",
+    )
+    top["basedataset"] = Section(dict.fromkeys(dataset.DEFAULTS), f"the keys of {dataset.__name__}.DEFAULTS")
+    top["trainer"] = Section(dict.fromkeys(trainer_keys()),
+                             "pl.Trainer keywords and the translated Lightning 1.x keys")
+    return Section(top, "see print_config")
+
+
+def train(dataset: ModuleType, run, config: dict, seed: int) -> dict[str, float]:
+    """The main command: fit, then write the reports and print the summary."""
+    pl.seed_everything(seed, workers=True)
+    run_dir = run_folder(run)
+    data = make_data(dataset, config)
+    data.prepare()
+    module = build_module(config, data)
+    train_loader, eval_loader = make_loaders(data, config)
+    trainer = build_trainer(config["trainer"], run_dir, run)
+    trainer.fit(module, train_loader, eval_loader)
+    checkpoint_dir = run_dir / CHECKPOINT_DIR
+    checkpoints = [path for path in (checkpoint_dir / "best.ckpt", checkpoint_dir / "last.ckpt") if path.exists()]
+    return finish(run, run_dir, module, data.domain_kind, f"{run.experiment_info['name']}: training finished",
+                  checkpoints)
+
+
+def evaluate(dataset: ModuleType, run, config: dict, seed: int, checkpoint: str | None) -> dict[str, float]:
+    """The evaluate_only command: the checkpoint's network on the evaluation split of the configured data.
+
+    The network, front-end, sample rate and clip length are those the checkpoint was trained with (its
+    "frito" entry); the config's models.* do not apply.
+    """
+    if not checkpoint:
+        raise ConfigurationError("evaluate_only needs a checkpoint: add checkpoint=runs/<id>/checkpoints/best.ckpt")
+    path = Path(checkpoint)
+    state, meta = read_checkpoint(path)
+    config = trained_config(config, meta, has_swa=any(key.startswith("net_swa.") for key in state))
+    pl.seed_everything(seed, workers=True)
+    run_dir = run_folder(run)
+    data = make_data(dataset, config)
+    data.prepare()
+    if list(data.class_names) != list(meta["class_names"]):
+        raise ConfigurationError(
+            f"checkpoint {path} was trained on the classes {meta['class_names']}, the configured data has "
+            f"{list(data.class_names)}; evaluate it on the dataset (and families) it was trained on."
+        )
+    module = build_module(config, data)
+    load_weights(module, state, path)
+    _, eval_loader = make_loaders(data, config)
+    trainer = build_trainer(config["trainer"], run_dir, run, checkpoints=False)
+    trainer.validate(module, eval_loader)
+    return finish(run, run_dir, module, data.domain_kind, f"{run.experiment_info['name']}: evaluation of {path}")
+
+
+def read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
+    """The state dict and the "frito" entry of a checkpoint written by the training module."""
+    if not path.is_file():
+        raise ConfigurationError(f"checkpoint={str(path)!r} does not exist; give the path of a .ckpt file.")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise ConfigurationError(f"checkpoint {path} is not a readable checkpoint (truncated?): {error}") from error
+    meta = checkpoint.get("frito") if isinstance(checkpoint, Mapping) else None
+    if not isinstance(meta, Mapping) or meta.get("version") != FRITO_VERSION or "state_dict" not in checkpoint:
+        raise ConfigurationError(
+            f"checkpoint {path} was not written by this version of frito's training module (no 'frito' entry of "
+            f"version {FRITO_VERSION}); evaluate_only reads checkpoints/best.ckpt or last.ckpt of a frito run."
+        )
+    return checkpoint["state_dict"], dict(meta)
+
+
+def trained_config(config: dict, meta: Mapping[str, Any], has_swa: bool) -> dict:
+    """``config`` with the network, front-end, sample rate, clip length and SWA a checkpoint was trained with."""
+    changed = {
+        "swa": has_swa,
+        "models": {"net": {**meta["net"], "pretrained": False, "pretrained_path": None}, "mel": dict(meta["mel"])},
+        "basedataset": {**config["basedataset"], "sample_rate": meta["sample_rate"],
+                        "clip_length": meta["clip_length"]},
+    }
+    logger.info("evaluate_only: network %s (rf_norm_t=%r) and front-end as trained; %s s clips at %s Hz",
+                meta["net"].get("arch"), meta["net"].get("rf_norm_t", ""), meta["clip_length"], meta["sample_rate"])
+    return {**config, **changed}
+
+
+def finish(run, run_dir: Path, module: AudioClassifier, domain_kind: str, title: str,
+           checkpoints: list[Path] = ()) -> dict[str, float]:
+    """Reports (PNG/CSV) and the console summary of the last evaluation; the final figures."""
+    figures: dict[str, float] = {}
+    if not module.evaluations:
+        return figures
+    files = list(checkpoints)
+    for name, result in module.evaluations.items():
+        figures.update({f"{name}/{key}": value for key, value in result.scalars().items()})
+        if rank_zero_only.rank == 0:
+            files.extend(write_reports(result, run_dir, name, domain_kind))
+    best = _best_epoch(module.history)
+    if rank_zero_only.rank == 0:
+        print(console_summary(module.evaluations, domain_kind, f"{title} ({run_dir})", best, files))
+        _attach(run, run_dir, files)
+    return figures
+
+
+def summarise_loaders(dataset: ModuleType, config: dict, seed: int) -> None:
+    """The test_loaders command."""
+    pl.seed_everything(seed, workers=True)
+    data = make_data(dataset, config)
+    data.prepare()
+    train_loader, eval_loader = make_loaders(data, config)
+    print(f"classes ({len(data.class_names)}): {', '.join(data.class_names)}")
+    print(f"domains ({data.domain_kind}): {', '.join(data.domain_names)}; seen: {', '.join(data.seen_domains)}")
+    for name, loader in (("train", train_loader), ("eval", eval_loader)):
+        batch = next(iter(loader))
+        print(f"{name}: {len(loader.dataset)} examples, {len(loader)} batches of up to {loader.batch_size}")
+        for key, value in batch.items():
+            print(f"  {key:12s} {_describe(value)}")
+
+
+def speed_test(config: dict, seed: int, batch_size: int, steps: int) -> dict[str, float]:
+    """The model_speed_test command: spectrograms per second through mel, forward, backward, AdamW step."""
+    pl.seed_everything(seed)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    net = get_model(**config["models"]["net"]).to(device).train()
+    mel = AugmentMelSTFT(**config["models"]["mel"]).to(device).train()
+    precision = translate_trainer_config(config["trainer"], device.type == "cuda").kwargs.get("precision", "32")
+    autocast_dtype = {"16-mixed": torch.float16, "bf16-mixed": torch.bfloat16}.get(str(precision))
+    optimizer = torch.optim.AdamW(net.parameters(), lr=1e-5)
+    samples = round(config["basedataset"]["clip_length"] * config["basedataset"]["sample_rate"])
+    waveform = torch.randn(batch_size, samples, device=device)
+    labels = torch.randint(config["models"]["net"]["n_classes"], (batch_size,), device=device)
+
+    def step():
+        with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
+            logits, _ = net(mel(waveform).unsqueeze(1))
+            loss = F.cross_entropy(logits.float(), labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    for _ in range(2):
+        step()
+    _synchronize(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    _synchronize(device)
+    seconds = time.perf_counter() - start
+    rate = steps * batch_size / seconds
+    arch = config["models"]["net"]["arch"]
+    print(f"{arch} on {device.type} ({precision}): {rate:.1f} spectrograms/s, {1000 * seconds / steps:.1f} ms per "
+          f"step of {batch_size} x {config['basedataset']['clip_length']} s clips")
+    return {"spectrograms_per_second": rate}
+
+
+def make_data(dataset: ModuleType, config: Mapping[str, Any]):
+    return dataset.Data(**config["basedataset"], mel=dict(config["models"]["mel"]))
+
+
+def make_loaders(data, config: Mapping[str, Any]) -> tuple[DataLoader, DataLoader]:
+    """Shuffled training loader and ordered evaluation loader with the configured batch size and workers."""
+    options = dict(batch_size=config["batch_size"], num_workers=config["num_workers"],
+                   persistent_workers=config["num_workers"] > 0, pin_memory=torch.cuda.is_available())
+    return (DataLoader(data.train_set(), shuffle=True, **options),
+            DataLoader(data.eval_set(), shuffle=False, **options))
+
+
+def build_module(config: Mapping[str, Any], data) -> AudioClassifier:
+    """The training module for ``config`` and the classes/domains of ``data``."""
+    net_config, mel_config = config["models"]["net"], config["models"]["mel"]
+    if net_config["n_classes"] != len(data.class_names):
+        raise ConfigurationError(
+            f"models.net.n_classes={net_config['n_classes']} but the data has {len(data.class_names)} classes "
+            f"({', '.join(data.class_names)}); set models.net.n_classes={len(data.class_names)}."
+        )
+    meta = {
+        "net": dict(net_config),
+        "mel": dict(mel_config),
+        "class_names": list(data.class_names),
+        "domain_names": list(data.domain_names),
+        "sample_rate": config["basedataset"]["sample_rate"],
+        "clip_length": config["basedataset"]["clip_length"],
+        "version": FRITO_VERSION,
+    }
+    return AudioClassifier(
+        net=get_model(**net_config),
+        mel=AugmentMelSTFT(**mel_config),
+        class_names=data.class_names,
+        domain_names=data.domain_names,
+        seen_domains=data.seen_domains,
+        lr=config["lr"],
+        weight_decay=config["weight_decay"],
+        lr_factor=lr_schedule(config["schedule_mode"], config["warm_up_len"], config["ramp_down_start"],
+                              config["ramp_down_len"], config["last_lr_value"]),
+        mixup_alpha=config["mixup_alpha"] if config["use_mixup"] else None,
+        swa=SwaSchedule(config["swa_epoch_start"], config["swa_freq"]) if config["swa"] else None,
+        checkpoint_meta=meta,
+    )
+
+
+def load_weights(module: AudioClassifier, state: Mapping[str, torch.Tensor], path: Path) -> None:
+    """Load a checkpoint's weights (network, SWA copy) into a module built with the checkpoint's settings."""
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    mismatched = sorted(key for key in set(own) & set(state) if own[key].shape != state[key].shape)
+    if missing or unexpected or mismatched:
+        raise ConfigurationError(
+            f"checkpoint {path} does not fit the model rebuilt from its own settings: missing {missing[:5]}, "
+            f"unexpected {unexpected[:5]}, different shapes {mismatched[:5]}."
+        )
+    module.load_state_dict(state)
+
+
+def run_folder(run) -> Path:
+    """The FileStorageObserver's folder of this run, else a new runs/<timestamp> folder."""
+    for observer in run.observers:
+        if isinstance(observer, FileStorageObserver) and observer.dir:
+            return Path(observer.dir)
+    stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+    for attempt in range(100):
+        folder = RUNS_DIR / (stamp if attempt == 0 else f"{stamp}_{attempt}")
+        try:
+            folder.mkdir(parents=True)
+        except FileExistsError:
+            continue
+        logger.info("no FileStorageObserver (-F runs/): run folder %s", folder)
+        return folder
+    raise RuntimeError(f"could not create a new run folder under {RUNS_DIR}")
+
+
+def plain(value):
+    """Sacred's read-only config containers as plain dicts and lists."""
+    if isinstance(value, Mapping):
+        return {key: plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(item) for item in value]
+    return value
+
+
+def _best_epoch(history: list[dict[str, float]]) -> tuple[int, float] | None:
+    scored = [entry for entry in history if MONITOR in entry]
+    if not scored:
+        return None
+    best = max(scored, key=lambda entry: entry[MONITOR])
+    return int(best["epoch"]), float(best[MONITOR])
+
+
+def _attach(run, run_dir: Path, files: list[Path]) -> None:
+    """Hand the report files to observers that do not keep them in run_dir already (e.g. MongoDB)."""
+    in_place = any(isinstance(o, FileStorageObserver) and o.dir and Path(o.dir) == run_dir for o in run.observers)
+    if not in_place:
+        for path in files:
+            if path.suffix in (".png", ".csv"):
+                run.add_artifact(str(path))
+    run.info["run_dir"] = str(run_dir)
+
+
+def _describe(value) -> str:
+    if isinstance(value, torch.Tensor):
+        text = f"{str(value.dtype).removeprefix('torch.')} {tuple(value.shape)}"
+        if value.is_floating_point():
+            return f"{text} min {value.min():.3f} max {value.max():.3f} mean {value.mean():.3f}"
+        return f"{text} values {sorted(set(value.flatten().tolist()))[:12]}"
+    if isinstance(value, list):
+        return f"list of {len(value)}, e.g. {value[0]!r}"
+    return repr(value)
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)

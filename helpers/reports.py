@@ -1,0 +1,158 @@
+"""End-of-run reports: confusion matrix and per-domain accuracy table (PNG and CSV), console summary."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from helpers.files import atomic_write
+from helpers.metrics import GROUP_LABELS, Evaluation
+
+SUMMARY_WIDTH = 78
+
+
+def write_reports(result: Evaluation, out_dir: Path, stem: str, domain_kind: str) -> list[Path]:
+    """Write ``<stem>_confusion_matrix.{csv,png}`` and ``<stem>_domains.{csv,png}`` into ``out_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    confusion_csv = out_dir / f"{stem}_confusion_matrix.csv"
+    confusion_png = out_dir / f"{stem}_confusion_matrix.png"
+    domains_csv = out_dir / f"{stem}_domains.csv"
+    domains_png = out_dir / f"{stem}_domains.png"
+    _write_csv(confusion_csv, ["true \\ predicted", *result.class_names],
+               [[name, *row] for name, row in zip(result.class_names, result.confusion_matrix.tolist())])
+    header, rows = domain_table(result, domain_kind)
+    _write_csv(domains_csv, header, rows)
+    _save_figure(_confusion_figure(result), confusion_png)
+    _save_figure(_domain_figure(result), domains_png)
+    return [confusion_csv, confusion_png, domains_csv, domains_png]
+
+
+def domain_table(result: Evaluation, domain_kind: str) -> tuple[list[str], list[list]]:
+    """Rows per domain (group, examples, accuracy, accuracy per class), then the two group means."""
+    seen_label, unseen_label = GROUP_LABELS.get(domain_kind, ("seen", "unseen"))
+    correct, total = result.domain_class_counts
+    header = ["domain", "group", "examples", "accuracy", *result.class_names]
+    rows = []
+    for index, name in enumerate(result.domain_names):
+        if total[index].sum() == 0:
+            continue
+        per_class = [_ratio(c, t) for c, t in zip(correct[index], total[index])]
+        group = seen_label if name in result.seen_domains else unseen_label
+        rows.append([name, group, int(total[index].sum()), _ratio(correct[index].sum(), total[index].sum()),
+                     *per_class])
+    for label, seen in ((seen_label, True), (unseen_label, False)):
+        rows.append([f"mean of {label}", label, "", _round(result.group_accuracy(seen)), *[""] * len(result.class_names)])
+    return header, rows
+
+
+def console_summary(
+    evaluations: Mapping[str, Evaluation],
+    domain_kind: str,
+    title: str,
+    best: tuple[int, float] | None = None,
+    files: Sequence[Path] = (),
+) -> str:
+    """A one-screen summary: overall figures and per-domain accuracy for each evaluated network."""
+    seen_label, unseen_label = GROUP_LABELS.get(domain_kind, ("seen", "unseen"))
+    lines = ["=" * SUMMARY_WIDTH, title, "=" * SUMMARY_WIDTH]
+    for name, result in evaluations.items():
+        lines.append(
+            f"{name:8s} acc {result.accuracy:.4f}  macro {result.macro_accuracy:.4f}  "
+            f"{seen_label} {result.group_accuracy(True):.4f}  {unseen_label} {result.group_accuracy(False):.4f}  "
+            f"loss {result.loss:.4f}  ({result.n_examples} examples)"
+        )
+        per_domain = result.domain_accuracy
+        cells = [f"{domain}{'*' if domain in result.seen_domains else ''} {acc:.3f}"
+                 for domain, acc in per_domain.items()]
+        lines.extend(_wrap(f"{'':8s} per {domain_kind.replace('_', ' ')} (* = seen): ", cells))
+    if best is not None:
+        lines.append(f"best epoch {best[0]}: val/acc {best[1]:.4f}")
+    for path in files:
+        lines.append(f"  {path}")
+    lines.append("=" * SUMMARY_WIDTH)
+    return "\n".join(lines)
+
+
+def _wrap(prefix: str, cells: Sequence[str]) -> list[str]:
+    lines, current = [], prefix
+    for cell in cells:
+        if len(current) + len(cell) + 2 > SUMMARY_WIDTH and current.strip():
+            lines.append(current.rstrip())
+            current = " " * len(prefix)
+        current += cell + "  "
+    lines.append(current.rstrip())
+    return lines
+
+
+def _confusion_figure(result: Evaluation) -> Figure:
+    n_classes = len(result.class_names)
+    size = max(4.0, 0.45 * n_classes + 2.0)
+    figure = Figure(figsize=(size + 1.0, size))
+    axes = figure.add_subplot()
+    matrix = result.confusion_matrix
+    image = axes.imshow(matrix, cmap="Blues")
+    figure.colorbar(image, ax=axes, label="examples")
+    axes.set_xticks(range(n_classes), result.class_names, rotation=90)
+    axes.set_yticks(range(n_classes), result.class_names)
+    axes.set_xlabel("predicted class")
+    axes.set_ylabel("true class")
+    axes.set_title(f"Confusion matrix (accuracy {result.accuracy:.3f})")
+    threshold = matrix.max() / 2 if matrix.size else 0
+    for (row, column), count in np.ndenumerate(matrix):
+        if count:
+            axes.text(column, row, str(count), ha="center", va="center", fontsize=7,
+                      color="white" if count > threshold else "black")
+    figure.tight_layout()
+    return figure
+
+
+def _domain_figure(result: Evaluation) -> Figure:
+    correct, total = result.domain_class_counts
+    present = [index for index in range(len(result.domain_names)) if total[index].sum() > 0]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        per_class = correct[present] / total[present]
+        overall = correct[present].sum(axis=1) / total[present].sum(axis=1)
+    table = np.column_stack([per_class, overall])
+    columns = [*result.class_names, "all"]
+    rows = [f"{result.domain_names[i]}{' (seen)' if result.domain_names[i] in result.seen_domains else ''}"
+            for i in present]
+    figure = Figure(figsize=(max(5.0, 0.55 * len(columns) + 2.5), max(3.0, 0.45 * len(rows) + 1.8)))
+    axes = figure.add_subplot()
+    image = axes.imshow(table, cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
+    figure.colorbar(image, ax=axes, label="accuracy")
+    axes.set_xticks(range(len(columns)), columns, rotation=90)
+    axes.set_yticks(range(len(rows)), rows)
+    axes.set_title("Accuracy per domain and class")
+    for (row, column), value in np.ndenumerate(table):
+        if not np.isnan(value):
+            axes.text(column, row, f"{value:.2f}", ha="center", va="center", fontsize=7,
+                      color="black" if value > 0.6 else "white")
+    figure.tight_layout()
+    return figure
+
+
+def _save_figure(figure: Figure, path: Path) -> None:
+    FigureCanvasAgg(figure)
+    atomic_write(path, lambda stream: figure.savefig(stream, format="png", dpi=120))
+
+
+def _write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence]) -> None:
+    text = io.StringIO()
+    writer = csv.writer(text)
+    writer.writerow(header)
+    writer.writerows(rows)
+    atomic_write(path, lambda stream: stream.write(text.getvalue().encode()))
+
+
+def _ratio(correct, total) -> float | str:
+    return _round(correct / total) if total else ""
+
+
+def _round(value: float) -> float | str:
+    return "" if np.isnan(value) else round(float(value), 6)

@@ -1,0 +1,175 @@
+"""The LightningModule shared by the experiments: mel front-end, network, mixup, AdamW, SWA, metrics.
+
+Batches are the dataset dicts of ``datasets/`` collated: "waveform" (batch, samples) or a cached
+"spectrogram" (batch, n_mels, frames), "label" and "domain" indices. The mel front-end runs here, on
+the training device; a batch that carries "spectrogram" skips it.
+
+Validation keeps every example's prediction, label, domain and loss, and computes the figures once over
+the whole evaluation split (helpers.metrics) at the end of the epoch, for the network and, once it holds
+an average, for the SWA copy ``net_swa``.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Callable, Mapping, Sequence
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from helpers.metrics import Evaluation, evaluation
+from helpers.mixup import mixed_cross_entropy, mixup
+from helpers.swa import SwaSchedule, update_average
+
+logger = logging.getLogger(__name__)
+
+PROGRESS_BAR_FIGURES = ("acc", "acc_seen", "acc_unseen")
+EVALUATED_NETS = {"net": "val", "net_swa": "val_swa"}  # submodule -> prefix of its logged figures
+
+
+class AudioClassifier(pl.LightningModule):
+    """Single-label audio classification with per-domain validation figures."""
+
+    def __init__(
+        self,
+        net: nn.Module,
+        mel: nn.Module,
+        class_names: Sequence[str],
+        domain_names: Sequence[str],
+        seen_domains: Sequence[str],
+        lr: float,
+        weight_decay: float,
+        lr_factor: Callable[[int], float],
+        mixup_alpha: float | None = None,
+        swa: SwaSchedule | None = None,
+        checkpoint_meta: Mapping | None = None,
+    ):
+        """
+        net: spectrogram (batch, 1, n_mels, frames) -> (logits, embedding); may offer no_weight_decay().
+        mel: waveform (batch, samples) -> log-mel (batch, n_mels, frames), augmenting in training mode.
+        class_names, domain_names: meaning of the "label" and "domain" indices of the batches.
+        seen_domains: domains of the training data; the rest are reported as unseen.
+        lr, weight_decay: AdamW's base learning rate and decoupled weight decay.
+        lr_factor: epoch -> factor of lr (helpers.schedule), stepped once per epoch.
+        mixup_alpha: Beta(alpha, alpha) of spectrogram mixup; None trains without mixup.
+        swa: epochs averaged into the copy ``net_swa``; None trains without SWA.
+        checkpoint_meta: the "frito" entry of every checkpoint (net and mel settings, class names, ...),
+            from which a trained model is rebuilt.
+        """
+        super().__init__()
+        self.net = net
+        self.mel = mel
+        self.class_names = tuple(class_names)
+        self.domain_names = tuple(domain_names)
+        self.seen_domains = tuple(seen_domains)
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.lr_factor = lr_factor
+        self.mixup_alpha = mixup_alpha
+        self.swa = swa
+        self.checkpoint_meta = dict(checkpoint_meta or {})
+        if swa is not None:
+            self.net_swa = copy.deepcopy(net).requires_grad_(False)
+            self.register_buffer("swa_n_averaged", torch.zeros((), dtype=torch.long))
+        self.evaluations: dict[str, Evaluation] = {}
+        self.history: list[dict[str, float]] = []
+        self._outputs: dict[str, list[Tensor]] = {}
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        return self.net(x)
+
+    def spectrograms(self, batch: dict) -> Tensor:
+        """(batch, 1, n_mels, frames): the batch's cached spectrograms, or the mel of its waveforms."""
+        x = batch["spectrogram"] if "spectrogram" in batch else self.mel(batch["waveform"])
+        return x.unsqueeze(1)
+
+    def training_step(self, batch: dict, batch_idx: int) -> Tensor:
+        x, labels = self.spectrograms(batch), batch["label"]
+        if self.mixup_alpha is None:
+            logits, _ = self.net(x)
+            loss = F.cross_entropy(logits, labels)
+        else:
+            x, permutation, lam = mixup(x, self.mixup_alpha)
+            logits, _ = self.net(x)
+            loss = mixed_cross_entropy(logits, labels, permutation, lam).mean()
+        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(labels))
+        return loss
+
+    def on_train_batch_end(self, outputs, batch: dict, batch_idx: int) -> None:
+        if batch_idx == self.trainer.num_training_batches - 1:
+            self._end_of_training_epoch()
+
+    def on_train_epoch_start(self) -> None:
+        self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=False, on_epoch=True)
+
+    def on_validation_epoch_start(self) -> None:
+        self._outputs = {}
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        x, labels = self.spectrograms(batch), batch["label"]
+        self._keep("label", labels)
+        self._keep("domain", batch["domain"])
+        for name in self._evaluated_nets():
+            logits, _ = getattr(self, name)(x)
+            logits = logits.float()
+            self._keep(f"{name}.prediction", logits.argmax(dim=1))
+            self._keep(f"{name}.loss", F.cross_entropy(logits, labels, reduction="none"))
+
+    def on_validation_epoch_end(self) -> None:
+        outputs = self._gather_outputs()
+        self._outputs = {}
+        if self.trainer.sanity_checking:
+            return
+        epoch_figures: dict[str, float] = {}
+        for name in self._evaluated_nets():
+            result = evaluation(
+                predictions=outputs[f"{name}.prediction"].numpy(),
+                labels=outputs["label"].numpy(),
+                domains=outputs["domain"].numpy(),
+                losses=outputs[f"{name}.loss"].numpy(),
+                class_names=self.class_names,
+                domain_names=self.domain_names,
+                seen_domains=self.seen_domains,
+            )
+            self.evaluations[name] = result
+            prefix = EVALUATED_NETS[name]
+            for figure, value in result.scalars().items():
+                self.log(f"{prefix}/{figure}", value, prog_bar=name == "net" and figure in PROGRESS_BAR_FIGURES)
+                epoch_figures[f"{prefix}/{figure}"] = value
+        self.history.append({"epoch": self.current_epoch, **epoch_figures})
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["frito"] = self.checkpoint_meta
+
+    def configure_optimizers(self):
+        no_decay_names = self.net.no_weight_decay() if hasattr(self.net, "no_weight_decay") else set()
+        decay, no_decay = [], []
+        for name, parameter in self.net.named_parameters():
+            (no_decay if name in no_decay_names else decay).append(parameter)
+        optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": self.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=self.lr,
+        )
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self.lr_factor)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+
+    def _end_of_training_epoch(self) -> None:
+        if self.swa is not None and self.swa.averages_after(self.current_epoch):
+            update_average(self.net_swa, self.net, int(self.swa_n_averaged))
+            self.swa_n_averaged += 1
+
+    def _evaluated_nets(self) -> list[str]:
+        names = ["net"]
+        if self.swa is not None and int(self.swa_n_averaged) > 0:
+            names.append("net_swa")
+        return names
+
+    def _keep(self, key: str, values: Tensor) -> None:
+        self._outputs.setdefault(key, []).append(values.detach().cpu())
+
+    def _gather_outputs(self) -> dict[str, Tensor]:
+        """Every example of the evaluation split seen by this process, concatenated per key."""
+        return {key: torch.cat(parts) for key, parts in self._outputs.items()}
