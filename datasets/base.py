@@ -10,7 +10,6 @@ import inspect
 import logging
 import os
 import shutil
-import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,8 @@ from datasets.cache import (
     Clip,
     build_cache,
     open_cache,
+    partial_path,
+    remove_stale_partials,
 )
 
 logger = logging.getLogger(__name__)
@@ -149,7 +150,8 @@ class CachedData:
         if folder.exists():
             return folder
         folder.parent.mkdir(parents=True, exist_ok=True)
-        partial = folder.with_name(f".{folder.name}.{socket.gethostname()}-{os.getpid()}.partial")
+        remove_stale_partials(folder)
+        partial = partial_path(folder)
         shutil.rmtree(partial, ignore_errors=True)
         logger.info("Generating the %s demo dataset in %s", self.name, folder)
         try:

@@ -22,6 +22,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import socket
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -145,12 +146,12 @@ def build_cache(
     if (features is None) != (spec.cache_format == "waveform"):
         raise ValueError(f"cache_format {spec.cache_format!r}: features must be given exactly for spectrograms")
     path.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_partials(path)
+    remove_stale_partials(path)
     bad = _files_missing_or_empty(clips, root)
     _report_bad_files(bad, len(clips), skip_bad_files, spec)
     bad_paths = {clip_path for clip_path, _ in bad}
     todo = [clip for clip in clips if clip.path not in bad_paths]
-    partial = path.with_name(f"{path.name}.{socket.gethostname()}-{os.getpid()}.partial")
+    partial = partial_path(path)
     try:
         decode_failures, kept = _write_partial(partial, spec, todo, root, workers, features)
         bad += decode_failures
@@ -179,6 +180,24 @@ def open_cache(path: Path, rebuild_hint: str = "") -> CacheIndex:
         raise CacheError(f"Cache file {path} is not usable: {error}. {fix}") from None
     except (OSError, KeyError, ValueError, TypeError) as error:
         raise CacheError(f"Cache file {path} is truncated or corrupt ({error}). {fix}") from error
+
+
+def partial_path(path: Path) -> Path:
+    """Where this process builds `path` (a file or folder) before renaming it into place."""
+    return path.with_name(f"{path.name}.{socket.gethostname()}-{os.getpid()}.partial")
+
+
+def remove_stale_partials(path: Path) -> None:
+    """Delete partial builds of `path` left by processes of this host that no longer run."""
+    host = socket.gethostname()
+    for partial in path.parent.glob(f"{path.name}.*.partial"):
+        owner_host, _, pid = partial.name[len(path.name) + 1 : -len(".partial")].rpartition("-")
+        if owner_host == host and pid.isdigit() and not _process_alive(int(pid)):
+            logger.info("Removing %s left by an interrupted preparation", partial)
+            if partial.is_dir():
+                shutil.rmtree(partial, ignore_errors=True)
+            else:
+                partial.unlink(missing_ok=True)
 
 
 def to_storage(waveform: np.ndarray, audio_dtype: str) -> np.ndarray:
@@ -354,17 +373,6 @@ def _report_bad_files(bad: Sequence[tuple[str, str]], n_clips: int, skip: bool, 
         f"{summary}\nRestore these files (re-extract the download), or set basedataset.skip_bad_files=True to "
         "leave them out."
     )
-
-
-def _remove_stale_partials(path: Path) -> None:
-    """Delete partial files of `path` left by preparation processes of this host that no longer run."""
-    host = socket.gethostname()
-    for partial in path.parent.glob(f"{path.name}.*.partial"):
-        owner = partial.name[len(path.name) + 1 : -len(".partial")]
-        owner_host, _, pid = owner.rpartition("-")
-        if owner_host == host and pid.isdigit() and not _process_alive(int(pid)):
-            logger.info("Removing %s left by an interrupted preparation", partial)
-            partial.unlink(missing_ok=True)
 
 
 def _process_alive(pid: int) -> bool:

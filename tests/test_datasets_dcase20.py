@@ -230,3 +230,37 @@ def test_data_object_pickles(tau, tmp_path):
     data = _data(tau, tmp_path)
     clone = pickle.loads(pickle.dumps(data))
     assert clone.class_names == data.class_names and clone.cache_files() == data.cache_files()
+
+
+def test_without_base_dir_the_demo_is_built_once_in_the_cache_folder(tmp_path, monkeypatch):
+    from datasets.dcase20 import demo
+
+    builds = []
+    monkeypatch.setattr(demo, "build", lambda folder: builds.append(folder) or _write_tau(folder))
+    data = Data(cache_dir=tmp_path / "cache", prepare_workers=0)
+    assert data.is_demo and data.clip_length == demo.CLIP_LENGTH
+    assert data.layout.root == tmp_path / "cache" / "demo" / Data.demo_folder / FOLDER
+    assert Data(cache_dir=tmp_path / "cache", clip_length=1.5).clip_length == 1.5
+    assert len(builds) == 1
+    assert len(data.train_set()) == 4
+
+
+def test_an_interrupted_demo_build_leaves_nothing_and_the_next_run_builds_it(tmp_path, monkeypatch):
+    import socket
+
+    from datasets.dcase20 import demo
+
+    def interrupted(folder):
+        _write_tau(folder)
+        raise KeyboardInterrupt
+
+    demo_parent = tmp_path / "cache" / "demo"
+    stale = demo_parent / f"{Data.demo_folder}.{socket.gethostname()}-{2**22 + 7}.partial"
+    (stale / "audio").mkdir(parents=True)
+    monkeypatch.setattr(demo, "build", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        Data(cache_dir=tmp_path / "cache")
+    assert list(demo_parent.iterdir()) == []
+    monkeypatch.setattr(demo, "build", _write_tau)
+    assert Data(cache_dir=tmp_path / "cache").class_names == ["airport", "bus", "park"]
+    assert [p.name for p in demo_parent.iterdir()] == [Data.demo_folder]
