@@ -1,0 +1,260 @@
+"""Running a trained frito model on audio: class probabilities and embeddings for clips and files.
+
+    predictor = load_model("runs/<id>/checkpoints/best.ckpt")
+    probabilities = predictor.predict(waveform, sample_rate)      # (n_classes,), sums to 1
+    embedding = predictor.embed(waveform, sample_rate)            # (embed_dim,)
+    report = predict_files(predictor, ["recordings/"], top_k=3, csv_path="predictions.csv")
+
+Any channel count (averaged to mono) and sample rate (resampled with soxr to the checkpoint's) are
+accepted. The model sees windows of the training clip length: a shorter clip is padded at the end with
+silence (as the datasets pad), a longer one is scored in windows overlapping by half a window, the
+last one ending at the clip's end, and the windows' probabilities (or embeddings) are averaged.
+Probabilities are the softmax of the logits: the experiments are single-label classification.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soxr
+import torch
+from torch import Tensor
+
+from datasets.audio import AudioError, load_audio
+from helpers.files import atomic_write
+from models.passt import PATCH_SIZE, PaSST, get_model
+from models.preprocess import AugmentMelSTFT
+from models.pretrained import PretrainedError, frito_weights, read_checkpoint
+
+logger = logging.getLogger(__name__)
+
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
+WINDOW_BATCH = 16
+
+
+def load_model(
+    checkpoint: str | os.PathLike,
+    device: str | torch.device | None = None,
+    weights: str = "auto",
+    hop_fraction: float = 0.5,
+) -> Predictor:
+    """Rebuild the network and front-end of a frito checkpoint for inference.
+
+    Args:
+        checkpoint: a .ckpt written by frito's training module (best.ckpt / last.ckpt of a run).
+        device: where the model runs; None picks CUDA when available, else the CPU.
+        weights: "swa", "plain", or "auto" (the SWA average when the checkpoint holds one).
+        hop_fraction: step between the windows of a long clip, as a fraction of the window.
+    """
+    path = Path(checkpoint)
+    selected = frito_weights(read_checkpoint(path), weights, origin=str(path))
+    meta = selected.meta
+    for key in ("mel", "class_names", "sample_rate", "clip_length"):
+        if key not in meta:
+            raise PretrainedError(f"{path}: its 'frito' entry lacks {key!r}; it was not written by frito's training")
+    net = get_model(**{**meta["net"], "pretrained": False, "pretrained_path": None})
+    try:
+        net.load_state_dict(selected.state_dict, strict=True)
+    except RuntimeError as error:
+        raise PretrainedError(
+            f"{path}: the {selected.weights} weights do not fit the network its 'frito' entry describes ({error})"
+        ) from None
+    mel = AugmentMelSTFT(**meta["mel"])
+    logger.info("Loaded %s (%s weights, %d classes)", path, selected.weights, len(meta["class_names"]))
+    return Predictor(net, mel, meta["class_names"], meta["sample_rate"], meta["clip_length"], device, hop_fraction)
+
+
+class Predictor:
+    """A trained network with its mel front-end, in eval mode, scoring whole clips window by window."""
+
+    def __init__(
+        self,
+        net: PaSST,
+        mel: AugmentMelSTFT,
+        class_names: Sequence[str],
+        sample_rate: int,
+        clip_length: float,
+        device: str | torch.device | None = None,
+        hop_fraction: float = 0.5,
+    ):
+        """
+        Args:
+            net: log-mel (batch, 1, n_mels, frames) -> (logits, embedding).
+            mel: the front-end the network was trained with (its sr must be sample_rate).
+            class_names: meaning of the network's outputs.
+            sample_rate: rate in Hz the network was trained at; inputs are resampled to it.
+            clip_length: seconds of audio per training clip: the window the network sees.
+            device: where the model runs; None picks CUDA when available, else the CPU.
+            hop_fraction: step between the windows of a long clip, as a fraction of the window (0, 1].
+        """
+        if mel.sr != sample_rate:
+            raise ValueError(f"the front-end expects {mel.sr} Hz but the checkpoint says sample_rate={sample_rate}")
+        if len(class_names) != net.n_classes:
+            raise ValueError(f"{len(class_names)} class names for a network with {net.n_classes} outputs")
+        if not 0 < hop_fraction <= 1:
+            raise ValueError(f"hop_fraction must be in (0, 1], got {hop_fraction}")
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.net = net.eval().to(self.device)
+        self.mel = mel.eval().to(self.device)
+        self.class_names = list(class_names)
+        self.sample_rate = int(sample_rate)
+        # the longest input the time encodings cover: n_cols patches of PATCH_SIZE frames at the time stride
+        tstride = net.patch_embed.proj.stride[1]
+        max_samples = (net.n_cols * tstride + PATCH_SIZE - 1) * mel.hopsize
+        self.window_samples = min(round(clip_length * sample_rate), max_samples)
+        if self.window_samples < round(clip_length * sample_rate):
+            logger.warning("clip_length %.2f s exceeds the network's time encodings; windows of %.2f s are used",
+                           clip_length, self.window_samples / sample_rate)
+        self.hop_samples = max(1, round(self.window_samples * hop_fraction))
+
+    def predict(self, waveform: np.ndarray | Tensor, sample_rate: int) -> np.ndarray:
+        """Class probabilities (n_classes,) of one clip: (samples,) or (channels, samples) at sample_rate Hz."""
+        logits, _ = self._score(self.windows(waveform, sample_rate))
+        return torch.softmax(logits, dim=-1).mean(dim=0).numpy()
+
+    def embed(self, waveform: np.ndarray | Tensor, sample_rate: int) -> np.ndarray:
+        """The network's embedding (mean of its cls/dist tokens) of one clip, averaged over its windows."""
+        _, embeddings = self._score(self.windows(waveform, sample_rate))
+        return embeddings.mean(dim=0).numpy()
+
+    def windows(self, waveform: np.ndarray | Tensor, sample_rate: int) -> Tensor:
+        """The clip as mono at the model's rate, cut into (n_windows, window_samples) float32 windows."""
+        mono = _mono_float(waveform)
+        if int(sample_rate) != self.sample_rate:
+            mono = soxr.resample(mono, int(sample_rate), self.sample_rate, quality="HQ").astype(np.float32)
+        clip = torch.from_numpy(np.ascontiguousarray(mono))
+        length, window = clip.shape[0], self.window_samples
+        if length <= window:
+            return torch.nn.functional.pad(clip, (0, window - length))[None]
+        starts = list(range(0, length - window + 1, self.hop_samples))
+        if starts[-1] + window < length:
+            starts.append(length - window)
+        return torch.stack([clip[start : start + window] for start in starts])
+
+    @torch.no_grad()
+    def _score(self, windows: Tensor) -> tuple[Tensor, Tensor]:
+        logits, embeddings = [], []
+        for batch in windows.split(WINDOW_BATCH):
+            spectrogram = self.mel(batch.to(self.device)).unsqueeze(1)
+            batch_logits, batch_embeddings = self.net(spectrogram)
+            logits.append(batch_logits.float().cpu())
+            embeddings.append(batch_embeddings.float().cpu())
+        return torch.cat(logits), torch.cat(embeddings)
+
+
+@dataclass(frozen=True)
+class FilePrediction:
+    """One file's class probabilities and its top classes [(class name, probability)], best first."""
+
+    path: str
+    probabilities: np.ndarray
+    top: list[tuple[str, float]]
+
+
+@dataclass(frozen=True)
+class PredictionReport:
+    """The files scored, and the files skipped with the reason [(path, reason)]."""
+
+    predictions: list[FilePrediction]
+    skipped: list[tuple[str, str]]
+
+
+def predict_files(
+    predictor: Predictor,
+    paths: Iterable[str | os.PathLike],
+    top_k: int = 5,
+    csv_path: str | os.PathLike | None = None,
+    overwrite: bool = False,
+) -> PredictionReport:
+    """Classify audio files and folders (searched recursively for wav, flac, ogg and mp3).
+
+    Each file's top-k classes are logged; files that cannot be decoded are reported and skipped. With
+    ``csv_path``, a CSV is written (atomically) with one row per scored file: file, top_1 ... top_k
+    class names, then one probability column per class. An existing CSV is only replaced with
+    ``overwrite=True``.
+    """
+    if top_k < 1:
+        raise ValueError(f"top_k must be >= 1, got {top_k}")
+    if csv_path is not None and Path(csv_path).exists() and not overwrite:
+        raise FileExistsError(f"{csv_path} exists; choose another CSV path or allow overwriting it")
+    files, skipped = _audio_files(paths)
+    top_k = min(top_k, len(predictor.class_names))
+    predictions = []
+    for path in files:
+        try:
+            waveform = load_audio(path, predictor.sample_rate)
+        except AudioError as error:
+            logger.warning("Skipped %s", error)
+            skipped.append((str(path), str(error)))
+            continue
+        probabilities = predictor.predict(waveform, predictor.sample_rate)
+        best = np.argsort(-probabilities, kind="stable")[:top_k]
+        top = [(predictor.class_names[index], float(probabilities[index])) for index in best]
+        predictions.append(FilePrediction(str(path), probabilities, top))
+        logger.info("%s: %s", path, ", ".join(f"{name} {probability:.3f}" for name, probability in top))
+    logger.info("Scored %d files, skipped %d", len(predictions), len(skipped))
+    if csv_path is not None:
+        atomic_write(Path(csv_path), lambda stream: stream.write(_csv_text(predictions, predictor.class_names, top_k)))
+        logger.info("Wrote %s", csv_path)
+    return PredictionReport(predictions, skipped)
+
+
+def _audio_files(paths: Iterable[str | os.PathLike]) -> tuple[list[Path], list[tuple[str, str]]]:
+    """Files named directly (any extension) and audio files found in folders, sorted; missing paths skipped."""
+    files, skipped = [], []
+    if isinstance(paths, str | os.PathLike):
+        paths = [paths]
+    for entry in map(Path, paths):
+        if entry.is_dir():
+            found = sorted(p for p in entry.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS)
+            if not found:
+                logger.warning("No %s files in %s", "/".join(AUDIO_EXTENSIONS), entry)
+            files.extend(found)
+        elif entry.is_file():
+            files.append(entry)
+        else:
+            logger.warning("Skipped %s: no such file or folder", entry)
+            skipped.append((str(entry), "no such file or folder"))
+    if not files and not skipped:
+        raise ValueError(f"no audio files ({', '.join(AUDIO_EXTENSIONS)}) found in {[str(p) for p in paths]}")
+    return files, skipped
+
+
+def _csv_text(predictions: list[FilePrediction], class_names: list[str], top_k: int) -> bytes:
+    text = io.StringIO()
+    writer = csv.writer(text)
+    writer.writerow(["file", *(f"top_{rank}" for rank in range(1, top_k + 1)), *class_names])
+    for prediction in predictions:
+        labels = [name for name, _ in prediction.top]
+        writer.writerow([prediction.path, *labels, *(f"{p:.6f}" for p in prediction.probabilities)])
+    return text.getvalue().encode()
+
+
+def _mono_float(waveform: np.ndarray | Tensor) -> np.ndarray:
+    """(samples,) or (channels, samples), float or integer PCM -> mono float32 (samples,)."""
+    array = waveform.detach().cpu().numpy() if isinstance(waveform, Tensor) else np.asarray(waveform)
+    if np.issubdtype(array.dtype, np.integer):
+        array = array / float(np.iinfo(array.dtype).max + 1)
+    elif not np.issubdtype(array.dtype, np.floating):
+        raise ValueError(f"waveform must hold float or integer PCM samples, got dtype {array.dtype}")
+    if array.ndim == 2:
+        if array.shape[0] > array.shape[1]:
+            raise ValueError(
+                f"waveform of shape {array.shape} read as (channels, samples) has more channels than samples; "
+                "pass (channels, samples), e.g. the transpose of soundfile's (frames, channels)"
+            )
+        array = array.mean(axis=0)
+    elif array.ndim != 1:
+        raise ValueError(f"waveform must be (samples,) or (channels, samples), got shape {array.shape}")
+    if array.size == 0:
+        raise ValueError("waveform has no samples")
+    if not np.isfinite(array).all():
+        raise ValueError("waveform contains NaN or infinite samples")
+    return array.astype(np.float32)

@@ -1,0 +1,197 @@
+"""Inference on raw audio: checkpoint loading, windowing, channel/rate handling, scoring folders of files."""
+
+import csv
+import logging
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+
+from helpers.inference import load_model, predict_files
+from models.passt import get_model
+from models.preprocess import AugmentMelSTFT
+
+RATE = 16000
+NET = {"arch": "passt_mini", "n_classes": 3, "input_fdim": 64, "input_tdim": 100, "rf_norm_t": "per_row_2"}
+MEL = {"n_mels": 64, "sr": RATE, "win_length": 400, "hopsize": 160, "n_fft": 512}
+CLASSES = ["bird", "car", "rain"]
+
+
+def write_checkpoint(path, swa=True, clip_length=1.0):
+    """A frito Lightning checkpoint written by hand: net (+ net_swa) weights and the "frito" entry."""
+    torch.manual_seed(0)
+    plain, averaged = get_model(**NET), get_model(**NET)
+    state = {"net." + key: value for key, value in plain.state_dict().items()}
+    if swa:
+        state.update({"net_swa." + key: value for key, value in averaged.state_dict().items()})
+        state["swa_n_averaged"] = torch.tensor(3)
+    meta = {"net": NET, "mel": MEL, "class_names": CLASSES, "domain_names": ["a"], "sample_rate": RATE,
+            "clip_length": clip_length, "version": 1}
+    torch.save({"state_dict": state, "frito": meta}, path)
+    return plain.eval(), averaged.eval()
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    path = tmp_path_factory.mktemp("run") / "best.ckpt"
+    plain, averaged = write_checkpoint(path)
+    return path, plain, averaged
+
+
+@pytest.fixture(scope="module")
+def predictor(checkpoint):
+    return load_model(checkpoint[0], device="cpu")
+
+
+def reference_probabilities(net, windows):
+    """Mean softmax over windows, each scored by the network on the eval-mode front-end."""
+    mel = AugmentMelSTFT(**MEL).eval()
+    with torch.no_grad():
+        logits, _ = net(mel(torch.as_tensor(np.stack(windows), dtype=torch.float32)).unsqueeze(1))
+    return torch.softmax(logits, dim=-1).mean(dim=0).numpy()
+
+
+@pytest.mark.parametrize("weights, expected", [("auto", "swa"), ("swa", "swa"), ("plain", "plain")])
+def test_load_model_takes_the_chosen_weights(checkpoint, weights, expected):
+    path, plain, averaged = checkpoint
+    predictor = load_model(path, device="cpu", weights=weights)
+    reference = averaged if expected == "swa" else plain
+    for key, value in predictor.net.state_dict().items():
+        assert torch.equal(value, reference.state_dict()[key]), key
+    assert predictor.class_names == CLASSES and predictor.sample_rate == RATE
+    assert not predictor.net.training and not predictor.mel.training
+
+
+def test_long_clip_is_scored_in_half_overlapping_windows_and_averaged(predictor, checkpoint):
+    rng = np.random.default_rng(0)
+    clip = rng.uniform(-0.5, 0.5, 37000).astype(np.float32)  # 2.3 s; windows of 16000 samples, hop 8000
+    windows = predictor.windows(clip, RATE)
+    starts = [0, 8000, 16000, 21000]  # the last window ends at the clip's end
+    assert windows.shape == (4, 16000)
+    for window, start in zip(windows, starts, strict=True):
+        assert np.array_equal(window.numpy(), clip[start : start + 16000])
+    expected = reference_probabilities(checkpoint[2], [clip[s : s + 16000] for s in starts])
+    np.testing.assert_allclose(predictor.predict(clip, RATE), expected, atol=1e-6)
+    assert predictor.predict(clip, RATE).sum() == pytest.approx(1.0, abs=1e-6)
+
+
+def test_short_clip_is_padded_with_silence(predictor, checkpoint):
+    clip = np.linspace(-0.3, 0.3, 4000, dtype=np.float32)
+    windows = predictor.windows(clip, RATE)
+    assert windows.shape == (1, 16000)
+    assert np.array_equal(windows[0, :4000].numpy(), clip) and not windows[0, 4000:].any()
+    padded = np.concatenate([clip, np.zeros(12000, np.float32)])
+    np.testing.assert_allclose(predictor.predict(clip, RATE), reference_probabilities(checkpoint[2], [padded]),
+                               atol=1e-6)
+
+
+def test_channels_are_averaged_and_integer_pcm_is_scaled(predictor):
+    rng = np.random.default_rng(1)
+    stereo = rng.uniform(-0.5, 0.5, (2, 20000)).astype(np.float32)
+    mono = stereo.mean(axis=0)
+    np.testing.assert_allclose(predictor.predict(stereo, RATE), predictor.predict(mono, RATE), atol=1e-6)
+    np.testing.assert_allclose(predictor.predict(torch.from_numpy(stereo), RATE), predictor.predict(mono, RATE),
+                               atol=1e-6)
+    pcm = (mono * 32768).astype(np.int16)
+    scaled = pcm / 32768.0  # 20000 samples: windows at 0 and 4000
+    np.testing.assert_allclose(predictor.windows(pcm, RATE).numpy(), [scaled[:16000], scaled[4000:]], atol=1e-7)
+    assert predictor.embed(stereo, RATE).shape == (96,)
+
+
+def test_other_sample_rates_are_resampled(predictor):
+    seconds = np.arange(44100) / 44100
+    windows = predictor.windows(np.sin(2 * np.pi * 440 * seconds).astype(np.float32), 44100)
+    expected = np.sin(2 * np.pi * 440 * np.arange(RATE) / RATE)
+    assert windows.shape == (1, RATE)
+    np.testing.assert_allclose(windows[0, 200:-200].numpy(), expected[200:-200], atol=2e-3)
+
+
+@pytest.mark.parametrize("waveform, match", [
+    (np.zeros((16000, 2), np.float32), "more channels than samples"),
+    (np.zeros((1, 2, 100), np.float32), "shape"),
+    (np.zeros(0, np.float32), "no samples"),
+    (np.full(100, np.nan, np.float32), "NaN"),
+])
+def test_bad_waveforms_are_errors(predictor, waveform, match):
+    with pytest.raises(ValueError, match=match):
+        predictor.predict(waveform, RATE)
+
+
+def test_embedding_of_a_long_clip_is_the_mean_over_windows(predictor, checkpoint):
+    clip = np.random.default_rng(2).uniform(-0.5, 0.5, 24000).astype(np.float32)  # windows at 0 and 8000
+    mel = AugmentMelSTFT(**MEL).eval()
+    with torch.no_grad():
+        _, embeddings = checkpoint[2](mel(torch.from_numpy(np.stack([clip[:16000], clip[8000:]]))).unsqueeze(1))
+    np.testing.assert_allclose(predictor.embed(clip, RATE), embeddings.mean(dim=0).numpy(), atol=1e-5)
+
+
+@pytest.fixture
+def audio_folder(tmp_path):
+    """Odd files: stereo 44.1 kHz, 1 s flac, 30 s ogg, an mp3 in a subfolder, a corrupt wav, a text file."""
+    rng = np.random.default_rng(3)
+    folder = tmp_path / "recordings"
+    (folder / "more").mkdir(parents=True)
+    soundfile.write(folder / "stereo_44k.wav", rng.uniform(-0.3, 0.3, (66150, 2)), 44100)
+    soundfile.write(folder / "one_second.flac", rng.uniform(-0.3, 0.3, RATE), RATE)
+    soundfile.write(folder / "half_minute.ogg", rng.uniform(-0.3, 0.3, 30 * RATE), RATE)
+    soundfile.write(folder / "more" / "clip.mp3", rng.uniform(-0.3, 0.3, 2 * 22050), 22050, format="MP3")
+    (folder / "broken.wav").write_bytes(b"RIFF....WAVEfmt this is not audio")
+    (folder / "notes.txt").write_text("not audio")
+    return folder
+
+
+def test_predict_files_scores_a_folder_writes_a_csv_and_skips_unreadable_files(predictor, audio_folder, caplog):
+    csv_path = audio_folder.parent / "out" / "predictions.csv"
+    with caplog.at_level(logging.INFO, logger="helpers.inference"):
+        report = predict_files(predictor, [audio_folder], top_k=2, csv_path=csv_path)
+    names = [p.split("/recordings/")[1] for p in (prediction.path for prediction in report.predictions)]
+    assert names == ["half_minute.ogg", "more/clip.mp3", "one_second.flac", "stereo_44k.wav"]
+    assert [path.rsplit("/", 1)[1] for path, _ in report.skipped] == ["broken.wav"]
+    assert any("broken.wav" in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records)
+
+    stereo, rate = soundfile.read(audio_folder / "stereo_44k.wav", dtype="float32")
+    by_name = {p.path.rsplit("/", 1)[1]: p for p in report.predictions}
+    np.testing.assert_allclose(by_name["stereo_44k.wav"].probabilities, predictor.predict(stereo.T, rate), atol=1e-5)
+
+    with open(csv_path, newline="") as stream:
+        rows = list(csv.reader(stream))
+    assert rows[0] == ["file", "top_1", "top_2", *CLASSES]
+    assert len(rows) == 5
+    for row, prediction in zip(rows[1:], report.predictions, strict=True):
+        probabilities = np.array(row[3:], dtype=float)
+        assert row[0] == prediction.path
+        assert probabilities.sum() == pytest.approx(1.0, abs=1e-4)
+        order = np.argsort(-probabilities, kind="stable")
+        assert row[1:3] == [CLASSES[order[0]], CLASSES[order[1]]]
+        assert prediction.top[0] == (row[1], pytest.approx(probabilities[order[0]], abs=1e-6))
+
+
+def test_existing_csv_is_not_overwritten_unless_asked(predictor, audio_folder):
+    csv_path = audio_folder.parent / "predictions.csv"
+    csv_path.write_text("user's own file\n")
+    with pytest.raises(FileExistsError, match="predictions.csv"):
+        predict_files(predictor, [audio_folder / "one_second.flac"], csv_path=csv_path)
+    assert csv_path.read_text() == "user's own file\n"
+    predict_files(predictor, [audio_folder / "one_second.flac"], csv_path=csv_path, overwrite=True)
+    assert csv_path.read_text().startswith("file,top_1,top_2,top_3,bird")  # top_k capped at 3 classes
+
+
+def test_missing_paths_are_skipped_and_empty_folders_are_an_error(predictor, tmp_path, audio_folder):
+    report = predict_files(predictor, [audio_folder / "one_second.flac", tmp_path / "nowhere.wav"])
+    assert len(report.predictions) == 1 and report.skipped[0][1] == "no such file or folder"
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no audio files"):
+        predict_files(predictor, tmp_path / "empty")
+
+
+def test_checkpoint_errors(tmp_path):
+    write_checkpoint(tmp_path / "plain.ckpt", swa=False)
+    with pytest.raises(ValueError, match="net_swa"):
+        load_model(tmp_path / "plain.ckpt", device="cpu", weights="swa")
+    (tmp_path / "broken.ckpt").write_bytes(b"PK\x03\x04 truncated")
+    with pytest.raises(ValueError, match="not a readable PyTorch checkpoint"):
+        load_model(tmp_path / "broken.ckpt")
+    torch.save(get_model(**NET).state_dict(), tmp_path / "weights.pt")
+    with pytest.raises(ValueError, match="not a frito checkpoint"):
+        load_model(tmp_path / "weights.pt")
