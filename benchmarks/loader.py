@@ -7,8 +7,9 @@
 Prints the clips per second a DataLoader delivers from the training split's cache with 0, 1 and 2
 worker processes, and the clips per second of training steps (mel front-end, forward, backward, AdamW)
 of a small PaSST on clips of the same length (GPU when there is one). Where the loader's rate is below
-the training rate, the training waits for data. Both are measured alone: in a real run loader workers
-and training share the CPU.
+the training rate, the training waits for data. Both are measured alone (in a real run loader workers
+and training share the CPU), each as the best of --repeats runs so that other load on the machine
+disturbs the figures less.
 """
 
 from __future__ import annotations
@@ -40,9 +41,14 @@ def main(argv: list[str] | None = None) -> None:
         f"{args.dataset} ({source}): {len(train_set)} training clips of {data.clip_length:g} s at "
         f"{data.sample_rate} Hz from {cache} ({cache.stat().st_size / 1e6:.0f} MB, {data.audio_dtype})"
     )
-    print(f"batches of {args.batch_size}, {args.batches} timed batches after one warm-up batch\n")
+    print(
+        f"batches of {args.batch_size}; best of {args.repeats} runs of {args.batches} batches (after a warm-up batch)\n"
+    )
 
-    loader_rates = {workers: loader_rate(train_set, args.batch_size, args.batches, workers) for workers in args.workers}
+    loader_rates = {
+        workers: max(loader_rate(train_set, args.batch_size, args.batches, workers) for _ in range(args.repeats))
+        for workers in args.workers
+    }
     train_rate, device = training_rate(data, next(iter(DataLoader(train_set, batch_size=args.batch_size))), args)
     for workers, rate in loader_rates.items():
         print(f"loader, {workers} workers:  {rate:8.1f} clips/s  ({rate / train_rate:5.1f}x the training rate)")
@@ -78,12 +84,15 @@ def training_rate(data, batch: dict, args: argparse.Namespace) -> tuple[float, s
         optimizer.step()
 
     step()
-    _synchronize(device)
-    start = time.perf_counter()
-    for _ in range(args.steps):
-        step()
-    _synchronize(device)
-    return args.steps * len(waveform) / (time.perf_counter() - start), device.type
+    seconds = []
+    for _ in range(args.repeats):
+        _synchronize(device)
+        start = time.perf_counter()
+        for _ in range(args.steps):
+            step()
+        _synchronize(device)
+        seconds.append(time.perf_counter() - start)
+    return args.steps * len(waveform) / min(seconds), device.type
 
 
 def _synchronize(device: torch.device) -> None:
@@ -103,7 +112,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--batches", type=int, default=30, help="timed loader batches per worker count")
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--arch", default="passt_tiny", help="a models.passt architecture")
-    parser.add_argument("--steps", type=int, default=3, help="timed training steps")
+    parser.add_argument("--steps", type=int, default=3, help="timed training steps per run")
+    parser.add_argument("--repeats", type=int, default=3, help="runs per measurement; the fastest counts")
     return parser
 
 
