@@ -1,0 +1,49 @@
+"""End-of-run reports: CSV contents against the hand-built case, PNGs written, the console summary."""
+
+import csv
+
+from helpers.metrics import evaluation
+from helpers.reports import console_summary, write_reports
+
+CLASSES = ("cat", "dog")
+DOMAINS = ("a", "s4")
+
+
+def small_case():
+    # (label, prediction, domain): a: 2 of 3 right, s4: 1 of 2
+    rows = [(0, 0, 0), (1, 1, 0), (1, 0, 0), (0, 1, 1), (1, 1, 1)]
+    return evaluation([r[1] for r in rows], [r[0] for r in rows], [r[2] for r in rows], [0.5] * 5,
+                      CLASSES, DOMAINS, seen_domains=("a",))
+
+
+def read(path):
+    with open(path, newline="") as stream:
+        return list(csv.reader(stream))
+
+
+def test_report_files(tmp_path):
+    files = write_reports(small_case(), tmp_path, "net", "device")
+    assert sorted(p.name for p in files) == sorted(p.name for p in tmp_path.iterdir())
+    assert {p.suffix for p in files} == {".csv", ".png"}
+    assert all(p.stat().st_size > 0 for p in files)
+    assert read(tmp_path / "net_confusion_matrix.csv") == [
+        ["true \\ predicted", "cat", "dog"],
+        ["cat", "1", "1"],
+        ["dog", "1", "2"],
+    ]
+    domains = read(tmp_path / "net_domains.csv")
+    assert domains[0] == ["domain", "group", "examples", "accuracy", "cat", "dog"]
+    # a: cat 1/1, dog 1/2; s4: cat 0/1, dog 1/1
+    assert domains[1] == ["a", "seen devices", "3", str(round(2 / 3, 6)), "1.0", "0.5"]
+    assert domains[2] == ["s4", "unseen devices", "2", "0.5", "0.0", "1.0"]
+    assert domains[3][:4] == ["mean of seen devices", "seen devices", "", str(round(2 / 3, 6))]
+    assert domains[4][:4] == ["mean of unseen devices", "unseen devices", "", "0.5"]
+
+
+def test_console_summary_fits_one_screen():
+    text = console_summary({"net": small_case()}, "device", "demo run", best=(3, 0.6), files=())
+    lines = text.splitlines()
+    assert len(lines) < 25 and max(map(len, lines)) <= 110
+    assert "acc 0.6000" in text and "seen devices 0.6667" in text and "unseen devices 0.5000" in text
+    assert "a* 0.667" in text and "s4 0.500" in text
+    assert "best epoch 3" in text
