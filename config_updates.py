@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from models.passt import ARCHITECTURES
 
 # The CPU preset: a small transformer on 2-second clips. The experiments use it for the demo data too.
-CPU_TINY_ARCH = "passt_tiny"
+CPU_TINY_ARCH = "passt_mini"
 CPU_TINY_CLIP_LENGTH = 2.0
 
 

@@ -48,6 +48,7 @@ from models.preprocess import AugmentMelSTFT
 logger = logging.getLogger(__name__)
 
 RUNS_DIR = Path("runs")
+HEADLINE = ("loss", "acc", "macro_acc", "acc_seen", "acc_unseen")
 DEMO_NOTICE = (
     "basedataset.base_dir is None: training on the bundled demo data with the CPU demo preset "
     "(small model, short clips, few epochs); set basedataset.base_dir=... for the dataset and the paper's defaults"
@@ -78,41 +79,42 @@ def add_commands(ex: Experiment, dataset: ModuleType) -> None:
 
     ex.config_hook(check_config)
 
+    @ex.capture
+    def settings(_config, models, basedataset, trainer):
+        """The run's config as plain dicts. Naming the sections lets Sacred accept the keys a user adds
+        inside them (e.g. trainer.limit_train_batches); check_config has vetted every key already."""
+        return plain(_config)
+
     @ex.main
-    def main(_run, _config, _seed):
+    def main(_run, _seed):
         """Train on the training split, validating on the evaluation split every epoch."""
-        return train(dataset, _run, plain(_config), _seed)
+        return train(dataset, _run, settings(), _seed)
 
     @ex.command
-    def evaluate_only(_run, _config, _seed, checkpoint):
+    def evaluate_only(_run, _seed, checkpoint):
         """Evaluate the checkpoint given by checkpoint=PATH on the evaluation split."""
-        return evaluate(dataset, _run, plain(_config), _seed, checkpoint)
+        return evaluate(dataset, _run, settings(), _seed, checkpoint)
 
     @ex.command(unobserved=True)
-    def test_loaders(_config, _seed):
+    def test_loaders(_seed):
         """Summarise one batch of the training and of the evaluation loader."""
-        summarise_loaders(dataset, plain(_config), _seed)
+        summarise_loaders(dataset, settings(), _seed)
 
     @ex.command(unobserved=True)
-    def model_speed_test(_config, _seed, speed_test_batch_size, speed_test_steps):
+    def model_speed_test(_seed, speed_test_batch_size, speed_test_steps):
         """Forward+backward spectrograms per second of the configured model (GPU when present)."""
-        return speed_test(plain(_config), _seed, speed_test_batch_size, speed_test_steps)
+        return speed_test(settings(), _seed, speed_test_batch_size, speed_test_steps)
 
     @ex.command
-    def plot_attention_mask(_run, _config, plot_path):
+    def plot_attention_mask(_run, plot_path):
         """PNG of the configured rf_norm_t pattern over the configured patch grid."""
-        config = plain(_config)
         path = Path(plot_path) if plot_path else run_folder(_run) / "attention_mask.png"
-        with torch.device("meta"):  # only the patch grid is needed, not the weights
-            net = get_model(**config["models"]["net"])
-        write_attention_mask_plot(config["models"]["net"]["rf_norm_t"], net.n_rows, net.n_cols, path)
-        print(f"attention mask of rf_norm_t={config['models']['net']['rf_norm_t']!r}: {path}")
-        return str(path)
+        return str(attention_mask_plot(settings()["models"]["net"], path))
 
     @ex.command(unobserved=True)
-    def prepare(_config):
+    def prepare():
         """Build the dataset caches (the demo data first when basedataset.base_dir is None)."""
-        make_data(dataset, plain(_config)).prepare()
+        make_data(dataset, settings()).prepare()
 
 
 def config_sections(ex: Experiment, dataset: ModuleType) -> Section:
@@ -206,13 +208,14 @@ def trained_config(config: dict, meta: Mapping[str, Any], has_swa: bool) -> dict
 
 def finish(run, run_dir: Path, module: AudioClassifier, domain_kind: str, title: str,
            checkpoints: list[Path] = ()) -> dict[str, float]:
-    """Reports (PNG/CSV) and the console summary of the last evaluation; the final figures."""
+    """Reports (PNG/CSV) and the console summary of the last evaluation; its headline figures (the
+    run's result; every figure per epoch is in the run's metrics)."""
     figures: dict[str, float] = {}
     if not module.evaluations:
         return figures
     files = list(checkpoints)
     for name, result in module.evaluations.items():
-        figures.update({f"{name}/{key}": value for key, value in result.scalars().items()})
+        figures.update({f"{name}/{key}": value for key, value in result.scalars().items() if key in HEADLINE})
         if rank_zero_only.rank == 0:
             files.extend(write_reports(result, run_dir, name, domain_kind))
     best = _best_epoch(module.history)
@@ -220,6 +223,15 @@ def finish(run, run_dir: Path, module: AudioClassifier, domain_kind: str, title:
         print(console_summary(module.evaluations, domain_kind, f"{title} ({run_dir})", best, files))
         _attach(run, run_dir, files)
     return figures
+
+
+def attention_mask_plot(net_config: Mapping[str, Any], path: Path) -> Path:
+    """The plot_attention_mask command: the configured pattern over the network's patch grid."""
+    with torch.device("meta"):  # only the patch grid is needed, not the weights
+        net = get_model(**{**net_config, "pretrained": False, "pretrained_path": None})
+    write_attention_mask_plot(net_config["rf_norm_t"], net.n_rows, net.n_cols, path)
+    print(f"attention mask of rf_norm_t={net_config['rf_norm_t']!r} over {net.n_rows} x {net.n_cols} patches: {path}")
+    return path
 
 
 def summarise_loaders(dataset: ModuleType, config: dict, seed: int) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,6 +88,7 @@ def build_trainer(
     settings = translate_trainer_config(trainer_config, torch.cuda.is_available())
     for notice in settings.notices:
         logger.info(notice)
+    _quiet_lightning()
     loggers: list[Logger] = []
     if sacred_run is not None:
         loggers.append(SacredLogger(sacred_run))
@@ -115,6 +117,24 @@ def build_trainer(
         plugins=[AtomicCheckpointIO()],
         default_root_dir=str(run_dir),
     )
+
+
+def _quiet_lightning() -> None:
+    """Silence Lightning output that does not concern these experiments."""
+    # torch 2.14 deprecates a pytree helper Lightning 2.6 still calls; nothing a user can change
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+    # the training module logs per epoch, so a step logging interval longer than an epoch is harmless
+    warnings.filterwarnings("ignore", message=r"The number of training batches \(\d+\) is smaller than the logging")
+    rank_zero_logger = logging.getLogger("pytorch_lightning.utilities.rank_zero")
+    if not any(isinstance(existing, _NoAdvertisements) for existing in rank_zero_logger.filters):
+        rank_zero_logger.addFilter(_NoAdvertisements())
+
+
+class _NoAdvertisements(logging.Filter):
+    """Drops Lightning's tips recommending its cloud products."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("💡 Tip")
 
 
 class SacredLogger(Logger):
