@@ -99,7 +99,7 @@ class CachedData:
         self.train_split = train_split
         self.eval_split = eval_split
         self.mel = None if mel is None else dict(mel)
-        self.cache_dir = Path(cache_dir).expanduser().resolve() if cache_dir is not None else default_cache_dir()
+        self.cache_dir = (Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()).resolve()
         self.is_demo = base_dir is None
         self.clip_length = float(clip_length or (self.demo_clip_length if self.is_demo else self.native_clip_length))
         self.layout = self._read_layout(self._demo_dir() if self.is_demo else Path(base_dir).expanduser().resolve())
@@ -166,9 +166,11 @@ class CachedData:
         return folder
 
     def _seen_domains(self, train_domains: Sequence[str] | None) -> list[str]:
+        """The domains the training set holds: train_domains, checked against the train split, or all of them."""
+        train_clips = [clip for clip in self.layout.splits[self.train_split] if clip.label in self.class_names]
+        present = [domain for domain in self.domain_names if domain in {clip.domain for clip in train_clips}]
         if train_domains is None:
-            present = {clip.domain for clip in self.layout.splits[self.train_split] if clip.label in self.class_names}
-            return [domain for domain in self.domain_names if domain in present]
+            return present
         if isinstance(train_domains, str) or not all(isinstance(d, str) for d in train_domains):
             raise ValueError(
                 f"train_domains={train_domains!r}: expected a list of {self.domain_kind} names, e.g. "
@@ -179,6 +181,12 @@ class CachedData:
             raise ValueError(
                 f"train_domains={list(train_domains)!r}: {unknown or 'empty list'} not among the "
                 f"{self.domain_kind}s of {self.name}: {self.domain_names}"
+            )
+        absent = [domain for domain in train_domains if domain not in present]
+        if absent:
+            raise ValueError(
+                f"train_domains={list(train_domains)!r}: {absent} have no clips in the training split "
+                f"{self.train_split!r}, which holds {present}"
             )
         return [domain for domain in self.domain_names if domain in train_domains]
 

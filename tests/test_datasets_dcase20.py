@@ -131,6 +131,11 @@ def test_bad_train_domains_are_rejected_listing_the_devices(tau, tmp_path, train
         _data(tau, tmp_path, train_domains=train_domains)
 
 
+def test_train_domains_absent_from_the_training_split_are_rejected(tau, tmp_path):
+    with pytest.raises(ValueError, match=r"\['s5'\] have no clips in the training split 'fold1_train'"):
+        _data(tau, tmp_path, train_domains=["a", "s5"])
+
+
 def test_unknown_setting_raises_type_error_naming_it(tau, tmp_path):
     with pytest.raises(TypeError, match="sampel_rate"):
         _data(tau, tmp_path, sampel_rate=16000)
