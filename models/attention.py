@@ -15,7 +15,8 @@ Global tokens attend every token and every token attends them, in every form.
 
 Executors compute attention for a pattern; they share one signature,
 ``executor(q, k, v, pattern, layout, dropout_p) -> out`` with q, k, v of shape
-(batch, heads, tokens, head_dim). :func:`masked_attention` is the reference.
+(batch, heads, tokens, head_dim). :func:`masked_attention` is the reference;
+:func:`models.sparse_attention.sparse_attention` computes every restricted form without N x N tensors.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from functools import cached_property
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from models.sparse_attention import sparse_attention
 
 ACCEPTED_FORMS = (
     '"" (unrestricted)',
@@ -210,36 +213,15 @@ def masked_attention(
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
 
 
-def clusterwise_attention(
-    q: Tensor, k: Tensor, v: Tensor, pattern: AttentionPattern, layout: TokenLayout, dropout_p: float = 0.0
-) -> Tensor:
-    """Cluster forms computed cluster by cluster, never building an N x N mask.
-
-    Global queries attend all keys; the queries of each cluster attend the global keys and the keys
-    of their own cluster.
-    """
-    n_global = layout.n_global
-    global_keys, global_values = k[:, :, :n_global], v[:, :, :n_global]
-    outputs = [F.scaled_dot_product_attention(q[:, :, :n_global], k, v, dropout_p=dropout_p)]
-    for first_row, end_row in pattern.row_clusters(layout.n_rows):
-        start, end = layout.token_span(first_row, end_row)
-        if start == end:
-            continue
-        keys = torch.cat([global_keys, k[:, :, start:end]], dim=2)
-        values = torch.cat([global_values, v[:, :, start:end]], dim=2)
-        outputs.append(F.scaled_dot_product_attention(q[:, :, start:end], keys, values, dropout_p=dropout_p))
-    return torch.cat(outputs, dim=2)
-
-
 def select_executor(pattern: AttentionPattern, attention_impl: str = "auto") -> Executor:
-    """The executor for a pattern: "masked" forces the reference; "auto"/"sparse" pick a sparse one."""
+    """The executor for a pattern: "masked" forces the reference; "auto"/"sparse" compute every restricted
+    form block-sparsely (:func:`models.sparse_attention.sparse_attention`); unrestricted attention is one
+    plain fused call either way."""
     if attention_impl not in ATTENTION_IMPLS:
         raise ValueError(f"attention_impl must be one of {ATTENTION_IMPLS}, got {attention_impl!r}")
     if attention_impl == "masked" or not pattern.is_restricted:
         return masked_attention
-    if pattern.kind in ("clusters", "halves") and (pattern.sparse or attention_impl == "sparse"):
-        return clusterwise_attention
-    return masked_attention
+    return sparse_attention
 
 
 class FrequencyAttention(nn.Module):
