@@ -1,7 +1,8 @@
 """Pretrained weights for PaSST: AudioSet releases, ImageNet DeiT, and checkpoints written by frito.
 
-:func:`load_pretrained` fills a freshly built :class:`models.passt.PaSST` from one of three kinds of file,
-recognised by their contents:
+:func:`read_pretrained` gets the checkpoint (a local file, or a download cached in the torch hub folder) and
+:func:`load_pretrained` fills a freshly built :class:`models.passt.PaSST` from it; ``get_model(pretrained=True)``
+calls both, reading before building. Three kinds of checkpoint are recognised by their contents:
 
 - a PaSST AudioSet release (the original code's timm-style keys: ``new_pos_embed``,
   ``freq_new_pos_embed``, ``time_new_pos_embed``, ``head.0``/``head.1``, ``head_dist``), downloaded once

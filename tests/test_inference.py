@@ -195,3 +195,11 @@ def test_checkpoint_errors(tmp_path):
     torch.save(get_model(**NET).state_dict(), tmp_path / "weights.pt")
     with pytest.raises(ValueError, match="not a frito checkpoint"):
         load_model(tmp_path / "weights.pt")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_predictions_on_cuda_match_the_cpu(checkpoint):
+    clip = np.random.default_rng(4).uniform(-0.5, 0.5, 30000).astype(np.float32)
+    on_cpu = load_model(checkpoint[0], device="cpu").predict(clip, RATE)
+    on_cuda = load_model(checkpoint[0], device="cuda").predict(clip, RATE)
+    np.testing.assert_allclose(on_cuda, on_cpu, atol=1e-4)
