@@ -1,0 +1,130 @@
+"""The experiments' commands run in-process on the demo data with the tiny preset (one short epoch)."""
+
+import importlib
+import sys
+from pathlib import Path
+
+import matplotlib.image
+import pytest
+
+from helpers.config_check import ConfigurationError
+
+REPO = Path(__file__).resolve().parents[1]
+QUICK = {"max_epochs": 1, "limit_train_batches": 3, "limit_val_batches": 3, "enable_progress_bar": False,
+         "enable_model_summary": False, "num_sanity_val_steps": 0}
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory):
+    """One demo data set and cache for the whole test session (the CLI tests use the same folder)."""
+    return tmp_path_factory.getbasetemp() / "frito-cache"
+
+
+@pytest.fixture(params=["ex_dcase20", "ex_nsynth"])
+def experiment(request):
+    sys.path.insert(0, str(REPO))
+    try:
+        return importlib.import_module(request.param).ex
+    finally:
+        sys.path.remove(str(REPO))
+
+
+@pytest.fixture
+def in_tmp(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def run(ex, command, cache_dir, named_configs=(), **updates):
+    updates.setdefault("basedataset", {})["cache_dir"] = str(cache_dir)
+    return ex.run(command, config_updates=updates, named_configs=named_configs, options={"--capture": "sys"})
+
+
+def test_print_config_derives_the_input_length(experiment, cache_dir, capsys):
+    config = run(experiment, "print_config", cache_dir).config
+    # demo preset: 2 s clips at 32 kHz, hop 320 -> (64000 - 1) // 320 + 1 = 200 frames
+    assert config["models"]["net"]["input_tdim"] == 200
+    assert config["models"]["net"]["arch"] == "passt_mini"
+    assert "input_tdim = 200" in capsys.readouterr().out
+    config = run(experiment, "print_config", cache_dir, basedataset={"base_dir": "/data/x", "clip_length": 10.0}).config
+    assert config["models"]["net"]["input_tdim"] == 1000
+    assert config["models"]["net"]["arch"] == "passt_s_swa_p16_128_ap476"
+
+
+def test_named_configs_show_their_docstrings(experiment, cache_dir, capsys):
+    run(experiment, "print_named_configs", cache_dir)
+    out = capsys.readouterr().out
+    for name in ("mixup", "nomixup", "mini_train", "cpu_tiny", "swa", "no_swa", "frito_row_overlap_8", "passt_s_ap476"):
+        assert name in out
+    assert "A small transformer (passt_mini)" in out
+
+
+def test_named_config_values_apply_and_command_line_wins(experiment, cache_dir):
+    config = run(experiment, "print_config", cache_dir, ("frito_high_low", "nomixup"), use_mixup=True).config
+    assert config["models"]["net"]["rf_norm_t"] == "high_low"
+    assert config["use_mixup"] is True
+
+
+def test_help_and_dependencies(experiment, cache_dir, capsys):
+    with pytest.raises(SystemExit):
+        experiment.run_commandline(["ex.py", "help"])
+    out = capsys.readouterr().out
+    for command in ("main", "evaluate_only", "test_loaders", "model_speed_test", "plot_attention_mask", "prepare"):
+        assert command in out
+    run(experiment, "print_dependencies", cache_dir)
+    assert "torch" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "updates, message",
+    [
+        ({"models": {"net": {"rf_norm_tt": "row_overlap_8"}}}, "Did you mean models.net.rf_norm_t?"),
+        ({"trainer": {"max_epoch": 3}}, "Did you mean trainer.max_epochs?"),
+        ({"models": {"mel": {"hop_size": 160}}}, "Did you mean models.mel.hopsize?"),
+        ({"basedataset": {"base_dirr": "/x"}}, "Did you mean basedataset.base_dir?"),
+        ({"lrr": 0.1}, "Did you mean lr?"),
+        ({"models": {"net": {"rf_norm_t": "per_rows_6"}}}, "models.net.rf_norm_t: Unknown rf_norm_t 'per_rows_6'"),
+        ({"models": {"net": {"arch": "passt_tinyy"}}}, "Did you mean 'passt_tiny'"),
+    ],
+)
+def test_configuration_errors_stop_before_any_work(experiment, cache_dir, in_tmp, updates, message):
+    with pytest.raises(ConfigurationError, match=message):
+        run(experiment, "main", cache_dir, **updates)
+    assert list(in_tmp.iterdir()) == []  # no run folder, nothing written
+
+
+def test_test_loaders_summarises_one_batch_each(experiment, cache_dir, capsys):
+    run(experiment, "test_loaders", cache_dir)
+    out = capsys.readouterr().out
+    assert "train:" in out and "eval:" in out
+    assert "waveform     float32 (16, 64000)" in out  # batch of 16 clips of 2 s at 32 kHz
+    assert "label" in out and "domain" in out
+
+
+def test_model_speed_test(experiment, cache_dir, capsys):
+    result = run(experiment, "model_speed_test", cache_dir, speed_test_batch_size=2, speed_test_steps=1).result
+    assert result["spectrograms_per_second"] > 0
+    assert "spectrograms/s" in capsys.readouterr().out
+
+
+def test_plot_attention_mask(experiment, cache_dir, in_tmp):
+    path = in_tmp / "mask.png"
+    result = run(experiment, "plot_attention_mask", cache_dir, plot_path=str(path),
+                 models={"net": {"rf_norm_t": "row_overlap_8"}}).result
+    assert Path(result) == path
+    assert matplotlib.image.imread(path).shape[2] == 4
+    run(experiment, "plot_attention_mask", cache_dir)  # default: into the run folder
+    assert len(list(in_tmp.glob("runs/*/attention_mask.png"))) == 1
+
+
+def test_prepare_builds_the_caches(experiment, cache_dir):
+    run(experiment, "prepare", cache_dir)
+    assert list(cache_dir.glob("*/*.h5"))
+
+
+@pytest.mark.slow
+def test_same_seed_same_metrics(experiment, cache_dir, in_tmp):
+    first = run(experiment, "main", cache_dir, seed=11, trainer=dict(QUICK)).result
+    second = run(experiment, "main", cache_dir, seed=11, trainer=dict(QUICK)).result
+    assert first and first == second
+    assert {"net/acc", "net/acc_seen", "net/acc_unseen", "net/macro_acc", "net/loss"} <= set(first)
