@@ -46,7 +46,11 @@ def default_config():
             fmin=0.0, fmax=None, norm=1, fmin_aug_range=10, fmax_aug_range=2000,
         ),
     }
-    trainer = dict(max_epochs=10, devices=1)  # pl.Trainer keywords (and Lightning 1.x keys, translated)
+    trainer = dict(  # pl.Trainer keywords (and the Lightning 1.x keys, translated)
+        max_epochs=10,
+        devices=1,
+        use_tensorboard_logger=False,  # TensorBoard logs in the run folder's tensorboard/
+    )
     lr = 1e-5  # AdamW's base learning rate
     weight_decay = 1e-4  # AdamW's decoupled weight decay
     use_mixup = True  # spectrogram mixup

@@ -51,7 +51,11 @@ def default_config():
             freqm=0, timem=0, fmin_aug_range=0, fmax_aug_range=0,  # unlike TAU 2020: no SpecAugment, no jitter
         ),
     }
-    trainer = dict(max_epochs=128, devices=1)  # pl.Trainer keywords (and Lightning 1.x keys, translated)
+    trainer = dict(  # pl.Trainer keywords (and the Lightning 1.x keys, translated)
+        max_epochs=128,
+        devices=1,
+        use_tensorboard_logger=False,  # TensorBoard logs in the run folder's tensorboard/
+    )
     lr = 1e-3  # AdamW's base learning rate
     weight_decay = 0.0  # AdamW's decoupled weight decay (the original used Adam without it)
     use_mixup = False  # spectrogram mixup

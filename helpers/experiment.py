@@ -69,6 +69,9 @@ def add_commands(ex: Experiment, dataset: ModuleType) -> None:
     dataset: a package of ``datasets/`` exporting DEFAULTS (the ``basedataset`` config) and Data.
     """
     ex.captured_out_filter = apply_backspaces_and_linefeeds
+    for package, version in (("torch", torch.__version__), ("pytorch-lightning", pl.__version__)):
+        # recorded with each run beside what Sacred detects; Sacred rejects local versions such as +cu130
+        ex.add_package_dependency(package, version.split("+")[0])
     ex.config(command_options)
 
     def check_config(config, command_name, logger):
@@ -227,8 +230,7 @@ def finish(run, run_dir: Path, module: AudioClassifier, domain_kind: str, title:
 
 def attention_mask_plot(net_config: Mapping[str, Any], path: Path) -> Path:
     """The plot_attention_mask command: the configured pattern over the network's patch grid."""
-    with torch.device("meta"):  # only the patch grid is needed, not the weights
-        net = get_model(**{**net_config, "pretrained": False, "pretrained_path": None})
+    net = get_model(**{**net_config, "pretrained": False, "pretrained_path": None})  # for its patch grid
     write_attention_mask_plot(net_config["rf_norm_t"], net.n_rows, net.n_cols, path)
     print(f"attention mask of rf_norm_t={net_config['rf_norm_t']!r} over {net.n_rows} x {net.n_cols} patches: {path}")
     return path

@@ -228,8 +228,10 @@ def _reload_dataloaders(value, cuda_available: bool, settings: TrainerSettings) 
 
 def _tensorboard(value, cuda_available: bool, settings: TrainerSettings) -> bool:
     settings.tensorboard = bool(value)
-    where = "TensorBoard logs in the run folder's tensorboard/" if value else "no TensorBoard logs"
-    settings.notices.append(f"trainer.use_tensorboard_logger={value!r} (original config key) -> {where}")
+    if value:  # False is the experiments' default: nothing to translate
+        settings.notices.append(
+            f"trainer.use_tensorboard_logger={value!r} (original config key) -> TensorBoardLogger in the run folder"
+        )
     return True
 
 

@@ -52,6 +52,8 @@ def test_weights_summary_becomes_a_model_summary_callback():
 
 def test_tensorboard_switch():
     assert translate_trainer_config({"use_tensorboard_logger": True}, False).tensorboard is True
+    off = translate_trainer_config({"use_tensorboard_logger": False}, False)
+    assert off.tensorboard is False and off.kwargs == {} and off.notices == []
     assert translate_trainer_config({}, False).tensorboard is False
 
 
