@@ -37,12 +37,12 @@ def write_attention_mask_plot(rf_norm_t: str, n_rows: int, n_cols: int, path: Pa
 
 def _rows_panel(axes, rows: np.ndarray) -> None:
     n_rows = rows.shape[0]
-    axes.imshow(rows, cmap=MASK_COLOURS, vmin=0, vmax=1, origin="lower")
+    axes.imshow(rows, cmap=MASK_COLOURS, vmin=0, vmax=1)
     labels = [f"f{row}" for row in range(n_rows)]
     axes.set_xticks(range(n_rows), labels, fontsize=8)
     axes.set_yticks(range(n_rows), labels, fontsize=8)
-    axes.set_xlabel("key frequency row (f0 = lowest)")
-    axes.set_ylabel("query frequency row")
+    axes.set_xlabel("key frequency row")
+    axes.set_ylabel("query frequency row (f0 = lowest)")
     axes.set_title("frequency rows a patch may attend")
 
 
