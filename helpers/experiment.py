@@ -89,24 +89,24 @@ def add_commands(ex: Experiment, dataset: ModuleType) -> None:
         return plain(_config)
 
     @ex.main
-    def main(_run, _seed):
+    def main(_run):
         """Train on the training split, validating on the evaluation split every epoch."""
-        return train(dataset, _run, settings(), _seed)
+        return train(dataset, _run, settings())
 
     @ex.command
-    def evaluate_only(_run, _seed, checkpoint):
+    def evaluate_only(_run, checkpoint):
         """Evaluate the checkpoint given by checkpoint=PATH on the evaluation split."""
-        return evaluate(dataset, _run, settings(), _seed, checkpoint)
+        return evaluate(dataset, _run, settings(), checkpoint)
 
     @ex.command(unobserved=True)
-    def test_loaders(_seed):
+    def test_loaders():
         """Summarise one batch of the training and of the evaluation loader."""
-        summarise_loaders(dataset, settings(), _seed)
+        summarise_loaders(dataset, settings())
 
     @ex.command(unobserved=True)
-    def model_speed_test(_seed, speed_test_batch_size, speed_test_steps):
+    def model_speed_test(speed_test_batch_size, speed_test_steps):
         """Forward+backward spectrograms per second of the configured model (GPU when present)."""
-        return speed_test(settings(), _seed, speed_test_batch_size, speed_test_steps)
+        return speed_test(settings(), speed_test_batch_size, speed_test_steps)
 
     @ex.command
     def plot_attention_mask(_run, plot_path):
@@ -135,9 +135,9 @@ def config_sections(ex: Experiment, dataset: ModuleType) -> Section:
     return Section(top, "see print_config")
 
 
-def train(dataset: ModuleType, run, config: dict, seed: int) -> dict[str, float]:
+def train(dataset: ModuleType, run, config: dict) -> dict[str, float]:
     """The main command: fit, then write the reports and print the summary."""
-    pl.seed_everything(seed, workers=True)
+    pl.seed_everything(config["seed"], workers=True)
     run_dir = run_folder(run)
     data = make_data(dataset, config)
     data.prepare()
@@ -148,10 +148,10 @@ def train(dataset: ModuleType, run, config: dict, seed: int) -> dict[str, float]
     checkpoint_dir = run_dir / CHECKPOINT_DIR
     checkpoints = [path for path in (checkpoint_dir / "best.ckpt", checkpoint_dir / "last.ckpt") if path.exists()]
     return finish(run, run_dir, module, data.domain_kind, f"{run.experiment_info['name']}: training finished",
-                  checkpoints)
+                  checkpoints, best=_best_epoch(module.history))
 
 
-def evaluate(dataset: ModuleType, run, config: dict, seed: int, checkpoint: str | None) -> dict[str, float]:
+def evaluate(dataset: ModuleType, run, config: dict, checkpoint: str | None) -> dict[str, float]:
     """The evaluate_only command: the checkpoint's network on the evaluation split of the configured data.
 
     The network, front-end, sample rate and clip length are those the checkpoint was trained with (its
@@ -162,7 +162,7 @@ def evaluate(dataset: ModuleType, run, config: dict, seed: int, checkpoint: str 
     path = Path(checkpoint)
     state, meta = read_checkpoint(path)
     config = trained_config(config, meta, has_swa=any(key.startswith("net_swa.") for key in state))
-    pl.seed_everything(seed, workers=True)
+    pl.seed_everything(config["seed"], workers=True)
     run_dir = run_folder(run)
     data = make_data(dataset, config)
     data.prepare()
@@ -210,9 +210,9 @@ def trained_config(config: dict, meta: Mapping[str, Any], has_swa: bool) -> dict
 
 
 def finish(run, run_dir: Path, module: AudioClassifier, domain_kind: str, title: str,
-           checkpoints: list[Path] = ()) -> dict[str, float]:
+           checkpoints: list[Path] = (), best: tuple[int, float] | None = None) -> dict[str, float]:
     """Reports (PNG/CSV) and the console summary of the last evaluation; its headline figures (the
-    run's result; every figure per epoch is in the run's metrics)."""
+    run's result; every figure per epoch is in the run's metrics). best: (epoch, val/acc) of a training."""
     figures: dict[str, float] = {}
     if not module.evaluations:
         return figures
@@ -221,7 +221,6 @@ def finish(run, run_dir: Path, module: AudioClassifier, domain_kind: str, title:
         figures.update({f"{name}/{key}": value for key, value in result.scalars().items() if key in HEADLINE})
         if rank_zero_only.rank == 0:
             files.extend(write_reports(result, run_dir, name, domain_kind))
-    best = _best_epoch(module.history)
     if rank_zero_only.rank == 0:
         print(console_summary(module.evaluations, domain_kind, f"{title} ({run_dir})", best, files))
         _attach(run, run_dir, files)
@@ -236,9 +235,9 @@ def attention_mask_plot(net_config: Mapping[str, Any], path: Path) -> Path:
     return path
 
 
-def summarise_loaders(dataset: ModuleType, config: dict, seed: int) -> None:
+def summarise_loaders(dataset: ModuleType, config: dict) -> None:
     """The test_loaders command."""
-    pl.seed_everything(seed, workers=True)
+    pl.seed_everything(config["seed"], workers=True)
     data = make_data(dataset, config)
     data.prepare()
     train_loader, eval_loader = make_loaders(data, config)
@@ -251,9 +250,9 @@ def summarise_loaders(dataset: ModuleType, config: dict, seed: int) -> None:
             print(f"  {key:12s} {_describe(value)}")
 
 
-def speed_test(config: dict, seed: int, batch_size: int, steps: int) -> dict[str, float]:
+def speed_test(config: dict, batch_size: int, steps: int) -> dict[str, float]:
     """The model_speed_test command: spectrograms per second through mel, forward, backward, AdamW step."""
-    pl.seed_everything(seed)
+    pl.seed_everything(config["seed"])
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     net = get_model(**config["models"]["net"]).to(device).train()
     mel = AugmentMelSTFT(**config["models"]["mel"]).to(device).train()

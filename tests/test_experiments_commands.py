@@ -6,6 +6,7 @@ from pathlib import Path
 
 import matplotlib.image
 import pytest
+import torch
 
 from helpers.config_check import ConfigurationError
 
@@ -91,6 +92,22 @@ def test_configuration_errors_stop_before_any_work(experiment, cache_dir, in_tmp
     with pytest.raises(ConfigurationError, match=message):
         run(experiment, "main", cache_dir, **updates)
     assert list(in_tmp.iterdir()) == []  # no run folder, nothing written
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [(None, "needs a checkpoint"), (b"not a checkpoint", "not a readable checkpoint"), ({"state_dict": {}}, "no 'frito' entry")],
+)
+def test_evaluate_only_refuses_a_missing_or_foreign_checkpoint(experiment, cache_dir, in_tmp, content, message):
+    checkpoint = None
+    if content is not None:
+        checkpoint = str(in_tmp / "model.ckpt")
+        if isinstance(content, bytes):
+            Path(checkpoint).write_bytes(content)
+        else:
+            torch.save(content, checkpoint)
+    with pytest.raises(ConfigurationError, match=message):
+        run(experiment, "evaluate_only", cache_dir, checkpoint=checkpoint)
 
 
 def test_test_loaders_summarises_one_batch_each(experiment, cache_dir, capsys):
