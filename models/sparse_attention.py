@@ -222,9 +222,11 @@ def _make_call(
     if band_width is not None or bool((key_slots_t < 0).any()):
         mask = (key_slots_t >= 0)[:, None, :].expand(-1, block_queries, -1)
         if band_width is not None:
+            # padding query slots see every key of their block, so that no row of scores is all -inf
             query_rows = token_rows[query_slots_t.clamp(min=0)][:, :, None]
             key_rows = token_rows[key_slots_t.clamp(min=0)][:, None, :]
-            mask = mask & (((query_rows - key_rows).abs() < band_width) | (key_rows < 0))
+            padding = (query_slots_t < 0)[:, :, None]
+            mask = mask & (((query_rows - key_rows).abs() < band_width) | (key_rows < 0) | padding)
         mask = mask[:, None].to(device)
     call = _Call(
         n_blocks=len(blocks),

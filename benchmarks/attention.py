@@ -1,0 +1,164 @@
+"""Attention core: every restricted rf_norm_t form against unrestricted attention, side by side.
+
+For each form, batch size and mode (inference, training = forward + backward), times in one process,
+interleaved (A B C D A B C D ...) after a warm-up, and prints the median of each as a ratio to
+unrestricted ``scaled_dot_product_attention`` (SDPA):
+
+    original  full scores + additive mask (q @ k^T * scale + mask, softmax, @ v), as the FRITO code did
+    masked    the reference executor: SDPA with the pattern's boolean token mask
+    sparse    the executor ``attention_impl="auto"`` selects (models.sparse_attention)
+    ideal     the fraction of (query, key) pairs the pattern allows: the FLOP limit
+
+Run from the repository root:  python -m benchmarks.attention
+``--candidates`` also times every block kernel and band grouping the sparse executor can choose from.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import statistics
+import time
+from collections.abc import Callable, Iterable
+
+import torch
+import torch.nn.functional as F
+
+from models.attention import TokenLayout, masked_attention, parse_rf_norm_t
+from models.sparse_attention import BLOCK_KERNELS, Execution, blockwise_attention, sparse_attention
+
+logger = logging.getLogger(__name__)
+
+FORMS = ("per_row_1", "per_row_3", "per_row_6", "row_overlap_2", "row_overlap_4")
+GRID = (12, 99)  # PaSST-S on 10 s clips: 12 frequency rows x 99 time frames of patches
+N_GLOBAL = 2
+HEADS, HEAD_DIM = 12, 64
+
+
+def median_times(candidates: dict[str, Callable[[], object]], repeats: int, warmup: int = 1) -> dict[str, float]:
+    """Median seconds per candidate, the candidates run in turn (A B C A B C ...) to share the noise."""
+    synchronize = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
+    for _ in range(warmup):
+        for run in candidates.values():
+            run()
+    times: dict[str, list[float]] = {name: [] for name in candidates}
+    for _ in range(repeats):
+        for name, run in candidates.items():
+            synchronize()
+            start = time.perf_counter()
+            run()
+            synchronize()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def original_attention(q, k, v, pattern, layout, dropout_p=0.0):
+    """The FRITO code's execution: full scores plus an additive -10000 mask, softmax, weighted sum."""
+    mask = pattern.token_mask(layout).to(q.device)
+    additive = torch.zeros(mask.shape, dtype=q.dtype, device=q.device).masked_fill(~mask, -10000.0)
+    scores = q @ k.transpose(-2, -1) * q.shape[-1] ** -0.5 + additive
+    return scores.softmax(dim=-1) @ v
+
+
+def unrestricted_attention(q, k, v, pattern, layout, dropout_p=0.0):
+    return F.scaled_dot_product_attention(q, k, v)
+
+
+def make_run(executor, pattern, layout, batch: int, training: bool, device, dtype) -> Callable[[], None]:
+    """A closure timing ``executor`` on q, k, v cut from one (batch, tokens, 3, heads, dim) projection,
+    the strides the transformer block hands over; training adds the backward pass."""
+    n_tokens = layout.n_tokens
+    qkv = torch.randn(batch, n_tokens, 3, HEADS, HEAD_DIM, device=device, dtype=dtype, requires_grad=training)
+    grad = torch.randn(batch, HEADS, n_tokens, HEAD_DIM, device=device, dtype=dtype)
+
+    def run() -> None:
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+        if training:
+            qkv.grad = None
+            executor(q, k, v, pattern, layout, 0.0).backward(grad)
+        else:
+            with torch.no_grad():
+                executor(q, k, v, pattern, layout, 0.0)
+
+    return run
+
+
+def candidate_executions(pattern) -> Iterable[Execution]:
+    group_rows = (1, 2, 3, 4) if pattern.kind == "band" else (1,)
+    for kernel in BLOCK_KERNELS:
+        for rows in group_rows:
+            yield Execution(kernel, rows)
+
+
+def measure(form: str, batch: int, training: bool, repeats: int, candidates: bool, device, dtype) -> dict:
+    pattern = parse_rf_norm_t(form)
+    layout = TokenLayout.full_grid(*GRID, N_GLOBAL)
+    executors = {
+        "unrestricted": unrestricted_attention,
+        "original": original_attention,
+        "masked": masked_attention,
+        "sparse": sparse_attention,
+    }
+    if candidates:
+        for execution in candidate_executions(pattern):
+            executors[f"{execution.kernel}/g{execution.group_rows}"] = _fixed(execution)
+    runs = {name: make_run(ex, pattern, layout, batch, training, device, dtype) for name, ex in executors.items()}
+    times = median_times(runs, repeats)
+    mask = pattern.token_mask(layout)
+    return {
+        "times": times,
+        "ideal": mask.sum().item() / mask.numel(),
+    }
+
+
+def _fixed(execution: Execution):
+    def executor(q, k, v, pattern, layout, dropout_p=0.0):
+        return blockwise_attention(q, k, v, pattern, layout, dropout_p, execution)
+
+    return executor
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--forms", nargs="+", default=list(FORMS))
+    parser.add_argument("--batch", nargs="+", type=int, default=[1, 8])
+    parser.add_argument("--modes", nargs="+", choices=["inference", "training"], default=["inference", "training"])
+    parser.add_argument("--repeats", type=int, default=7, help="timed rounds per measurement (median)")
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads (torch.set_num_threads)")
+    parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--candidates", action="store_true", help="also time every sparse execution")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    dtype = getattr(torch, args.dtype)
+    device = torch.device(args.device)
+    n_tokens = N_GLOBAL + math.prod(GRID)
+    print(
+        f"attention core, {GRID[0]}x{GRID[1]} patch grid + {N_GLOBAL} global tokens = {n_tokens} tokens, "
+        f"{HEADS} heads x {HEAD_DIM}, {args.dtype}, {device}"
+        + (f", {args.threads} threads" if device.type == "cpu" else "")
+    )
+    print("ratios to unrestricted SDPA (median of interleaved repeats); speedup = original / sparse")
+    header = f"{'form':<14} {'batch':>5} {'mode':<9} {'SDPA ms':>8} {'ideal':>6} {'original':>8} {'masked':>7} {'sparse':>7} {'speedup':>7}"
+    print(header)
+    for batch in args.batch:
+        for mode in args.modes:
+            for form in args.forms:
+                result = measure(form, batch, mode == "training", args.repeats, args.candidates, device, dtype)
+                times = result["times"]
+                base = times["unrestricted"]
+                print(
+                    f"{form:<14} {batch:>5} {mode:<9} {base * 1e3:>8.1f} {result['ideal']:>6.3f} "
+                    f"{times['original'] / base:>8.2f} {times['masked'] / base:>7.2f} "
+                    f"{times['sparse'] / base:>7.3f} {times['original'] / times['sparse']:>6.1f}x",
+                    flush=True,
+                )
+                extra = {name: t / base for name, t in times.items() if "/" in name}
+                if extra:
+                    print("    candidates: " + "  ".join(f"{n} {r:.3f}" for n, r in extra.items()), flush=True)
+
+
+if __name__ == "__main__":
+    main()
