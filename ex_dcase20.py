@@ -70,15 +70,15 @@ def default_config():
         # No dataset folder: the bundled demo data, with the cpu_tiny model and a short schedule.
         models["net"]["arch"] = CPU_TINY_ARCH
         basedataset["clip_length"] = CPU_TINY_CLIP_LENGTH
-        trainer["max_epochs"] = 12
+        trainer["max_epochs"] = 20
         lr = 1e-3
         batch_size = 16
         num_workers = 0
         warm_up_len = 2
-        ramp_down_start = 4
-        ramp_down_len = 8
+        ramp_down_start = 8
+        ramp_down_len = 12
         last_lr_value = 0.05
-        swa_epoch_start = 8
+        swa_epoch_start = 14
 
     # Derived: the network's input follows the front-end and the clip length.
     models["mel"]["sr"] = basedataset["sample_rate"]
