@@ -6,6 +6,9 @@ Without basedataset.base_dir it trains on the bundled demo data with a CPU-sized
     python ex_dcase20.py -F runs/ with models.net.rf_norm_t=row_overlap_8
 """
 
+# Sacred reads the config scope's local variables as config entries:
+# ruff: noqa: F841
+
 import os
 import warnings
 

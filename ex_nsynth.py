@@ -7,6 +7,9 @@ with a CPU-sized preset.
     python ex_nsynth.py -F runs/ with models.net.rf_norm_t=high_low
 """
 
+# Sacred reads the config scope's local variables as config entries:
+# ruff: noqa: F841
+
 import os
 import warnings
 

@@ -34,6 +34,7 @@ from sacred.observers import FileStorageObserver
 from sacred.utils import apply_backspaces_and_linefeeds
 from torch.utils.data import DataLoader
 
+from helpers.command_options import command_options
 from helpers.config_check import ConfigurationError, Section, check_keys, check_values, keywords_of
 from helpers.plots import write_attention_mask_plot
 from helpers.reports import console_summary, write_reports
@@ -42,8 +43,8 @@ from helpers.swa import SwaSchedule
 from helpers.trainer import CHECKPOINT_DIR, MONITOR, build_trainer, trainer_keys, translate_trainer_config
 from helpers.training_module import AudioClassifier
 from models.passt import get_model
-from models.pretrained import FRITO_VERSION
 from models.preprocess import AugmentMelSTFT
+from models.pretrained import FRITO_VERSION
 
 logger = logging.getLogger(__name__)
 
@@ -53,14 +54,6 @@ DEMO_NOTICE = (
     "basedataset.base_dir is None: training on the bundled demo data with the CPU demo preset "
     "(small model, short clips, few epochs); set basedataset.base_dir=... for the dataset and the paper's defaults"
 )
-
-
-def command_options():
-    # options of the commands other than main
-    checkpoint = None  # evaluate_only: path of the .ckpt file to evaluate
-    plot_path = None  # plot_attention_mask: PNG to write (None: attention_mask.png in the run folder)
-    speed_test_batch_size = 8  # model_speed_test: clips per forward+backward step
-    speed_test_steps = 10  # model_speed_test: timed steps (after 2 warm-up steps)
 
 
 def add_commands(ex: Experiment, dataset: ModuleType) -> None:

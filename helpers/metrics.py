@@ -94,7 +94,7 @@ class Evaluation:
     @property
     def domain_counts(self) -> dict[str, int]:
         _, total = self.domain_class_counts
-        return {name: int(count) for name, count in zip(self.domain_names, total.sum(axis=1))}
+        return {name: int(count) for name, count in zip(self.domain_names, total.sum(axis=1), strict=True)}
 
     @property
     def macro_accuracy(self) -> float:
@@ -135,7 +135,7 @@ def evaluation(
 
 
 def _ratios(names, correct: np.ndarray, total: np.ndarray) -> dict[str, float]:
-    return {name: float(c / t) for name, c, t in zip(names, correct, total) if t > 0}
+    return {name: float(c / t) for name, c, t in zip(names, correct, total, strict=True) if t > 0}
 
 
 def _mean(values) -> float:

@@ -25,7 +25,7 @@ def write_reports(result: Evaluation, out_dir: Path, stem: str, domain_kind: str
     domains_csv = out_dir / f"{stem}_domains.csv"
     domains_png = out_dir / f"{stem}_domains.png"
     _write_csv(confusion_csv, ["true \\ predicted", *result.class_names],
-               [[name, *row] for name, row in zip(result.class_names, result.confusion_matrix.tolist())])
+               [[name, *row] for name, row in zip(result.class_names, result.confusion_matrix.tolist(), strict=True)])
     header, rows = domain_table(result, domain_kind)
     _write_csv(domains_csv, header, rows)
     _save_figure(_confusion_figure(result), confusion_png)
@@ -42,12 +42,13 @@ def domain_table(result: Evaluation, domain_kind: str) -> tuple[list[str], list[
     for index, name in enumerate(result.domain_names):
         if total[index].sum() == 0:
             continue
-        per_class = [_ratio(c, t) for c, t in zip(correct[index], total[index])]
+        per_class = [_ratio(c, t) for c, t in zip(correct[index], total[index], strict=True)]
         group = seen_label if name in result.seen_domains else unseen_label
         rows.append([name, group, int(total[index].sum()), _ratio(correct[index].sum(), total[index].sum()),
                      *per_class])
     for label, seen in ((seen_label, True), (unseen_label, False)):
-        rows.append([f"mean of {label}", label, "", _round(result.group_accuracy(seen)), *[""] * len(result.class_names)])
+        mean = _round(result.group_accuracy(seen))
+        rows.append([f"mean of {label}", label, "", mean, *[""] * len(result.class_names)])
     return header, rows
 
 

@@ -36,9 +36,9 @@ def update_average(average: nn.Module, model: nn.Module, n_averaged: int) -> Non
 
     Parameters and floating-point buffers become (n * average + model) / (n + 1); other buffers are copied.
     """
-    for mean, current in zip(average.parameters(), model.parameters()):
+    for mean, current in zip(average.parameters(), model.parameters(), strict=True):
         mean.add_((current.detach() - mean) / (n_averaged + 1))
-    for mean, current in zip(average.buffers(), model.buffers()):
+    for mean, current in zip(average.buffers(), model.buffers(), strict=True):
         if mean.is_floating_point():
             mean.add_((current - mean) / (n_averaged + 1))
         else:

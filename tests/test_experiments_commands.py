@@ -96,7 +96,11 @@ def test_configuration_errors_stop_before_any_work(experiment, cache_dir, in_tmp
 
 @pytest.mark.parametrize(
     "content, message",
-    [(None, "needs a checkpoint"), (b"not a checkpoint", "not a readable checkpoint"), ({"state_dict": {}}, "no 'frito' entry")],
+    [
+        (None, "needs a checkpoint"),
+        (b"not a checkpoint", "not a readable checkpoint"),
+        ({"state_dict": {}}, "no 'frito' entry"),
+    ],
 )
 def test_evaluate_only_refuses_a_missing_or_foreign_checkpoint(experiment, cache_dir, in_tmp, content, message):
     checkpoint = None

@@ -63,7 +63,7 @@ def test_mixup_is_reproducible_under_a_seed():
     first = mixup(x, 0.3)
     torch.manual_seed(5)
     second = mixup(x, 0.3)
-    for a, b in zip(first, second):
+    for a, b in zip(first, second, strict=True):
         assert torch.equal(a, b)
 
 

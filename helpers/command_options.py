@@ -1,0 +1,11 @@
+"""Config entries of the commands other than main, shared by the experiments (a Sacred config scope:
+its local variables become config entries and the comments beside them their documentation)."""
+
+# ruff: noqa: F841
+
+
+def command_options():
+    checkpoint = None  # evaluate_only: path of the .ckpt file to evaluate
+    plot_path = None  # plot_attention_mask: PNG to write (None: attention_mask.png in the run folder)
+    speed_test_batch_size = 8  # model_speed_test: clips per forward+backward step
+    speed_test_steps = 10  # model_speed_test: timed steps (after 2 warm-up steps)
