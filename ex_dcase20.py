@@ -18,7 +18,7 @@ from sacred import Experiment  # noqa: E402
 
 from config_updates import CPU_TINY_ARCH, CPU_TINY_CLIP_LENGTH, add_named_configs  # noqa: E402
 from datasets import dcase20  # noqa: E402
-from helpers.experiment import add_commands  # noqa: E402
+from helpers.experiment import add_commands, clip_frames  # noqa: E402
 
 ex = Experiment("dcase20")
 
@@ -86,9 +86,8 @@ def default_config():
     # Derived: the network's input follows the front-end and the clip length.
     models["mel"]["sr"] = basedataset["sample_rate"]
     models["net"]["input_fdim"] = models["mel"]["n_mels"]
-    models["net"]["input_tdim"] = (  # frames of one clip, as AugmentMelSTFT.frames_for counts them
-        (round(basedataset["clip_length"] * basedataset["sample_rate"]) - 1) // models["mel"]["hopsize"] + 1
-    )
+    models["net"]["input_tdim"] = clip_frames(basedataset["clip_length"], basedataset["sample_rate"],
+                                              models["mel"]["hopsize"])
 
 
 add_commands(ex, dcase20)

@@ -93,7 +93,7 @@ def check_values(config: Mapping[str, Any]) -> None:
             "(it sizes models.net.input_tdim), e.g. basedataset.clip_length=10.0."
         )
     frames = AugmentMelSTFT(**mel).frames_for(round(clip_length * dataset["sample_rate"]))
-    if frames > net.get("input_tdim", 0):
+    if frames > (net.get("input_tdim") or 0):
         raise ConfigurationError(
             f"models.net.input_tdim={net.get('input_tdim')} is shorter than the {frames} frames of a "
             f"{clip_length} s clip; leave input_tdim unset (it follows the clip) or raise it to {frames}."

@@ -113,6 +113,14 @@ def add_commands(ex: Experiment, dataset: ModuleType) -> None:
         make_data(dataset, settings()).prepare()
 
 
+def clip_frames(clip_length: float | None, sample_rate: int, hopsize: int) -> int | None:
+    """Mel frames of a clip of ``clip_length`` seconds, as AugmentMelSTFT.frames_for counts them
+    (None without a clip length; the config check then asks for one)."""
+    if not isinstance(clip_length, (int, float)):
+        return None
+    return (round(clip_length * sample_rate) - 1) // hopsize + 1
+
+
 def config_sections(ex: Experiment, dataset: ModuleType) -> Section:
     """The keys the experiment's config accepts, section by section."""
     defaults, _ = chain_evaluate_config_scopes(ex.configurations)

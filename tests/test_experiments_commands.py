@@ -9,6 +9,8 @@ import pytest
 import torch
 
 from helpers.config_check import ConfigurationError
+from helpers.experiment import clip_frames
+from models.preprocess import AugmentMelSTFT
 
 REPO = Path(__file__).resolve().parents[1]
 QUICK = {"max_epochs": 1, "limit_train_batches": 3, "limit_val_batches": 3, "enable_progress_bar": False,
@@ -50,6 +52,14 @@ def test_print_config_derives_the_input_length(experiment, cache_dir, capsys):
     config = run(experiment, "print_config", cache_dir, basedataset={"base_dir": "/data/x", "clip_length": 10.0}).config
     assert config["models"]["net"]["input_tdim"] == 1000
     assert config["models"]["net"]["arch"] == "passt_s_swa_p16_128_ap476"
+
+
+@pytest.mark.parametrize("clip_length, sample_rate, hopsize", [(2.0, 32000, 320), (4.0, 32000, 320), (0.99, 16000, 99)])
+def test_derived_input_length_is_the_front_ends_frame_count(clip_length, sample_rate, hopsize):
+    mel = AugmentMelSTFT(sr=sample_rate, hopsize=hopsize, fmax_aug_range=1000).eval()
+    frames = mel(torch.zeros(1, round(clip_length * sample_rate))).shape[-1]
+    assert clip_frames(clip_length, sample_rate, hopsize) == frames
+    assert clip_frames(None, sample_rate, hopsize) is None
 
 
 def test_named_configs_show_their_docstrings(experiment, cache_dir, capsys):
