@@ -9,6 +9,8 @@ An experiment file (``ex_<dataset>.py``) creates the Sacred ``Experiment``, stat
   model_speed_test     forward+backward spectrograms per second of the configured model
   plot_attention_mask  PNG of the configured attention pattern over the configured patch grid
   prepare              build the dataset caches
+  predict              classify audio files with a trained checkpoint, writing a CSV
+  export               write a trained checkpoint (with its front-end) as TorchScript and ONNX
 
 and a config hook that rejects unknown keys and bad values before any work. Files a run writes go into
 its run folder: the FileStorageObserver's folder (``-F runs/``), else ``runs/<timestamp>``.
@@ -36,6 +38,8 @@ from torch.utils.data import DataLoader
 
 from helpers.command_options import command_options
 from helpers.config_check import ConfigurationError, Section, check_keys, check_values, keywords_of
+from helpers.export import export as export_model
+from helpers.inference import load_model, predict_files
 from helpers.plots import write_attention_mask_plot
 from helpers.reports import console_summary, write_reports
 from helpers.schedule import lr_schedule
@@ -112,6 +116,42 @@ def add_commands(ex: Experiment, dataset: ModuleType) -> None:
         """Build the dataset caches (the demo data first when basedataset.base_dir is None)."""
         make_data(dataset, settings()).prepare()
 
+    @ex.command
+    def predict(_run, checkpoint, files, top_k, weights, predictions_csv):
+        """Classify files=PATH_OR_FOLDER with checkpoint=PATH: top-k per file and a CSV of all probabilities."""
+        return predict_command(_run, checkpoint, files, top_k, weights, predictions_csv)
+
+    @ex.command
+    def export(_run, checkpoint, weights, export_dir, export_formats, export_seconds):
+        """Write checkpoint=PATH with its mel front-end as TorchScript and ONNX, checked against PyTorch."""
+        if not checkpoint:
+            raise ConfigurationError("export needs a checkpoint: add checkpoint=runs/<id>/checkpoints/best.ckpt")
+        out_dir = Path(export_dir) if export_dir else run_folder(_run) / "export"
+        written = export_model(checkpoint, out_dir, export_formats, export_seconds, weights)
+        for fmt, path in written.items():
+            print(f"{fmt}: {path}")
+        return {fmt: str(path) for fmt, path in written.items()}
+
+
+def predict_command(run, checkpoint: str | None, files, top_k: int, weights: str,
+                    predictions_csv: str | None) -> dict[str, Any]:
+    """The predict command: top-k classes per file on the console, all probabilities in a CSV."""
+    if not checkpoint or not files:
+        raise ConfigurationError(
+            "predict needs a checkpoint and files: add checkpoint=runs/<id>/checkpoints/best.ckpt files=DIR_OR_FILE"
+        )
+    paths = [files] if isinstance(files, str) else list(files)
+    csv_path = Path(predictions_csv) if predictions_csv else run_folder(run) / "predictions.csv"
+    predictor = load_model(checkpoint, weights=weights)
+    report = predict_files(predictor, paths, top_k=top_k, csv_path=csv_path)
+    for prediction in report.predictions:
+        ranked = ", ".join(f"{label} {probability:.2f}" for label, probability in prediction.top)
+        print(f"{prediction.path}: {ranked}")
+    for path, reason in report.skipped:
+        print(f"skipped {path}: {reason}")
+    print(f"{len(report.predictions)} files classified, {len(report.skipped)} skipped; probabilities in {csv_path}")
+    return {"classified": len(report.predictions), "skipped": len(report.skipped), "csv": str(csv_path)}
+
 
 def clip_frames(clip_length: float | None, sample_rate: int, hopsize: int) -> int | None:
     """Mel frames of a clip of ``clip_length`` seconds, as AugmentMelSTFT.frames_for counts them
@@ -140,9 +180,10 @@ def train(dataset: ModuleType, run, config: dict) -> dict[str, float]:
     """The main command: fit, then write the reports and print the summary."""
     pl.seed_everything(config["seed"], workers=True)
     run_dir = run_folder(run)
+    net = get_model(**config["models"]["net"])  # before any data is read: pretrained weights fail fast
     data = make_data(dataset, config)
     data.prepare()
-    module = build_module(config, data)
+    module = build_module(config, data, net)
     train_loader, eval_loader = make_loaders(data, config)
     trainer = build_trainer(config["trainer"], run_dir, run)
     trainer.fit(module, train_loader, eval_loader)
@@ -299,8 +340,8 @@ def make_loaders(data, config: Mapping[str, Any]) -> tuple[DataLoader, DataLoade
             DataLoader(data.eval_set(), shuffle=False, **options))
 
 
-def build_module(config: Mapping[str, Any], data) -> AudioClassifier:
-    """The training module for ``config`` and the classes/domains of ``data``."""
+def build_module(config: Mapping[str, Any], data, net: torch.nn.Module | None = None) -> AudioClassifier:
+    """The training module for ``config`` and the classes/domains of ``data`` (``net``: built already)."""
     net_config, mel_config = config["models"]["net"], config["models"]["mel"]
     if net_config["n_classes"] != len(data.class_names):
         raise ConfigurationError(
@@ -317,7 +358,7 @@ def build_module(config: Mapping[str, Any], data) -> AudioClassifier:
         "version": FRITO_VERSION,
     }
     return AudioClassifier(
-        net=get_model(**net_config),
+        net=net if net is not None else get_model(**net_config),
         mel=AugmentMelSTFT(**mel_config),
         class_names=data.class_names,
         domain_names=data.domain_names,

@@ -1,11 +1,14 @@
 """The experiments' commands run in-process on the demo data with the tiny preset (one short epoch)."""
 
+import csv
 import importlib
 import sys
 from pathlib import Path
 
 import matplotlib.image
+import numpy as np
 import pytest
+import soundfile
 import torch
 
 from helpers.config_check import ConfigurationError
@@ -80,7 +83,8 @@ def test_help_and_dependencies(experiment, cache_dir, capsys):
     with pytest.raises(SystemExit):
         experiment.run_commandline(["ex.py", "help"])
     out = capsys.readouterr().out
-    for command in ("main", "evaluate_only", "test_loaders", "model_speed_test", "plot_attention_mask", "prepare"):
+    for command in ("main", "evaluate_only", "test_loaders", "model_speed_test", "plot_attention_mask", "prepare",
+                    "predict", "export"):
         assert command in out
     run(experiment, "print_dependencies", cache_dir)
     assert "torch" in capsys.readouterr().out
@@ -159,3 +163,34 @@ def test_same_seed_same_metrics(experiment, cache_dir, in_tmp):
     second = run(experiment, "main", cache_dir, seed=11, trainer=dict(QUICK)).result
     assert first and first == second
     assert {"net/acc", "net/acc_seen", "net/acc_unseen", "net/macro_acc", "net/loss"} <= set(first)
+
+
+@pytest.mark.slow
+def test_a_trained_run_predicts_a_folder_and_exports(cache_dir, in_tmp, capsys):
+    sys.path.insert(0, str(REPO))
+    try:
+        ex = importlib.import_module("ex_nsynth").ex
+    finally:
+        sys.path.remove(str(REPO))
+    run(ex, "main", cache_dir, trainer=dict(QUICK))
+    checkpoint = next(in_tmp.glob("runs/*/checkpoints/last.ckpt"))
+    audio = in_tmp / "audio"
+    audio.mkdir()
+    rng = np.random.default_rng(0)
+    soundfile.write(audio / "stereo_44k.wav", rng.uniform(-0.5, 0.5, (44100, 2)), 44100)
+    soundfile.write(audio / "short.flac", rng.uniform(-0.5, 0.5, 8000), 16000)
+    (audio / "broken.wav").write_bytes(b"RIFF not really audio")
+    csv_path = in_tmp / "predictions.csv"
+    result = run(ex, "predict", cache_dir, checkpoint=str(checkpoint), files=str(audio), top_k=3,
+                 predictions_csv=str(csv_path)).result
+    assert result["classified"] == 2 and result["skipped"] == 1
+    rows = list(csv.DictReader(csv_path.open()))
+    assert sorted(Path(row["file"]).name for row in rows) == ["short.flac", "stereo_44k.wav"]
+    class_columns = [key for key in rows[0] if not key.startswith("top_") and key != "file"]
+    assert len(class_columns) == 10
+    for row in rows:
+        assert abs(sum(float(row[name]) for name in class_columns) - 1) < 1e-4
+    assert "broken.wav" in capsys.readouterr().out
+    written = run(ex, "export", cache_dir, checkpoint=str(checkpoint), export_dir=str(in_tmp / "export"),
+                  export_formats=["torchscript"]).result
+    assert Path(written["torchscript"]).stat().st_size > 0
