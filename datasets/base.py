@@ -313,6 +313,7 @@ class ClipDataset(Dataset):
         return {
             self.item_key: torch.from_numpy(np.ascontiguousarray(audio)),
             "file_name": names[int(self.rows[i])].decode(),
+            "index": int(i),  # position in this dataset: multi-process validation drops sampler repeats by it
             "label": int(self.labels[i]),
             "domain": int(self.domains[i]),
             "subdomain": int(self.subdomains[i]),

@@ -16,3 +16,4 @@ def command_options():
     export_dir = None  # export: folder for the TorchScript/ONNX files (None: export/ in the run folder)
     export_formats = ["torchscript", "onnx"]  # export: any of "torchscript", "onnx"
     export_seconds = None  # export: fixed clip length of the exported model (None: the training clip length)
+    resume = None  # main: continue a training: "last" (newest runs/*/checkpoints/last.ckpt), a run folder or a .ckpt

@@ -14,13 +14,22 @@ An experiment file (``ex_<dataset>.py``) creates the Sacred ``Experiment``, stat
 
 and a config hook that rejects unknown keys and bad values before any work. Files a run writes go into
 its run folder: the FileStorageObserver's folder (``-F runs/``), else ``runs/<timestamp>``.
+
+Multi-process runs (DDP=N, torchrun, SLURM; see docs/multi_gpu.md): Lightning's DDP launcher starts the
+other processes by running the same command line again. Only global rank 0 is observed, logs at INFO and
+writes into the run folder; the processes it starts receive its run folder and resume checkpoint through
+the environment. Dataset caches are prepared under a file lock, so only one process builds them.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
+import os
+import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from datetime import datetime
 from pathlib import Path
 from types import ModuleType
@@ -36,6 +45,7 @@ from sacred.observers import FileStorageObserver
 from sacred.utils import apply_backspaces_and_linefeeds
 from torch.utils.data import DataLoader
 
+from datasets.base import default_cache_dir
 from helpers.command_options import command_options
 from helpers.config_check import ConfigurationError, Section, check_keys, check_values, keywords_of
 from helpers.export import export as export_model
@@ -44,7 +54,15 @@ from helpers.plots import write_attention_mask_plot
 from helpers.reports import console_summary, write_reports
 from helpers.schedule import lr_schedule
 from helpers.swa import SwaSchedule
-from helpers.trainer import CHECKPOINT_DIR, MONITOR, build_trainer, trainer_keys, translate_trainer_config
+from helpers.trainer import (
+    CHECKPOINT_DIR,
+    MONITOR,
+    build_trainer,
+    process_rank,
+    trainer_keys,
+    translate_trainer_config,
+    wait_for_child_processes,
+)
 from helpers.training_module import AudioClassifier
 from models.passt import get_model
 from models.preprocess import AugmentMelSTFT
@@ -53,6 +71,11 @@ from models.pretrained import FRITO_VERSION
 logger = logging.getLogger(__name__)
 
 RUNS_DIR = Path("runs")
+LAST_CHECKPOINT = "last.ckpt"  # checkpoints/last.ckpt, written at the end of every epoch
+# Rank 0 hands these to the processes Lightning's DDP launcher starts (they run the same command line):
+RUN_DIR_VARIABLE = "FRITO_RUN_DIR"
+RESUME_VARIABLE = "FRITO_RESUME_FROM"
+PREPARE_LOCK = ".prepare.lock"  # in the cache folder: one process at a time builds caches
 HEADLINE = ("loss", "acc", "macro_acc", "acc_seen", "acc_unseen")
 DEMO_NOTICE = (
     "basedataset.base_dir is None: training on the bundled demo data with the CPU demo preset "
@@ -79,6 +102,13 @@ def add_commands(ex: Experiment, dataset: ModuleType) -> None:
 
     ex.config_hook(check_config)
 
+    def other_ranks_unobserved(options):
+        """Processes other than global rank 0 have no observers, print no config and log warnings only."""
+        if process_rank() != 0:
+            options.update({"--unobserved": True, "--loglevel": "WARNING", "--print-config": False})
+
+    ex.option_hook(other_ranks_unobserved)
+
     @ex.capture
     def settings(_config, models, basedataset, trainer):
         """The run's config as plain dicts. Naming the sections lets Sacred accept the keys a user adds
@@ -86,9 +116,9 @@ def add_commands(ex: Experiment, dataset: ModuleType) -> None:
         return plain(_config)
 
     @ex.main
-    def main(_run):
+    def main(_run, resume):
         """Train on the training split, validating on the evaluation split every epoch."""
-        return train(dataset, _run, settings())
+        return train(dataset, _run, settings(), resume)
 
     @ex.command
     def evaluate_only(_run, checkpoint):
@@ -114,7 +144,7 @@ def add_commands(ex: Experiment, dataset: ModuleType) -> None:
     @ex.command(unobserved=True)
     def prepare():
         """Build the dataset caches (the demo data first when basedataset.base_dir is None)."""
-        make_data(dataset, settings()).prepare()
+        prepared_data(dataset, settings())
 
     @ex.command
     def predict(_run, checkpoint, files, top_k, weights, predictions_csv):
@@ -176,17 +206,28 @@ def config_sections(ex: Experiment, dataset: ModuleType) -> Section:
     return Section(top, "see print_config")
 
 
-def train(dataset: ModuleType, run, config: dict) -> dict[str, float]:
-    """The main command: fit, then write the reports and print the summary."""
+def train(dataset: ModuleType, run, config: dict, resume: str | None = None) -> dict[str, float]:
+    """The main command: fit (continuing from ``resume``), then write the reports and print the summary.
+
+    resume: None for a new training; "last" (the newest checkpoints/last.ckpt of the runs folder), a run
+    folder, or a .ckpt path to continue from with weights, SWA average, optimizer, schedule, epoch and
+    random number generators restored.
+    """
     pl.seed_everything(config["seed"], workers=True)
     run_dir = run_folder(run)
+    resume_path = resume_checkpoint(resume, run, run_dir)
     net = get_model(**config["models"]["net"])  # before any data is read: pretrained weights fail fast
-    data = make_data(dataset, config)
-    data.prepare()
+    data = prepared_data(dataset, config)
     module = build_module(config, data, net)
+    if resume_path is not None:
+        check_resumable(resume_path, module)
+        run.info["resumed_from"] = str(resume_path)
+        logger.info("resuming the training of %s in %s", resume_path, run_dir)
     train_loader, eval_loader = make_loaders(data, config)
     trainer = build_trainer(config["trainer"], run_dir, run)
-    trainer.fit(module, train_loader, eval_loader)
+    with shared_with_child_processes(run_dir, resume_path):
+        trainer.fit(module, train_loader, eval_loader, ckpt_path=str(resume_path) if resume_path else None)
+    wait_for_child_processes(trainer)
     checkpoint_dir = run_dir / CHECKPOINT_DIR
     checkpoints = [path for path in (checkpoint_dir / "best.ckpt", checkpoint_dir / "last.ckpt") if path.exists()]
     return finish(run, run_dir, module, data.domain_kind, f"{run.experiment_info['name']}: training finished",
@@ -206,8 +247,7 @@ def evaluate(dataset: ModuleType, run, config: dict, checkpoint: str | None) -> 
     config = trained_config(config, meta, has_swa=any(key.startswith("net_swa.") for key in state))
     pl.seed_everything(config["seed"], workers=True)
     run_dir = run_folder(run)
-    data = make_data(dataset, config)
-    data.prepare()
+    data = prepared_data(dataset, config)
     if list(data.class_names) != list(meta["class_names"]):
         raise ConfigurationError(
             f"checkpoint {path} was trained on the classes {meta['class_names']}, the configured data has "
@@ -217,12 +257,20 @@ def evaluate(dataset: ModuleType, run, config: dict, checkpoint: str | None) -> 
     load_weights(module, state, path)
     _, eval_loader = make_loaders(data, config)
     trainer = build_trainer(config["trainer"], run_dir, run, checkpoints=False)
-    trainer.validate(module, eval_loader)
+    with shared_with_child_processes(run_dir):
+        trainer.validate(module, eval_loader)
+    wait_for_child_processes(trainer)
     return finish(run, run_dir, module, data.domain_kind, f"{run.experiment_info['name']}: evaluation of {path}")
 
 
 def read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
     """The state dict and the "frito" entry of a checkpoint written by the training module."""
+    checkpoint = _load_checkpoint(path)
+    return checkpoint["state_dict"], dict(checkpoint["frito"])
+
+
+def _load_checkpoint(path: Path) -> dict:
+    """A checkpoint of frito's training module, read whole; ConfigurationError naming the file otherwise."""
     if not path.is_file():
         raise ConfigurationError(f"checkpoint={str(path)!r} does not exist; give the path of a .ckpt file.")
     try:
@@ -233,9 +281,66 @@ def read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
     if not isinstance(meta, Mapping) or meta.get("version") != FRITO_VERSION or "state_dict" not in checkpoint:
         raise ConfigurationError(
             f"checkpoint {path} was not written by this version of frito's training module (no 'frito' entry of "
-            f"version {FRITO_VERSION}); evaluate_only reads checkpoints/best.ckpt or last.ckpt of a frito run."
+            f"version {FRITO_VERSION}); give checkpoints/best.ckpt or last.ckpt of a frito run."
         )
-    return checkpoint["state_dict"], dict(meta)
+    return checkpoint
+
+
+def resume_checkpoint(resume: str | None, run, run_dir: Path) -> Path | None:
+    """The checkpoint ``resume`` names: None, "last", a run folder or a .ckpt file (see :func:`train`).
+
+    Processes started by Lightning's DDP launcher take rank 0's choice from the environment."""
+    if os.environ.get(RESUME_VARIABLE) and process_rank() != 0:
+        return Path(os.environ[RESUME_VARIABLE])
+    if resume is None or resume == "":
+        return None
+    if resume == "last":
+        runs = next((Path(o.basedir) for o in run.observers if isinstance(o, FileStorageObserver)), RUNS_DIR)
+        candidates = [path for path in runs.glob(f"*/{CHECKPOINT_DIR}/{LAST_CHECKPOINT}")
+                      if path.parent.parent.resolve() != run_dir.resolve()]
+        if not candidates:
+            raise ConfigurationError(
+                f"resume='last': no {runs}/*/{CHECKPOINT_DIR}/{LAST_CHECKPOINT} to continue from; give the run "
+                f"folder or checkpoint (resume=runs/<id>) or leave resume unset for a new training."
+            )
+        return max(candidates, key=lambda path: path.stat().st_mtime)
+    path = Path(resume)
+    if path.is_dir():
+        path = path / CHECKPOINT_DIR / LAST_CHECKPOINT
+    if not path.is_file():
+        raise ConfigurationError(
+            f"resume={resume!r}: {path} does not exist; give 'last', a run folder (runs/<id>) or a .ckpt file."
+        )
+    return path
+
+
+def check_resumable(path: Path, module: AudioClassifier) -> None:
+    """Refuse a checkpoint that is unreadable, not a training checkpoint, or from a different model or data."""
+    checkpoint = _load_checkpoint(path)
+    if "optimizer_states" not in checkpoint or "loops" not in checkpoint:
+        raise ConfigurationError(
+            f"checkpoint {path} holds weights only (no optimizer or loop state) and cannot continue a training; "
+            f"resume from the run's checkpoints/{LAST_CHECKPOINT}."
+        )
+    saved, wanted = checkpoint["frito"], module.checkpoint_meta
+    differences = [
+        f"{name}: checkpoint {saved_value!r}, config {wanted_value!r}"
+        for key, name in (("net", "models.net"), ("mel", "models.mel"), ("class_names", "classes"),
+                          ("domain_names", "domains"), ("sample_rate", "basedataset.sample_rate"),
+                          ("clip_length", "basedataset.clip_length"))
+        for name, saved_value, wanted_value in _differences(name, saved.get(key), wanted.get(key))
+    ]
+    saved_swa = any(key.startswith("net_swa.") for key in checkpoint["state_dict"])
+    mismatch = weight_mismatch(module.state_dict(), checkpoint["state_dict"])
+    if saved_swa != (module.swa is not None):
+        differences.append(f"swa: checkpoint {saved_swa}, config {module.swa is not None}")
+    elif mismatch:
+        differences.append(f"weights: {mismatch}")
+    if differences:
+        raise ConfigurationError(
+            f"checkpoint {path} comes from a different configuration: " + "; ".join(differences)
+            + ". Resume with the settings it was trained with, or start a new training."
+        )
 
 
 def trained_config(config: dict, meta: Mapping[str, Any], has_swa: bool) -> dict:
@@ -335,9 +440,11 @@ def make_data(dataset: ModuleType, config: Mapping[str, Any]):
 def make_loaders(data, config: Mapping[str, Any]) -> tuple[DataLoader, DataLoader]:
     """Shuffled training loader and ordered evaluation loader with the configured batch size and workers."""
     options = dict(batch_size=config["batch_size"], num_workers=config["num_workers"],
-                   persistent_workers=config["num_workers"] > 0, pin_memory=torch.cuda.is_available())
+                   pin_memory=torch.cuda.is_available())
+    # Training workers restart each epoch, seeded from the main process's generator: a resumed run (whose
+    # generators the checkpoint restores) then crops exactly as the uninterrupted one.
     return (DataLoader(data.train_set(), shuffle=True, **options),
-            DataLoader(data.eval_set(), shuffle=False, **options))
+            DataLoader(data.eval_set(), shuffle=False, persistent_workers=config["num_workers"] > 0, **options))
 
 
 def build_module(config: Mapping[str, Any], data, net: torch.nn.Module | None = None) -> AudioClassifier:
@@ -375,20 +482,68 @@ def build_module(config: Mapping[str, Any], data, net: torch.nn.Module | None = 
 
 def load_weights(module: AudioClassifier, state: Mapping[str, torch.Tensor], path: Path) -> None:
     """Load a checkpoint's weights (network, SWA copy) into a module built with the checkpoint's settings."""
-    own = module.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    mismatched = sorted(key for key in set(own) & set(state) if own[key].shape != state[key].shape)
-    if missing or unexpected or mismatched:
-        raise ConfigurationError(
-            f"checkpoint {path} does not fit the model rebuilt from its own settings: missing {missing[:5]}, "
-            f"unexpected {unexpected[:5]}, different shapes {mismatched[:5]}."
-        )
+    mismatch = weight_mismatch(module.state_dict(), state)
+    if mismatch:
+        raise ConfigurationError(f"checkpoint {path} does not fit the model rebuilt from its own settings: {mismatch}.")
     module.load_state_dict(state)
 
 
+def weight_mismatch(own: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor]) -> str:
+    """How a state dict differs from a module's (missing, unexpected, reshaped keys); empty when it fits."""
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    mismatched = sorted(key for key in set(own) & set(state) if own[key].shape != state[key].shape)
+    if not (missing or unexpected or mismatched):
+        return ""
+    return f"missing {missing[:5]}, unexpected {unexpected[:5]}, different shapes {mismatched[:5]}"
+
+
+def prepared_data(dataset: ModuleType, config: Mapping[str, Any]):
+    """The configured Data with its caches built, one process at a time (a file lock in the cache folder):
+    under torchrun or SLURM every process starts at once, and the first builds what the others then read."""
+    cache_dir = config["basedataset"].get("cache_dir")
+    lock_dir = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    with open(lock_dir / PREPARE_LOCK, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            data = make_data(dataset, config)
+            data.prepare()
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    return data
+
+
+@contextlib.contextmanager
+def shared_with_child_processes(run_dir: Path, resume_path: Path | None = None) -> Iterator[None]:
+    """Rank 0's run folder and resume checkpoint in the environment of the processes Lightning starts."""
+    if process_rank() != 0:
+        yield
+        return
+    shared = {RUN_DIR_VARIABLE: str(run_dir.resolve())}
+    if resume_path is not None:
+        shared[RESUME_VARIABLE] = str(resume_path.resolve())
+    before = {name: os.environ.get(name) for name in shared}
+    os.environ.update(shared)
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 def run_folder(run) -> Path:
-    """The FileStorageObserver's folder of this run, else a new runs/<timestamp> folder."""
+    """The FileStorageObserver's folder of this run, else a new runs/<timestamp> folder.
+
+    Processes other than rank 0 create none: they take rank 0's folder (DDP=N) or, started by another
+    launcher, a scratch folder; they write nothing into it (checkpoints, logs and reports are rank 0's)."""
+    if process_rank() != 0:
+        if os.environ.get(RUN_DIR_VARIABLE):
+            return Path(os.environ[RUN_DIR_VARIABLE])
+        return Path(tempfile.mkdtemp(prefix=f"frito-rank{process_rank()}-"))
     for observer in run.observers:
         if isinstance(observer, FileStorageObserver) and observer.dir:
             return Path(observer.dir)
@@ -402,6 +557,15 @@ def run_folder(run) -> Path:
         logger.info("no FileStorageObserver (-F runs/): run folder %s", folder)
         return folder
     raise RuntimeError(f"could not create a new run folder under {RUNS_DIR}")
+
+
+def _differences(name: str, saved, wanted) -> Iterator[tuple[str, Any, Any]]:
+    """(dotted name, saved, wanted) for each setting that differs, descending into dicts."""
+    if isinstance(saved, Mapping) and isinstance(wanted, Mapping):
+        for key in sorted(set(saved) | set(wanted)):
+            yield from _differences(f"{name}.{key}", saved.get(key), wanted.get(key))
+    elif saved != wanted:
+        yield name, saved, wanted
 
 
 def plain(value):

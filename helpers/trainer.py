@@ -4,12 +4,18 @@ The ``trainer`` config holds ``pl.Trainer`` keywords. Keys of the original code'
 ``use_tensorboard_logger`` switch) are accepted and translated by the entries of
 :data:`LEGACY_TRAINER_KEYS`, with one notice line each. Loggers, callbacks, plugins and the output folder
 are the framework's: every file a run writes goes under its run folder.
+
+The ``DDP=N`` environment variable (the original code's) trains with N processes on this node through
+Lightning's DDP strategy (NCCL on GPUs, gloo on the CPU). Launchers Lightning detects itself (torchrun,
+SLURM's srun) need no DDP variable. Only global rank 0 writes: Lightning's loggers and checkpoints are
+rank-zero only, and :func:`process_rank` lets the experiments keep the other ranks unobserved and quiet.
 """
 
 from __future__ import annotations
 
 import inspect
 import logging
+import os
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -30,6 +36,7 @@ logger = logging.getLogger(__name__)
 # pl.Trainer keywords the framework sets itself (the run folder, Sacred/TensorBoard loggers, checkpoints).
 MANAGED_TRAINER_KEYS = ("logger", "callbacks", "plugins", "default_root_dir")
 
+DDP_VARIABLE = "DDP"  # DDP=N: N processes on this node (Lightning's DDP strategy)
 CHECKPOINT_DIR = "checkpoints"
 BEST_CHECKPOINT = "best"  # checkpoints/best.ckpt: the epoch with the highest validation accuracy
 MONITOR = "val/acc"
@@ -52,12 +59,44 @@ def trainer_keys() -> set[str]:
     return (lightning_keys - set(MANAGED_TRAINER_KEYS)) | set(LEGACY_TRAINER_KEYS)
 
 
-def translate_trainer_config(trainer_config: Mapping[str, Any], cuda_available: bool) -> TrainerSettings:
+def process_rank() -> int:
+    """This process's global rank as the launcher set it (0 in a single-process run).
+
+    Lightning's DDP launcher (DDP=N) passes LOCAL_RANK to the processes it starts; torchrun sets RANK,
+    SLURM's srun SLURM_PROCID. Known before any process group exists, so Sacred's options can use it.
+    """
+    return int(rank_zero_only.rank)
+
+
+def ddp_processes(environ: Mapping[str, str] = os.environ) -> int:
+    """The N of DDP=N (1 when unset); ValueError naming the value when it is not a positive integer."""
+    value = environ.get(DDP_VARIABLE, "").strip()
+    if not value:
+        return 1
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(
+            f"{DDP_VARIABLE}={value!r}: expected the number of training processes on this node, e.g. DDP=2 "
+            f"(unset it for one process)."
+        )
+    return int(value)
+
+
+def translate_trainer_config(
+    trainer_config: Mapping[str, Any], cuda_available: bool, processes: int = 1
+) -> TrainerSettings:
     """Split the ``trainer`` config into pl.Trainer keywords, translating Lightning 1.x keys.
 
-    ``cuda_available`` decides how GPU requests (``gpus``, ``precision=16``) are met.
+    ``cuda_available`` decides how GPU requests (``gpus``, ``precision=16``) are met; ``processes`` > 1
+    (DDP=N) asks for that many devices under Lightning's DDP strategy.
     """
     settings = TrainerSettings()
+    if processes > 1:
+        settings.kwargs.update(devices=processes, strategy="ddp")
+        backend = "NCCL" if cuda_available else "gloo"
+        settings.notices.append(
+            f"{DDP_VARIABLE}={processes}: {processes} processes (Lightning DDP, {backend}); each takes batch_size "
+            f"examples per step, so the effective batch size is {processes} x batch_size"
+        )
     for key, value in trainer_config.items():
         if key in MANAGED_TRAINER_KEYS:
             raise ValueError(
@@ -65,6 +104,9 @@ def translate_trainer_config(trainer_config: Mapping[str, Any], cuda_available: 
                 "checkpoints); remove it from the config (use trainer.use_tensorboard_logger=True for "
                 "TensorBoard)."
             )
+        if processes > 1 and key in ("devices", "strategy", "gpus"):
+            settings.notices.append(f"trainer.{key}={value!r} is replaced by {DDP_VARIABLE}={processes}")
+            continue
         translate = LEGACY_TRAINER_KEYS.get(key)
         if translate is None or not translate(value, cuda_available, settings):
             settings.kwargs[key] = value
@@ -85,7 +127,7 @@ def build_trainer(
     checkpoints: keep checkpoints/last.ckpt (every epoch) and checkpoints/best.ckpt (highest val/acc).
     callbacks: further callbacks of the command.
     """
-    settings = translate_trainer_config(trainer_config, torch.cuda.is_available())
+    settings = translate_trainer_config(trainer_config, torch.cuda.is_available(), ddp_processes())
     for notice in settings.notices:
         logger.info(notice)
     _quiet_lightning()
@@ -119,12 +161,27 @@ def build_trainer(
     )
 
 
+def wait_for_child_processes(trainer: pl.Trainer) -> None:
+    """Rank 0 of DDP=N: wait until the processes Lightning's launcher started have finished, so that the
+    run (and Sacred's capture of the console, which they share) ends after them."""
+    for process in getattr(trainer.strategy.launcher, "procs", []):
+        process.wait()
+
+
 def _quiet_lightning() -> None:
     """Silence Lightning output that does not concern these experiments."""
     # torch 2.14 deprecates a pytree helper Lightning 2.6 still calls; nothing a user can change
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
     # the training module logs per epoch, so a step logging interval longer than an epoch is harmless
     warnings.filterwarnings("ignore", message=r"The number of training batches \(\d+\) is smaller than the logging")
+    # validation figures are computed over the gathered evaluation split: the same value in every process
+    warnings.filterwarnings("ignore", message=r"It is recommended to use `self.log\(.*sync_dist=True")
+    # DDP: Lightning's all_gather calls a torch helper torch deprecates; the class/distillation tokens'
+    # gradients are strided views, which costs DDP a copy of a few hundred numbers per step
+    warnings.filterwarnings("ignore", message=r"torch.distributed.nn.functional.all_gather is deprecated")
+    warnings.filterwarnings("ignore", message=r"Grad strides do not match bucket view strides")
+    # the training module drops the distributed sampler's repeated evaluation examples itself
+    warnings.filterwarnings("ignore", message=r"Using `DistributedSampler` with the dataloaders")
     rank_zero_logger = logging.getLogger("pytorch_lightning.utilities.rank_zero")
     if not any(isinstance(existing, _NoAdvertisements) for existing in rank_zero_logger.filters):
         rank_zero_logger.addFilter(_NoAdvertisements())

@@ -6,15 +6,24 @@ the training device; a batch that carries "spectrogram" skips it.
 
 Validation keeps every example's prediction, label, domain and loss, and computes the figures once over
 the whole evaluation split (helpers.metrics) at the end of the epoch, for the network and, once it holds
-an average, for the SWA copy ``net_swa``.
+an average, for the SWA copy ``net_swa``. Under DDP each process sees a shard padded by the distributed
+sampler with repeated examples; the shards are gathered and the repeats dropped by the items' "index",
+so every example counts exactly once.
+
+Checkpoints carry, beside Lightning's state (weights, SWA average, optimizer, LR schedule, epoch), the
+validation history and the random number generators' states, so a resumed training draws the same crops,
+shuffles and mixup as the uninterrupted one.
 """
 
 from __future__ import annotations
 
 import copy
 import logging
+import os
+import random
 from collections.abc import Callable, Mapping, Sequence
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
@@ -28,6 +37,7 @@ logger = logging.getLogger(__name__)
 
 PROGRESS_BAR_FIGURES = ("acc", "acc_seen", "acc_unseen")
 EVALUATED_NETS = {"net": "val", "net_swa": "val_swa"}  # submodule -> prefix of its logged figures
+RESUME_ENTRY = "frito_resume"  # checkpoint entry: validation history and random number generator states
 
 
 class AudioClassifier(pl.LightningModule):
@@ -77,6 +87,7 @@ class AudioClassifier(pl.LightningModule):
         self.evaluations: dict[str, Evaluation] = {}
         self.history: list[dict[str, float]] = []
         self._outputs: dict[str, list[Tensor]] = {}
+        self._seen = 0  # evaluation examples counted so far, for items without an "index"
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         return self.net(x)
@@ -95,7 +106,8 @@ class AudioClassifier(pl.LightningModule):
             x, permutation, lam = mixup(x, self.mixup_alpha)
             logits, _ = self.net(x)
             loss = mixed_cross_entropy(logits, labels, permutation, lam).mean()
-        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(labels))
+        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(labels),
+                 sync_dist=True)
         return loss
 
     def on_train_batch_end(self, outputs, batch: dict, batch_idx: int) -> None:
@@ -105,11 +117,20 @@ class AudioClassifier(pl.LightningModule):
     def on_train_epoch_start(self) -> None:
         self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=False, on_epoch=True)
 
+    def setup(self, stage: str) -> None:
+        """Under DDP every process takes rank 0's seed: the distributed sampler's shuffle (seeded from
+        PL_GLOBAL_SEED) must be the same permutation in every process, whatever seed each was started with."""
+        if self.trainer.world_size > 1:
+            seed = self.trainer.strategy.broadcast(int(os.environ.get("PL_GLOBAL_SEED", 0)), src=0)
+            pl.seed_everything(seed, workers=True, verbose=False)
+
     def on_validation_epoch_start(self) -> None:
         self._outputs = {}
+        self._seen = 0
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         x, labels = self.spectrograms(batch), batch["label"]
+        self._keep("index", self._example_index(batch, len(labels)))
         self._keep("label", labels)
         self._keep("domain", batch["domain"])
         for name in self._evaluated_nets():
@@ -143,6 +164,14 @@ class AudioClassifier(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["frito"] = self.checkpoint_meta
+        checkpoint[RESUME_ENTRY] = {"history": [dict(entry) for entry in self.history], "rng": _rng_states()}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Resuming: the history so far, and the generators as they were when the checkpoint was written."""
+        entry = checkpoint.get(RESUME_ENTRY)
+        if entry is not None:
+            self.history = [dict(epoch) for epoch in entry["history"]]
+            _set_rng_states(entry["rng"])
 
     def configure_optimizers(self):
         no_decay_names = self.net.no_weight_decay() if hasattr(self.net, "no_weight_decay") else set()
@@ -170,6 +199,61 @@ class AudioClassifier(pl.LightningModule):
     def _keep(self, key: str, values: Tensor) -> None:
         self._outputs.setdefault(key, []).append(values.detach().cpu())
 
+    def _example_index(self, batch: dict, batch_size: int) -> Tensor:
+        """The batch's positions in the evaluation split: the items' "index", else counted (one process)."""
+        if "index" in batch:
+            return torch.as_tensor(batch["index"])
+        if self.trainer.world_size > 1:
+            raise ValueError(
+                "evaluation items carry no 'index', which multi-process validation needs to drop the distributed "
+                "sampler's repeated examples; return the item's position as 'index' from the dataset's __getitem__."
+            )
+        first, self._seen = self._seen, self._seen + batch_size
+        return torch.arange(first, self._seen)
+
     def _gather_outputs(self) -> dict[str, Tensor]:
-        """Every example of the evaluation split seen by this process, concatenated per key."""
-        return {key: torch.cat(parts) for key, parts in self._outputs.items()}
+        """Every example of the evaluation split exactly once, in split order, concatenated per key.
+
+        Under DDP the processes' shards are gathered (padded to the longest, as all_gather needs equal
+        shapes) and the sampler's repeats, same index, are dropped."""
+        local = {key: torch.cat(parts) for key, parts in self._outputs.items()}
+        if self.trainer.world_size == 1 or not local:
+            return local
+        counts = self.all_gather(torch.tensor(len(local["index"]), device=self.device)).flatten().tolist()
+        longest = max(counts)
+        gathered = {}
+        for key, values in local.items():
+            padded = torch.cat([values, values.new_zeros(longest - len(values))]).to(self.device)
+            shards = self.all_gather(padded).cpu()
+            gathered[key] = torch.cat([shard[:count] for shard, count in zip(shards, counts, strict=True)])
+        _, first = np.unique(gathered["index"].numpy(), return_index=True)
+        keep = torch.from_numpy(first)
+        return {key: values[keep] for key, values in gathered.items()}
+
+
+def _rng_states() -> dict:
+    """The generators a training draws from (crops, shuffles, mixup, dropout), as tensors and plain lists."""
+    kind, keys, position, has_gauss, cached_gauss = np.random.get_state()
+    states = {
+        "torch": torch.get_rng_state(),
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(position), int(has_gauss), float(cached_gauss)],
+        "python": _plain_python_state(random.getstate()),
+    }
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def _set_rng_states(states: Mapping) -> None:
+    torch.set_rng_state(states["torch"])
+    kind, keys, position, has_gauss, cached_gauss = states["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), position, has_gauss, cached_gauss))
+    version, internal, gauss = states["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in states and torch.cuda.is_available() and len(states["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def _plain_python_state(state: tuple) -> list:
+    version, internal, gauss = state
+    return [version, list(internal), gauss]
