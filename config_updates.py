@@ -43,8 +43,8 @@ NAMED_CONFIGS: dict[str, NamedConfig] = {
     "mini_train": NamedConfig("Only 5 training and 5 validation batches per epoch, for debugging.",
                               {"trainer": {"limit_train_batches": 5, "limit_val_batches": 5}}),
     "cpu_tiny": NamedConfig(
-        f"A small transformer ({CPU_TINY_ARCH}) on {CPU_TINY_CLIP_LENGTH:g} s clips, for a laptop CPU.",
-        {**_net(arch=CPU_TINY_ARCH), "basedataset": {"clip_length": CPU_TINY_CLIP_LENGTH}},
+        f"A small transformer ({CPU_TINY_ARCH}) on {CPU_TINY_CLIP_LENGTH:g} s clips, lr 1e-3, for a laptop CPU.",
+        {**_net(arch=CPU_TINY_ARCH), "basedataset": {"clip_length": CPU_TINY_CLIP_LENGTH}, "lr": 1e-3},
     ),
     "swa": NamedConfig("Stochastic weight averaging from epoch 2, evaluated beside the plain model.",
                        {"swa": True, "swa_epoch_start": 2, "swa_freq": 1}),

@@ -3,6 +3,7 @@
     python -m datasets.prepare dcase20 --base-dir ~/data/TAU2020 --cache-dir /scratch/frito
     python -m datasets.prepare nsynth --base-dir ~/data/nsynth --workers 8
     python -m datasets.prepare nsynth            # the demo data, generated on first use
+    python -m datasets.prepare folder --base-dir ~/data/mine --csv labels.csv
 
 The experiments' `prepare` command does the same with the experiment's configuration.
 """
@@ -13,9 +14,9 @@ import argparse
 import logging
 import time
 
-from datasets import dcase20, nsynth
+from datasets import dcase20, folder, nsynth
 
-DATASETS = {"dcase20": dcase20, "nsynth": nsynth}
+DATASETS = {"dcase20": dcase20, "folder": folder, "nsynth": nsynth}
 
 logger = logging.getLogger("datasets.prepare")
 
@@ -34,6 +35,10 @@ def main(argv: list[str] | None = None) -> None:
         "skip_bad_files": args.skip_bad_files,
         "prepare_workers": args.workers,
     }
+    if args.csv is not None:
+        if args.dataset != "folder":
+            raise SystemExit("--csv applies to the folder dataset only")
+        settings["csv"] = args.csv
     mel = {"sr": args.sample_rate} if args.cache_format == "spectrogram" else None
     start = time.perf_counter()
     data = package.Data(**{**package.DEFAULTS, **settings}, mel=mel)
@@ -50,6 +55,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--cache-dir", default=None, help="where caches go (default: $FRITO_CACHE_DIR or ~/.cache/frito)"
     )
+    parser.add_argument("--csv", default=None, help="folder dataset: the file list (default: <base-dir>/metadata.csv)")
     parser.add_argument("--workers", type=int, default=2, help="decoding processes (default: 2)")
     parser.add_argument("--sample-rate", type=int, default=32000)
     parser.add_argument(

@@ -154,7 +154,7 @@ def fetch_checkpoint(url: str, what: str) -> dict:
 
 def read_checkpoint(path: str | os.PathLike) -> dict:
     """Load a checkpoint file (torch pickle restricted to tensors and containers, or safetensors)."""
-    path = Path(path)
+    path = Path(path).expanduser()
     if not path.is_file():
         raise PretrainedError(f"pretrained checkpoint {path} does not exist; check {PATH_KEY}")
     try:
