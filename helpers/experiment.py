@@ -27,6 +27,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import signal
 import tempfile
 import time
 from collections.abc import Iterator, Mapping
@@ -39,6 +40,7 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from pytorch_lightning.utilities import rank_zero_only
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 from sacred import Experiment
 from sacred.config import chain_evaluate_config_scopes
 from sacred.observers import FileStorageObserver
@@ -56,6 +58,7 @@ from helpers.schedule import lr_schedule
 from helpers.swa import SwaSchedule
 from helpers.trainer import (
     CHECKPOINT_DIR,
+    LAST_CHECKPOINT,
     MONITOR,
     build_trainer,
     process_rank,
@@ -71,7 +74,7 @@ from models.pretrained import FRITO_VERSION
 logger = logging.getLogger(__name__)
 
 RUNS_DIR = Path("runs")
-LAST_CHECKPOINT = "last.ckpt"  # checkpoints/last.ckpt, written at the end of every epoch
+LAST_CHECKPOINT_FILE = f"{LAST_CHECKPOINT}.ckpt"  # checkpoints/last.ckpt, rewritten after every epoch
 # Rank 0 hands these to the processes Lightning's DDP launcher starts (they run the same command line):
 RUN_DIR_VARIABLE = "FRITO_RUN_DIR"
 RESUME_VARIABLE = "FRITO_RESUME_FROM"
@@ -226,7 +229,11 @@ def train(dataset: ModuleType, run, config: dict, resume: str | None = None) -> 
     train_loader, eval_loader = make_loaders(data, config)
     trainer = build_trainer(config["trainer"], run_dir, run)
     with shared_with_child_processes(run_dir, resume_path):
-        trainer.fit(module, train_loader, eval_loader, ckpt_path=str(resume_path) if resume_path else None)
+        try:
+            trainer.fit(module, train_loader, eval_loader, ckpt_path=str(resume_path) if resume_path else None)
+        except SIGTERMException as stop:  # Lightning's SystemExit would end the process with status 0
+            logger.error("stopped by SIGTERM; continue with resume=%s", run_dir)
+            raise SystemExit(128 + signal.SIGTERM) from stop
     wait_for_child_processes(trainer)
     checkpoint_dir = run_dir / CHECKPOINT_DIR
     checkpoints = [path for path in (checkpoint_dir / "best.ckpt", checkpoint_dir / "last.ckpt") if path.exists()]
@@ -296,17 +303,17 @@ def resume_checkpoint(resume: str | None, run, run_dir: Path) -> Path | None:
         return None
     if resume == "last":
         runs = next((Path(o.basedir) for o in run.observers if isinstance(o, FileStorageObserver)), RUNS_DIR)
-        candidates = [path for path in runs.glob(f"*/{CHECKPOINT_DIR}/{LAST_CHECKPOINT}")
+        candidates = [path for path in runs.glob(f"*/{CHECKPOINT_DIR}/{LAST_CHECKPOINT_FILE}")
                       if path.parent.parent.resolve() != run_dir.resolve()]
         if not candidates:
             raise ConfigurationError(
-                f"resume='last': no {runs}/*/{CHECKPOINT_DIR}/{LAST_CHECKPOINT} to continue from; give the run "
-                f"folder or checkpoint (resume=runs/<id>) or leave resume unset for a new training."
+                f"resume='last': no {runs}/*/{CHECKPOINT_DIR}/{LAST_CHECKPOINT_FILE} to continue from; give the "
+                f"run folder or checkpoint (resume=runs/<id>) or leave resume unset for a new training."
             )
         return max(candidates, key=lambda path: path.stat().st_mtime)
     path = Path(resume)
     if path.is_dir():
-        path = path / CHECKPOINT_DIR / LAST_CHECKPOINT
+        path = path / CHECKPOINT_DIR / LAST_CHECKPOINT_FILE
     if not path.is_file():
         raise ConfigurationError(
             f"resume={resume!r}: {path} does not exist; give 'last', a run folder (runs/<id>) or a .ckpt file."
@@ -320,7 +327,7 @@ def check_resumable(path: Path, module: AudioClassifier) -> None:
     if "optimizer_states" not in checkpoint or "loops" not in checkpoint:
         raise ConfigurationError(
             f"checkpoint {path} holds weights only (no optimizer or loop state) and cannot continue a training; "
-            f"resume from the run's checkpoints/{LAST_CHECKPOINT}."
+            f"resume from the run's checkpoints/{LAST_CHECKPOINT_FILE}."
         )
     saved, wanted = checkpoint["frito"], module.checkpoint_meta
     differences = [

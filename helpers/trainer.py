@@ -39,6 +39,7 @@ MANAGED_TRAINER_KEYS = ("logger", "callbacks", "plugins", "default_root_dir")
 DDP_VARIABLE = "DDP"  # DDP=N: N processes on this node (Lightning's DDP strategy)
 CHECKPOINT_DIR = "checkpoints"
 BEST_CHECKPOINT = "best"  # checkpoints/best.ckpt: the epoch with the highest validation accuracy
+LAST_CHECKPOINT = "last"  # checkpoints/last.ckpt: the latest epoch, rewritten (atomically) after each
 MONITOR = "val/acc"
 
 
@@ -124,7 +125,8 @@ def build_trainer(
 
     trainer_config: the experiment's ``trainer`` config (1.x keys translated, notices logged).
     sacred_run: the Sacred run whose metrics receive every logged figure (None: no Sacred logging).
-    checkpoints: keep checkpoints/last.ckpt (every epoch) and checkpoints/best.ckpt (highest val/acc).
+    checkpoints: keep checkpoints/last.ckpt (every epoch, to resume from) and checkpoints/best.ckpt
+        (highest val/acc).
     callbacks: further callbacks of the command.
     """
     settings = translate_trainer_config(trainer_config, torch.cuda.is_available(), ddp_processes())
@@ -139,18 +141,14 @@ def build_trainer(
         logger.info("TensorBoard logs: tensorboard --logdir %s", run_dir / "tensorboard")
     all_callbacks = [*settings.callbacks, *callbacks]
     if checkpoints and settings.kwargs.get("enable_checkpointing", True):
-        all_callbacks.append(
-            ModelCheckpoint(
-                dirpath=run_dir / CHECKPOINT_DIR,
-                filename=BEST_CHECKPOINT,
-                monitor=MONITOR,
-                mode="max",
-                save_top_k=1,
-                save_last=True,
-                auto_insert_metric_name=False,
-                enable_version_counter=False,
-            )
-        )
+        # Lightning's save_last only refreshes last.ckpt when best.ckpt changes: a checkpoint of its own
+        # writes it after every epoch's validation, for resuming
+        all_callbacks += [
+            ModelCheckpoint(dirpath=run_dir / CHECKPOINT_DIR, filename=BEST_CHECKPOINT, monitor=MONITOR, mode="max",
+                            save_top_k=1, auto_insert_metric_name=False, enable_version_counter=False),
+            ModelCheckpoint(dirpath=run_dir / CHECKPOINT_DIR, filename=LAST_CHECKPOINT, monitor=None, save_top_k=1,
+                            auto_insert_metric_name=False, enable_version_counter=False),
+        ]
     kwargs = {"accelerator": "auto", "devices": 1, **settings.kwargs}
     return pl.Trainer(
         **kwargs,

@@ -160,6 +160,8 @@ class AudioClassifier(pl.LightningModule):
             for figure, value in result.scalars().items():
                 self.log(f"{prefix}/{figure}", value, prog_bar=name == "net" and figure in PROGRESS_BAR_FIGURES)
                 epoch_figures[f"{prefix}/{figure}"] = value
+        # a training resumed from the checkpoint written during this validation repeats it: one entry per epoch
+        self.history = [entry for entry in self.history if entry["epoch"] != self.current_epoch]
         self.history.append({"epoch": self.current_epoch, **epoch_figures})
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
