@@ -546,11 +546,12 @@ def run_folder(run) -> Path:
     """The FileStorageObserver's folder of this run, else a new runs/<timestamp> folder.
 
     Processes other than rank 0 create none: they take rank 0's folder (DDP=N) or, started by another
-    launcher, a scratch folder; they write nothing into it (checkpoints, logs and reports are rank 0's)."""
+    launcher, a name in the temporary folder; they write nothing there (checkpoints, logs and reports are
+    rank 0's, and Lightning hands rank 0's checkpoint folder to every process)."""
     if process_rank() != 0:
         if os.environ.get(RUN_DIR_VARIABLE):
             return Path(os.environ[RUN_DIR_VARIABLE])
-        return Path(tempfile.mkdtemp(prefix=f"frito-rank{process_rank()}-"))
+        return Path(tempfile.gettempdir()) / f"frito-rank{process_rank()}-{os.getpid()}"
     for observer in run.observers:
         if isinstance(observer, FileStorageObserver) and observer.dir:
             return Path(observer.dir)
