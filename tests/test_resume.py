@@ -5,6 +5,7 @@ weights (network, SWA average) and the same figures. The interrupted run is stop
 itself in the middle of an epoch (SIGKILL: nothing is cleaned up; SIGTERM: what a cluster sends).
 """
 
+import importlib
 import json
 import os
 import shutil
@@ -15,6 +16,8 @@ from pathlib import Path
 
 import pytest
 import torch
+
+from helpers.config_check import ConfigurationError
 
 REPO = Path(__file__).resolve().parents[1]
 SHORT = ["cpu_tiny", "trainer.max_epochs=3", "trainer.limit_train_batches=3", "trainer.limit_val_batches=2",
@@ -112,19 +115,29 @@ def test_resume_last_takes_the_newest_run(uninterrupted, cache_dir):
     assert [epoch for epoch in metrics(folder / "runs" / "2")["val/acc"]["steps"]][-1] == 3
 
 
+@pytest.fixture(scope="module")
+def nsynth_experiment():
+    sys.path.insert(0, str(REPO))
+    try:
+        return importlib.import_module("ex_nsynth").ex
+    finally:
+        sys.path.remove(str(REPO))
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    ("damage", "extra", "message"),
+    ("damage", "updates", "message"),
     [
-        ("truncate", [], "not a readable checkpoint (truncated?)"),
-        ("foreign", [], "was not written by this version of frito"),
-        (None, ["models.net.rf_norm_t=high_low"], "models.net.rf_norm_t: checkpoint '', config 'high_low'"),
-        (None, ["swa=False"], "swa: checkpoint True, config False"),
-        (None, ["basedataset.clip_length=1.0"], "basedataset.clip_length: checkpoint 2.0, config 1.0"),
+        ("truncate", {}, "not a readable checkpoint (truncated?)"),
+        ("foreign", {}, "was not written by this version of frito"),
+        (None, {"models": {"net": {"rf_norm_t": "high_low"}}},
+         "models.net.rf_norm_t: checkpoint '', config 'high_low'"),
+        (None, {"swa": False}, "swa: checkpoint True, config False"),
+        (None, {"basedataset": {"clip_length": 1.0}}, "basedataset.clip_length: checkpoint 2.0, config 1.0"),
     ],
 )
-def test_an_unusable_checkpoint_is_refused_naming_file_and_mismatch(uninterrupted, tmp_path, cache_dir, damage,
-                                                                    extra, message):
+def test_an_unusable_checkpoint_is_refused_naming_file_and_mismatch(uninterrupted, nsynth_experiment, tmp_path,
+                                                                    monkeypatch, cache_dir, damage, updates, message):
     checkpoint = tmp_path / "last.ckpt"
     content = (uninterrupted / "checkpoints" / "last.ckpt").read_bytes()
     if damage == "truncate":
@@ -134,14 +147,18 @@ def test_an_unusable_checkpoint_is_refused_naming_file_and_mismatch(uninterrupte
         torch.save({"state_dict": {}}, buffer)
         content = buffer.read_bytes()
     checkpoint.write_bytes(content)
-    result = nsynth("with", *SHORT, *extra, f"resume={checkpoint}", cwd=tmp_path, cache_dir=cache_dir, check=False)
-    assert result.returncode != 0
-    assert str(checkpoint) in result.stderr and message in result.stderr, result.stderr[-2000:]
+    monkeypatch.chdir(tmp_path)
+    updates = {**updates, "swa_epoch_start": 1, "resume": str(checkpoint)}
+    updates["basedataset"] = {**updates.get("basedataset", {}), "cache_dir": str(cache_dir)}
+    with pytest.raises(ConfigurationError) as error:
+        nsynth_experiment.run(config_updates=updates, named_configs=["cpu_tiny"], options={"--capture": "sys"})
+    assert str(checkpoint) in str(error.value) and message in str(error.value)
     assert not list((tmp_path / "runs").glob("*/checkpoints/*.ckpt"))
 
 
 @pytest.mark.slow
-def test_resume_names_a_missing_checkpoint(tmp_path, cache_dir):
-    result = nsynth("with", *SHORT, "resume=last", cwd=tmp_path, cache_dir=cache_dir, check=False)
-    assert result.returncode != 0
-    assert "resume='last': no runs/*/checkpoints/last.ckpt" in result.stderr
+def test_resume_names_a_missing_checkpoint(nsynth_experiment, tmp_path, monkeypatch, cache_dir):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigurationError, match=r"resume='last': no runs/\*/checkpoints/last.ckpt"):
+        nsynth_experiment.run(config_updates={"resume": "last", "basedataset": {"cache_dir": str(cache_dir)}},
+                              named_configs=["cpu_tiny"], options={"--capture": "sys"})
