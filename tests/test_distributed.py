@@ -127,3 +127,19 @@ def test_ddp_evaluation_equals_one_process_on_the_same_checkpoint(tmp_path, cach
         assert several_metrics[name]["values"] == single_metrics[name]["values"], name
     assert several_metrics["val/loss"]["values"][0] == pytest.approx(single_metrics["val/loss"]["values"][0],
                                                                      rel=1e-6)
+
+
+@pytest.mark.slow
+def test_torchrun_needs_no_ddp_variable(tmp_path, cache_dir):
+    # torchrun --standalone --nproc_per_node=2 ex_nsynth.py -F runs with ... trainer.devices=2 trainer.strategy=ddp
+    env = {**os.environ, "FRITO_CACHE_DIR": str(cache_dir)}
+    env.pop("DDP", None)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+               str(REPO / "ex_nsynth.py"), "-F", "runs", "with", *ONE_SHORT_EPOCH, "trainer.devices=2",
+               "trainer.strategy=ddp", "trainer.accelerator=cpu"]
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert sorted(path.name for path in (tmp_path / "runs").iterdir()) == ["1", "_sources"]
+    assert sorted(path.name for path in (tmp_path / "runs" / "1" / "checkpoints").iterdir()) == ["best.ckpt",
+                                                                                               "last.ckpt"]
+    assert result.stdout.count("training finished") == 1 and "(210 examples)" in result.stdout
