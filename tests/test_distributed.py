@@ -5,10 +5,13 @@ process: same figures over the whole evaluation split, one run folder, one set o
 """
 
 import csv
+import fcntl
 import json
 import os
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -16,6 +19,7 @@ import numpy as np
 import pytest
 import torch
 
+from helpers.experiment import PREPARE_LOCK, prepared_data
 from helpers.trainer import ddp_processes, translate_trainer_config
 from helpers.training_module import AudioClassifier
 
@@ -63,6 +67,29 @@ def test_gathered_outputs_hold_every_example_once_in_split_order():
     assert gathered["index"].tolist() == [0, 1, 2, 3, 4]
     assert gathered["label"].tolist() == [10, 11, 12, 13, 14]
     np.testing.assert_allclose(gathered["net.loss"].numpy(), [0.0, 0.1, 0.2, 0.3, 0.4])
+
+
+def test_caches_are_prepared_by_one_process_at_a_time(tmp_path):
+    """While another process holds the cache folder's lock, preparing waits; then it builds."""
+    events = []
+
+    class Data:
+        def __init__(self, **settings):
+            events.append("read layout")
+
+        def prepare(self):
+            events.append("prepare")
+
+    config = {"basedataset": {"cache_dir": str(tmp_path)}, "models": {"mel": {}}}
+    with open(tmp_path / PREPARE_LOCK, "a") as other_process:
+        fcntl.flock(other_process, fcntl.LOCK_EX)
+        waiting = threading.Thread(target=prepared_data, args=(SimpleNamespace(Data=Data), config))
+        waiting.start()
+        time.sleep(0.5)
+        assert events == []
+        fcntl.flock(other_process, fcntl.LOCK_UN)
+        waiting.join(timeout=10)
+    assert events == ["read layout", "prepare"]
 
 
 @pytest.fixture(scope="session")
