@@ -332,10 +332,10 @@ def check_resumable(path: Path, module: AudioClassifier) -> None:
     saved, wanted = checkpoint["frito"], module.checkpoint_meta
     differences = [
         f"{name}: checkpoint {saved_value!r}, config {wanted_value!r}"
-        for key, name in (("net", "models.net"), ("mel", "models.mel"), ("class_names", "classes"),
-                          ("domain_names", "domains"), ("sample_rate", "basedataset.sample_rate"),
-                          ("clip_length", "basedataset.clip_length"))
-        for name, saved_value, wanted_value in _differences(name, saved.get(key), wanted.get(key))
+        for key, setting in (("net", "models.net"), ("mel", "models.mel"), ("class_names", "classes"),
+                             ("domain_names", "domains"), ("sample_rate", "basedataset.sample_rate"),
+                             ("clip_length", "basedataset.clip_length"))
+        for name, saved_value, wanted_value in _differences(setting, saved.get(key), wanted.get(key))
     ]
     saved_swa = any(key.startswith("net_swa.") for key in checkpoint["state_dict"])
     mismatch = weight_mismatch(module.state_dict(), checkpoint["state_dict"])
