@@ -66,16 +66,18 @@ def unrestricted_attention(q, k, v, pattern, layout, dropout_p=0.0):
 
 
 def make_run(executor, pattern, layout, batch: int, training: bool, device, dtype) -> Callable[[], None]:
-    """A closure timing ``executor`` on q, k, v cut from one (batch, tokens, 3, heads, dim) projection,
-    the strides the transformer block hands over; training adds the backward pass."""
+    """A closure timing ``executor`` on q, k, v laid out as the transformer block hands them over
+    (tokens-major memory, heads interleaved); training adds the backward pass to q, k and v."""
     n_tokens = layout.n_tokens
-    qkv = torch.randn(batch, n_tokens, 3, HEADS, HEAD_DIM, device=device, dtype=dtype, requires_grad=training)
+    shape = (batch, n_tokens, HEADS, HEAD_DIM)
+    leaves = [torch.randn(shape, device=device, dtype=dtype, requires_grad=training) for _ in range(3)]
     grad = torch.randn(batch, HEADS, n_tokens, HEAD_DIM, device=device, dtype=dtype)
 
     def run() -> None:
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+        q, k, v = (leaf.transpose(1, 2) for leaf in leaves)
         if training:
-            qkv.grad = None
+            for leaf in leaves:
+                leaf.grad = None
             executor(q, k, v, pattern, layout, 0.0).backward(grad)
         else:
             with torch.no_grad():
@@ -84,9 +86,13 @@ def make_run(executor, pattern, layout, batch: int, training: bool, device, dtyp
     return run
 
 
-def candidate_executions(pattern) -> Iterable[Execution]:
+def candidate_executions(pattern, training: bool, device) -> Iterable[Execution]:
+    """Every execution the sparse executor could choose here (matmul only for inference: in training
+    it keeps every block's scores for the backward pass, which is slower and larger)."""
     group_rows = (1, 2, 3, 4) if pattern.kind == "band" else (1,)
     for kernel in BLOCK_KERNELS:
+        if (kernel == "matmul" and training) or (kernel == "fused_cpu" and device.type != "cpu"):
+            continue
         for rows in group_rows:
             yield Execution(kernel, rows)
 
@@ -101,7 +107,7 @@ def measure(form: str, batch: int, training: bool, repeats: int, candidates: boo
         "sparse": sparse_attention,
     }
     if candidates:
-        for execution in candidate_executions(pattern):
+        for execution in candidate_executions(pattern, training, device):
             executors[f"{execution.kernel}/g{execution.group_rows}"] = _fixed(execution)
     runs = {name: make_run(ex, pattern, layout, batch, training, device, dtype) for name, ex in executors.items()}
     times = median_times(runs, repeats)

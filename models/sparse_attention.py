@@ -11,12 +11,20 @@ Patchout only changes how many tokens each frequency row keeps: blocks are cut f
 their original rows (:attr:`TokenLayout.row_offsets`), so the result stays exact. Blocks of unequal size
 run as a few calls of equal shape, or, when there are many sizes, padded to one shape with a key mask.
 
-How a form runs on a given shape is an :class:`Execution`: the block kernel (fused
-``scaled_dot_product_attention``, or explicit matmul-softmax-matmul, which wins for blocks of about one
-frequency row on a CPU) and, for band forms, how many rows of queries share one block. Grouping rows lets
-neighbouring rows share one key window and one call, at the price of the keys outside each row's band
-inside the window (masked). :func:`choose_execution` picks both from a cost model whose constants were
-measured by ``benchmarks/attention.py``.
+How a form runs on a given input is an :class:`Execution`: the block kernel and, for band forms, how many
+rows of queries share one block (neighbouring rows then share one key window and one call, at the price
+of the keys inside the window but outside a row's band, which are masked). The kernels
+(:data:`BLOCK_KERNELS`):
+
+- ``fused_cpu``: PyTorch's fused CPU attention kernel, with a backward written here that gathers each
+  block again instead of keeping gathered copies, and adds each block's gradient straight into one
+  gradient per input (CPU only, no attention dropout);
+- ``matmul``: explicit scores, softmax and weighted sum, a cache-sized chunk of blocks at a time; the
+  fastest for blocks of about one frequency row in inference on a CPU;
+- ``sdpa``: ``scaled_dot_product_attention`` per call with autograd through the gathers; any device,
+  attention dropout included.
+
+:func:`choose_execution` picks one from measurements made with ``benchmarks/attention.py``.
 """
 
 from __future__ import annotations
@@ -37,7 +45,7 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Execution:
-    """How a restricted form runs on one shape.
+    """How a restricted form runs on one input.
 
     kernel: a name in BLOCK_KERNELS.
     group_rows: frequency rows of queries per block for band forms (cluster forms use their clusters).
@@ -54,7 +62,7 @@ def sparse_attention(
 
     q, k, v: (batch, heads, tokens, head_dim) in the token order of ``layout``; returns the same shape.
     """
-    execution = choose_execution(pattern, layout, q)
+    execution = choose_execution(pattern, layout, q, dropout_p)
     return blockwise_attention(q, k, v, pattern, layout, dropout_p, execution)
 
 
@@ -74,34 +82,102 @@ def blockwise_attention(
         raise ValueError(f"q has {q.shape[2]} tokens but the layout describes {layout.n_tokens}")
     if execution.kernel not in BLOCK_KERNELS:
         raise ValueError(f"unknown block kernel {execution.kernel!r}; expected one of {sorted(BLOCK_KERNELS)}")
+    if execution.group_rows < 1:
+        raise ValueError(f"group_rows must be >= 1, got {execution.group_rows}")
     group_rows = execution.group_rows if pattern.kind == "band" else 1
     plan = _plan(pattern, layout.n_global, layout.row_counts, group_rows, q.device)
-    kernel = BLOCK_KERNELS[execution.kernel]
-    n_global = layout.n_global
-    parts = []
-    if n_global:
-        global_queries = F.scaled_dot_product_attention(q[:, :, :n_global], k, v, dropout_p=dropout_p)
-        parts.append(global_queries.transpose(1, 2))
-    parts.extend(kernel(q, k, v, call, dropout_p) for call in plan.calls)
-    out = torch.cat(parts, dim=1)
-    if plan.order is not None:
-        out = out.index_select(1, plan.order)
-    return out.transpose(1, 2)
+    return BLOCK_KERNELS[execution.kernel](q, k, v, plan, dropout_p)
 
 
-def choose_execution(pattern: AttentionPattern, layout: TokenLayout, q: Tensor) -> Execution:
-    """The execution the cost model expects to be fastest for this pattern, layout and input."""
-    return Execution()
+def choose_execution(pattern: AttentionPattern, layout: TokenLayout, q: Tensor, dropout_p: float = 0.0) -> Execution:
+    """The execution the cost model expects to be fastest for this pattern, layout and input.
+
+    On a CPU: training (q needs a gradient) uses ``fused_cpu``; inference uses ``matmul`` for blocks of
+    fewer than 192 queries (the fused kernel's smallest query tile, where it is least efficient) and
+    ``sdpa`` otherwise. Attention dropout and other devices use ``sdpa``. Band forms take the number of
+    rows per block with the lowest modelled cost (:func:`_modelled_cost`).
+    """
+    training = torch.is_grad_enabled() and q.requires_grad
+    return _choose(
+        pattern, layout.n_global, layout.row_counts, q.device.type, q.dtype, training, dropout_p > 0
+    )
+
+
+@functools.lru_cache(maxsize=256)
+def _choose(
+    pattern: AttentionPattern,
+    n_global: int,
+    row_counts: tuple[int, ...],
+    device_type: str,
+    dtype: torch.dtype,
+    training: bool,
+    dropout: bool,
+) -> Execution:
+    def kernel_for(block_queries: int) -> str:
+        if device_type != "cpu" or dropout:
+            return "sdpa"
+        if training:
+            return "fused_cpu" if hasattr(torch.ops.aten, _FUSED_CPU) else "sdpa"
+        if block_queries < _SMALLEST_TILE_LIMIT and dtype in (torch.float32, torch.float64):
+            return "matmul"
+        return "sdpa"
+
+    offsets = _offsets(n_global, row_counts)
+    if pattern.kind != "band":
+        blocks = _cluster_blocks(pattern, offsets)
+        return Execution(kernel_for(max(block.shape[0] for block in blocks)))
+    best = None
+    for group_rows in range(1, _MAX_GROUP_ROWS + 1):
+        blocks = _band_blocks(pattern.size, offsets, group_rows)
+        block_queries = max(block.shape[0] for block in blocks)
+        kernel = kernel_for(block_queries)
+        cost = _modelled_cost(blocks, n_global, kernel, masked=group_rows > 1)
+        if best is None or cost < best[0]:
+            best = (cost, Execution(kernel, group_rows))
+    return best[1]
+
+
+def _modelled_cost(blocks: list[_Block], n_global: int, kernel: str, masked: bool) -> float:
+    """Time of the block calls in units of one (query, key) pair at the fused kernel's best efficiency.
+
+    Constants measured with benchmarks/attention.py (PaSST-S, 64-dimensional heads, 2-core CPU):
+    the fused kernel reaches 71 %, 92 % and 100 % of its efficiency on long sequences with its query
+    tiles of 32, 64 and 256 rows, less the unused rows of the last tile; explicit matmul-softmax-matmul
+    reaches 65 % on blocks of about one frequency row; a key mask costs 5 %; gathering one token of
+    queries, keys or values costs as much as 9 pairs.
+    """
+    cost = 0.0
+    for block in blocks:
+        block_queries, block_keys = block.shape[0], block.shape[1] + n_global
+        if kernel == "matmul":
+            efficiency = _MATMUL_EFFICIENCY
+        else:
+            tile, tile_efficiency = next((tile, eff) for below, tile, eff in _FUSED_TILES if block_queries < below)
+            efficiency = tile_efficiency * block_queries / (math.ceil(block_queries / tile) * tile)
+        cost += block_queries * block_keys / efficiency * (_MASK_COST if masked else 1.0)
+        cost += _GATHER_COST * (block_queries + 2 * block_keys)
+    return cost
+
+
+# the fused CPU kernel's query tiles: (queries below which it is used, tile rows, relative efficiency)
+_FUSED_TILES = ((192, 32, 0.71), (768, 64, 0.92), (math.inf, 256, 1.0))
+_SMALLEST_TILE_LIMIT = _FUSED_TILES[0][0]
+_MATMUL_EFFICIENCY = 0.65
+_MASK_COST = 1.05
+_GATHER_COST = 9.0
+_MAX_GROUP_ROWS = 4
 
 
 @dataclass(frozen=True)
 class _Call:
     """Blocks of one shape attended in one batched call.
 
-    query_index: (n_blocks * block_queries,) token of each query slot, block after block.
-    key_index: (n_blocks * block_keys,) token of each key slot (the global tokens first in every block).
+    query_index: (n_blocks * block_queries,) token of each query slot, block after block (padding: 0).
+    key_index: (n_blocks * block_keys,) token of each key slot, the global tokens first in every block
+        (padding: 0).
     mask: bool (n_blocks, 1, block_queries, block_keys), True where a query slot may attend a key slot;
         None when every query of a block may attend every key of the block.
+    query_kept: positions of the real (not padding) query slots; None when there is no padding.
     """
 
     n_blocks: int
@@ -110,12 +186,46 @@ class _Call:
     query_index: Tensor
     key_index: Tensor
     mask: Tensor | None
+    query_kept: Tensor | None
+
+    def blocks(self, start: int, end: int) -> _Call:
+        """The same call restricted to blocks start ... end - 1."""
+        kept = None
+        if self.query_kept is not None:
+            first, last = start * self.block_queries, end * self.block_queries
+            inside = (self.query_kept >= first) & (self.query_kept < last)
+            kept = self.query_kept[inside] - first
+        return _Call(
+            n_blocks=end - start,
+            block_queries=self.block_queries,
+            block_keys=self.block_keys,
+            query_index=self.query_index[start * self.block_queries : end * self.block_queries],
+            key_index=self.key_index[start * self.block_keys : end * self.block_keys],
+            mask=None if self.mask is None else self.mask[start:end],
+            query_kept=kept,
+        )
+
+    def kept_queries(self) -> Tensor:
+        """Token of each real query slot."""
+        return self.query_index if self.query_kept is None else self.query_index[self.query_kept]
+
+    def additive_mask(self, dtype: torch.dtype) -> Tensor | None:
+        if self.mask is None:
+            return None
+        return torch.zeros(self.mask.shape, dtype=dtype, device=self.mask.device).masked_fill_(
+            ~self.mask, float("-inf")
+        )
 
 
 @dataclass(frozen=True)
 class _Plan:
-    """The calls of one pattern on one layout; ``order`` maps their concatenated outputs to token order."""
+    """The calls of one pattern on one layout.
 
+    order: token order of the concatenated outputs [global queries, call 1, call 2, ...] (None when
+        that concatenation is already in token order).
+    """
+
+    n_global: int
     calls: tuple[_Call, ...]
     order: Tensor | None
 
@@ -142,17 +252,11 @@ def _plan(
     pattern: AttentionPattern, n_global: int, row_counts: tuple[int, ...], group_rows: int, device: torch.device
 ) -> _Plan:
     n_rows = len(row_counts)
-    offsets = [n_global]
-    for count in row_counts:
-        offsets.append(offsets[-1] + count)
+    offsets = _offsets(n_global, row_counts)
     if pattern.kind == "band":
         blocks = _band_blocks(pattern.size, offsets, group_rows)
     else:
-        blocks = [
-            _Block(offsets[first], offsets[end], offsets[first], offsets[end])
-            for first, end in pattern.row_clusters(n_rows)
-            if offsets[first] < offsets[end]
-        ]
+        blocks = _cluster_blocks(pattern, offsets)
     counts = torch.tensor(row_counts)
     token_rows = torch.cat([torch.full((n_global,), -1), torch.arange(n_rows).repeat_interleave(counts)])
     band_width = pattern.size if pattern.kind == "band" and group_rows > 1 else None
@@ -164,11 +268,28 @@ def _plan(
     slots = torch.cat(query_slots)
     n_tokens = offsets[-1]
     if torch.equal(slots, torch.arange(n_tokens)):
-        return _Plan(tuple(calls), None)
+        return _Plan(n_global, tuple(calls), None)
     position = torch.empty(n_tokens, dtype=torch.long)
     kept = slots >= 0
     position[slots[kept]] = torch.arange(slots.numel())[kept]
-    return _Plan(tuple(calls), position.to(device))
+    return _Plan(n_global, tuple(calls), position.to(device))
+
+
+def _offsets(n_global: int, row_counts: tuple[int, ...]) -> list[int]:
+    """Sequence index where each frequency row's tokens start; the last entry is the sequence length."""
+    offsets = [n_global]
+    for count in row_counts:
+        offsets.append(offsets[-1] + count)
+    return offsets
+
+
+def _cluster_blocks(pattern: AttentionPattern, offsets: list[int]) -> list[_Block]:
+    """One block per non-empty cluster: its tokens attend themselves (and the global tokens)."""
+    return [
+        _Block(offsets[first], offsets[end], offsets[first], offsets[end])
+        for first, end in pattern.row_clusters(len(offsets) - 1)
+        if offsets[first] < offsets[end]
+    ]
 
 
 def _band_blocks(band_width: int, offsets: list[int], group_rows: int) -> list[_Block]:
@@ -228,42 +349,89 @@ def _make_call(
             padding = (query_slots_t < 0)[:, :, None]
             mask = mask & (((query_rows - key_rows).abs() < band_width) | (key_rows < 0) | padding)
         mask = mask[:, None].to(device)
+    flat_slots = query_slots_t.flatten()
+    padded = bool((flat_slots < 0).any())
     call = _Call(
         n_blocks=len(blocks),
         block_queries=block_queries,
         block_keys=block_keys,
-        query_index=query_slots_t.clamp(min=0).flatten().to(device),
+        query_index=flat_slots.clamp(min=0).to(device),
         key_index=key_slots_t.clamp(min=0).flatten().to(device),
         mask=mask,
+        query_kept=torch.nonzero(flat_slots >= 0).flatten().to(device) if padded else None,
     )
-    return call, query_slots_t.flatten()
+    return call, flat_slots
+
+
+def _pieces(call: _Call, q: Tensor) -> list[_Call]:
+    """The call split so that no gathered key tensor exceeds _MAX_GATHER_BYTES on a CPU.
+
+    glibc serves larger buffers with a fresh mmap each time, and touching its pages costs more than the
+    copy itself; smaller freed buffers are reused. GPU allocators cache, so GPU calls stay whole.
+    """
+    if q.device.type != "cpu":
+        return [call]
+    batch, heads, _, head_dim = q.shape
+    block_bytes = call.block_keys * batch * heads * head_dim * q.element_size()
+    per_piece = max(1, _MAX_GATHER_BYTES // block_bytes)
+    return [call.blocks(start, min(start + per_piece, call.n_blocks)) for start in range(0, call.n_blocks, per_piece)]
+
+
+_MAX_GATHER_BYTES = 8 << 20
+
+
+def _gather_slots(x: Tensor, index: Tensor, n_blocks: int, block_len: int) -> Tensor:
+    """(batch, heads, tokens, dim) -> (blocks, batch * heads, block_len, dim), token-major in memory
+    (slot, batch, head, dim): the fused kernel's own order."""
+    batch, heads, _, head_dim = x.shape
+    slots = x.permute(2, 0, 1, 3).index_select(0, index)
+    return slots.view(n_blocks, block_len, batch * heads, head_dim).transpose(1, 2)
+
+
+def _slots_to_tokens(out: Tensor, batch: int, heads: int) -> Tensor:
+    """(blocks, batch * heads, block_len, dim) in token-major memory -> (batch, slots, heads, dim)."""
+    n_blocks, _, block_len, head_dim = out.shape
+    return out.transpose(1, 2).reshape(n_blocks * block_len, batch, heads, head_dim).permute(1, 0, 2, 3)
+
+
+def _concatenate(parts: list[Tensor], plan: _Plan) -> Tensor:
+    """Outputs (batch, slots, heads, dim) of [global queries, calls...] -> (batch, heads, tokens, dim)."""
+    out = torch.cat(parts, dim=1)
+    if plan.order is not None:
+        out = out.index_select(1, plan.order)
+    return out.transpose(1, 2)
+
+
+def _autograd_executor(kernel: Callable[[Tensor, Tensor, Tensor, _Call, float], Tensor]):
+    """An executor running ``kernel`` on every piece of every call, differentiated by autograd."""
+
+    def execute(q: Tensor, k: Tensor, v: Tensor, plan: _Plan, dropout_p: float) -> Tensor:
+        parts = []
+        if plan.n_global:
+            global_queries = F.scaled_dot_product_attention(q[:, :, : plan.n_global], k, v, dropout_p=dropout_p)
+            parts.append(global_queries.transpose(1, 2))
+        for call in plan.calls:
+            parts.extend(kernel(q, k, v, piece, dropout_p) for piece in _pieces(call, q))
+        return _concatenate(parts, plan)
+
+    return execute
 
 
 def _sdpa_blocks(q: Tensor, k: Tensor, v: Tensor, call: _Call, dropout_p: float) -> Tensor:
-    """Fused attention, blocks as the batch and (batch, head) pairs as heads; -> (batch, slots, heads, dim)."""
-    batch, heads, _, head_dim = q.shape
-
-    def gather(x: Tensor, index: Tensor, block_len: int) -> Tensor:
-        # token-major slots (slot, batch, head, dim), the fused kernel's own memory order
-        slots = x.permute(2, 0, 1, 3).index_select(0, index)
-        return slots.view(call.n_blocks, block_len, batch * heads, head_dim).transpose(1, 2)
-
+    """``scaled_dot_product_attention`` with blocks as the batch and (batch, head) pairs as heads."""
+    batch, heads = q.shape[:2]
     out = F.scaled_dot_product_attention(
-        gather(q, call.query_index, call.block_queries),
-        gather(k, call.key_index, call.block_keys),
-        gather(v, call.key_index, call.block_keys),
+        _gather_slots(q, call.query_index, call.n_blocks, call.block_queries),
+        _gather_slots(k, call.key_index, call.n_blocks, call.block_keys),
+        _gather_slots(v, call.key_index, call.n_blocks, call.block_keys),
         attn_mask=call.mask,
         dropout_p=dropout_p,
     )
-    out = out.transpose(1, 2).reshape(call.n_blocks * call.block_queries, batch, heads, head_dim)
-    return out.permute(1, 0, 2, 3)
+    return _slots_to_tokens(out, batch, heads)
 
 
 def _matmul_blocks(q: Tensor, k: Tensor, v: Tensor, call: _Call, dropout_p: float) -> Tensor:
-    """Explicit scores, softmax and weighted sum, a cache-sized chunk of blocks at a time.
-
-    Returns (batch, slots, heads, dim).
-    """
+    """Explicit scores, softmax and weighted sum, a cache-sized chunk of blocks at a time."""
     batch, heads, _, head_dim = q.shape
     scale = 1.0 / math.sqrt(head_dim)
 
@@ -296,5 +464,119 @@ def _matmul_blocks(q: Tensor, k: Tensor, v: Tensor, call: _Call, dropout_p: floa
 # scores per chunk of the matmul kernel: 1 MiB of float32, about one core's L2 cache
 _CHUNK_SCORES = 1 << 18
 
-BlockKernel = Callable[[Tensor, Tensor, Tensor, _Call, float], Tensor]
-BLOCK_KERNELS: dict[str, BlockKernel] = {"sdpa": _sdpa_blocks, "matmul": _matmul_blocks}
+
+def _fused_cpu_applies(q: Tensor, dropout_p: float) -> bool:
+    return q.device.type == "cpu" and dropout_p == 0.0 and hasattr(torch.ops.aten, _FUSED_CPU)
+
+
+_FUSED_CPU = "_scaled_dot_product_flash_attention_for_cpu"
+
+
+def _fused_cpu_executor(q: Tensor, k: Tensor, v: Tensor, plan: _Plan, dropout_p: float) -> Tensor:
+    if not _fused_cpu_applies(q, dropout_p):
+        raise ValueError(
+            f"the fused_cpu kernel needs CPU tensors and no attention dropout (got {q.device}, "
+            f"dropout_p={dropout_p}); use Execution('sdpa')"
+        )
+    return _FusedCpuBlocks.apply(q, k, v, plan)
+
+
+class _FusedCpuBlocks(torch.autograd.Function):
+    """Block attention on PyTorch's fused CPU kernel, outputs and gradients written per token.
+
+    The forward keeps only the output and the log-sum-exp of every query; the backward gathers each
+    block's queries, keys, values, output gradients and log-sum-exps again, runs the kernel's backward,
+    and adds the block's key and value gradients into one gradient per input (a key of several blocks,
+    such as a global token, gathers its gradient from each).
+    """
+
+    @staticmethod
+    def forward(ctx, q: Tensor, k: Tensor, v: Tensor, plan: _Plan) -> Tensor:
+        forward_kernel = getattr(torch.ops.aten, _FUSED_CPU)
+        batch, heads, n_tokens, head_dim = q.shape
+        n_global = plan.n_global
+        out = q.new_empty(batch, n_tokens, heads, head_dim)
+        lse_dtype = torch.float64 if q.dtype == torch.float64 else torch.float32  # the kernel's accumulation
+        lse = torch.empty(n_tokens, batch, heads, dtype=lse_dtype)
+        if n_global:
+            global_out, global_lse = forward_kernel(q[:, :, :n_global], k, v)
+            out[:, :n_global] = global_out.transpose(1, 2)
+            lse[:n_global] = global_lse.permute(2, 0, 1)
+        for call in plan.calls:
+            for piece in _pieces(call, q):
+                piece_out, piece_lse = forward_kernel(
+                    _gather_slots(q, piece.query_index, piece.n_blocks, piece.block_queries),
+                    _gather_slots(k, piece.key_index, piece.n_blocks, piece.block_keys),
+                    _gather_slots(v, piece.key_index, piece.n_blocks, piece.block_keys),
+                    attn_mask=piece.additive_mask(q.dtype),
+                )
+                tokens = _slots_to_tokens(piece_out, batch, heads)
+                slot_lse = piece_lse.permute(0, 2, 1).reshape(-1, batch, heads)
+                if piece.query_kept is not None:
+                    tokens = tokens.index_select(1, piece.query_kept)
+                    slot_lse = slot_lse.index_select(0, piece.query_kept)
+                out.index_copy_(1, piece.kept_queries(), tokens)
+                lse.index_copy_(0, piece.kept_queries(), slot_lse)
+        out = out.transpose(1, 2)
+        ctx.save_for_backward(q, k, v, out, lse)
+        ctx.plan = plan
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):
+        backward_kernel = getattr(torch.ops.aten, _FUSED_CPU + "_backward")
+        q, k, v, out, lse = ctx.saved_tensors
+        plan = ctx.plan
+        batch, heads, n_tokens, head_dim = q.shape
+        n_global = plan.n_global
+        grad_out = grad_out.contiguous() if grad_out.stride(-1) != 1 else grad_out
+        if n_global:
+            glob = slice(0, n_global)
+            grad_q_global, grad_k, grad_v = backward_kernel(
+                grad_out[:, :, glob], q[:, :, glob], k, v, out[:, :, glob],
+                lse[glob].permute(1, 2, 0), 0.0, False,
+            )
+        else:
+            grad_k, grad_v = torch.zeros_like(k), torch.zeros_like(v)
+        # gradients token-major (token, batch, head, dim): block gradients index into dimension 0
+        grad_q = q.new_empty(batch, n_tokens, heads, head_dim).permute(1, 0, 2, 3)
+        grad_k_tokens, grad_v_tokens = grad_k.permute(2, 0, 1, 3), grad_v.permute(2, 0, 1, 3)
+        if n_global:
+            grad_q[glob] = grad_q_global.permute(2, 0, 1, 3)
+        for call in plan.calls:
+            for piece in _pieces(call, q):
+                slot_lse = lse.index_select(0, piece.query_index)
+                slot_grad_out = grad_out.permute(2, 0, 1, 3).index_select(0, piece.query_index)
+                if piece.query_kept is not None:
+                    # padding slots: no gradient flows back, and exp(score - inf) = 0 keeps them finite
+                    padding = torch.ones(slot_lse.shape[0], dtype=torch.bool, device=lse.device)
+                    padding[piece.query_kept] = False
+                    slot_lse[padding] = float("inf")
+                    slot_grad_out[padding] = 0
+                shape = (piece.n_blocks, piece.block_queries, batch * heads)
+                piece_grad_q, piece_grad_k, piece_grad_v = backward_kernel(
+                    slot_grad_out.view(*shape, head_dim).transpose(1, 2),
+                    _gather_slots(q, piece.query_index, piece.n_blocks, piece.block_queries),
+                    _gather_slots(k, piece.key_index, piece.n_blocks, piece.block_keys),
+                    _gather_slots(v, piece.key_index, piece.n_blocks, piece.block_keys),
+                    _gather_slots(out, piece.query_index, piece.n_blocks, piece.block_queries),
+                    slot_lse.view(shape).transpose(1, 2),
+                    0.0,
+                    False,
+                    attn_mask=piece.additive_mask(q.dtype),
+                )
+                query_grads = _slots_to_tokens(piece_grad_q, batch, heads).transpose(0, 1)
+                if piece.query_kept is not None:
+                    query_grads = query_grads.index_select(0, piece.query_kept)
+                grad_q.index_copy_(0, piece.kept_queries(), query_grads)
+                grad_k_tokens.index_add_(0, piece.key_index, _slots_to_tokens(piece_grad_k, batch, heads).transpose(0, 1))
+                grad_v_tokens.index_add_(0, piece.key_index, _slots_to_tokens(piece_grad_v, batch, heads).transpose(0, 1))
+        return grad_q.permute(1, 2, 0, 3), grad_k, grad_v, None
+
+
+BlockExecutor = Callable[[Tensor, Tensor, Tensor, _Plan, float], Tensor]
+BLOCK_KERNELS: dict[str, BlockExecutor] = {
+    "fused_cpu": _fused_cpu_executor,
+    "matmul": _autograd_executor(_matmul_blocks),
+    "sdpa": _autograd_executor(_sdpa_blocks),
+}
