@@ -1,0 +1,161 @@
+"""Whole PaSST-S model, inference: restricted forms against the unrestricted model, side by side.
+
+Part 1, 10 s clips (12 x 99 patch grid), batch sizes 1 and 8, one process, variants interleaved after a
+warm-up, median of the repeats, as a ratio to the unrestricted model:
+
+    no attention   every attention core replaced by its values: the floor any restriction can reach
+    original       full scores + additive mask in every block (the FRITO code's execution; the same cost
+                   for every form, measured with per_row_1)
+    masked         the reference executor (scaled_dot_product_attention with a boolean mask)
+    <form>         the sparse executor attention_impl="auto" selects
+
+Part 2, clips of 10, 20, 30 and 60 s at batch 1: time and peak memory of each variant, every variant in
+a fresh process (peak resident memory of that process, and its rise during the forward passes).
+
+Run from the repository root:  python -m benchmarks.model   (about 7 minutes on 2 CPU cores;
+``--batch 1 8`` adds batch 8 to part 1, about 6 minutes more; ``--seconds 10 20`` or ``--skip-lengths``
+for less).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+
+import torch
+
+from benchmarks.attention import median_times, original_attention
+from models.passt import get_model
+
+FORMS = ("per_row_1", "per_row_3", "per_row_6", "row_overlap_2", "row_overlap_4")
+SAMPLE_RATE, HOP = 32000, 320
+LENGTH_VARIANTS = ("unrestricted", "masked:per_row_1", *FORMS)
+
+
+def frames(seconds: float) -> int:
+    """Log-mel frames of a clip (centred STFT), as models.preprocess produces them."""
+    return int(seconds * SAMPLE_RATE) // HOP + 1
+
+
+def build(variant: str, seconds: float) -> torch.nn.Module:
+    """The PaSST-S model of a variant ("unrestricted", "no_attention", "original:<form>",
+    "masked:<form>" or a form run by the sparse executor), sized for clips of ``seconds``."""
+    impl, _, form = variant.rpartition(":")
+    if variant in ("unrestricted", "no_attention"):
+        impl, form = "auto", ""
+    model = get_model(n_classes=527, input_tdim=max(998, frames(seconds)), rf_norm_t=form,
+                      attention_impl="masked" if impl in ("masked", "original") else "auto")
+    if impl == "original" or variant == "no_attention":
+        executor = original_attention if impl == "original" else _values_only
+        for block in model.blocks:
+            block.attn.executor = executor
+    return model.eval()
+
+
+def _values_only(q, k, v, pattern, layout, dropout_p=0.0):
+    return v
+
+
+def ten_seconds(batch_sizes: list[int], repeats: int) -> None:
+    variants = ["unrestricted", "no_attention", "original:per_row_1", "masked:per_row_1", *FORMS]
+    print(f"\nwhole model, 10 s clips ({frames(10)} frames), inference; ratio to the unrestricted model")
+    print(f"{'batch':>5} {'unrestricted ms':>15}  " + "  ".join(f"{v.replace(':per_row_1', ''):>13}" for v in variants[1:]))
+    for batch in batch_sizes:
+        torch.manual_seed(0)
+        x = torch.randn(batch, 1, 128, frames(10))
+        runs = {}
+        for variant in variants:
+            model = build(variant, 10)
+            runs[variant] = _forward(model, x)
+        times = median_times(runs, repeats)
+        base = times["unrestricted"]
+        print(f"{batch:>5} {base * 1e3:>15.0f}  " + "  ".join(f"{times[v] / base:>13.3f}" for v in variants[1:]), flush=True)
+
+
+def _forward(model: torch.nn.Module, x: torch.Tensor):
+    def run() -> None:
+        with torch.no_grad():
+            model(x)
+
+    return run
+
+
+def lengths(seconds_list: list[float], variants: list[str], threads: int) -> None:
+    print("\nwhole model, batch 1, inference, each variant in a fresh process; ratios to the unrestricted "
+          "model at the same clip length. peak: the process's peak resident memory; rise: its growth "
+          "during the forward passes (activations)")
+    print(f"{'clip':>5} {'tokens':>6} {'variant':<18} {'s/pass':>7} {'ratio':>6} {'peak GB':>8} {'rise GB':>8} {'rise ratio':>10}")
+    for seconds in seconds_list:
+        results = {variant: _child(variant, seconds, threads) for variant in variants}
+        base = results.get("unrestricted")
+        n_tokens = 2 + 12 * ((frames(seconds) - 16) // 10 + 1)
+        for variant, result in results.items():
+            time_ratio = f"{result['seconds'] / base['seconds']:>6.2f}" if base else f"{'':>6}"
+            rise_ratio = f"{result['rise_gb'] / base['rise_gb']:>10.2f}" if base else f"{'':>10}"
+            print(
+                f"{seconds:>4.0f}s {n_tokens:>6} {variant:<18} {result['seconds']:>7.2f} {time_ratio} "
+                f"{result['peak_gb']:>8.2f} {result['rise_gb']:>8.2f} {rise_ratio}",
+                flush=True,
+            )
+
+
+def _child(variant: str, seconds: float, threads: int) -> dict:
+    command = [sys.executable, "-m", "benchmarks.model", "--child", variant, str(seconds), "--threads", str(threads)]
+    completed = subprocess.run(command, capture_output=True, text=True, check=True)
+    return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+def child(variant: str, seconds: float) -> None:
+    """Time and memory of one variant: a first (warm-up) pass, then the median of two more when the first
+    took under 10 s; for longer clips the first pass is the measurement."""
+    torch.manual_seed(0)
+    model = build(variant, seconds)
+    x = torch.randn(1, 1, 128, frames(seconds))
+    before = _resident_gb()
+    run = _forward(model, x)
+    timings = []
+    for _ in range(3):
+        start = time.perf_counter()
+        run()
+        timings.append(time.perf_counter() - start)
+        if timings[0] >= 10:
+            break
+    measured = sorted(timings[1:] or timings)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    print(json.dumps({"seconds": measured[len(measured) // 2], "peak_gb": peak, "rise_gb": peak - before}))
+
+
+def _resident_gb() -> float:
+    with open("/proc/self/statm") as statm:
+        pages = int(statm.read().split()[1])
+    return pages * resource.getpagesize() / 2**30
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batch", nargs="+", type=int, default=[1])
+    parser.add_argument("--repeats", type=int, default=3, help="timed rounds at 10 s (median)")
+    parser.add_argument("--seconds", nargs="+", type=float, default=[10, 20, 30, 60])
+    parser.add_argument("--variants", nargs="+", default=list(LENGTH_VARIANTS), help="variants of part 2")
+    parser.add_argument("--skip-ten-seconds", action="store_true")
+    parser.add_argument("--skip-lengths", action="store_true")
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads (torch.set_num_threads)")
+    parser.add_argument("--child", nargs=2, metavar=("VARIANT", "SECONDS"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if args.child:
+        child(args.child[0], float(args.child[1]))
+        return
+    print(f"PaSST-S (12 blocks, 768 wide, 12 heads), float32, cpu, {args.threads} threads")
+    if not args.skip_ten_seconds:
+        ten_seconds(args.batch, args.repeats)
+    if not args.skip_lengths:
+        lengths(args.seconds, args.variants, args.threads)
+
+
+if __name__ == "__main__":
+    main()
