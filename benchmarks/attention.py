@@ -147,7 +147,10 @@ def main(argv: list[str] | None = None) -> None:
         + (f", {args.threads} threads" if device.type == "cpu" else "")
     )
     print("ratios to unrestricted SDPA (median of interleaved repeats); speedup = original / sparse")
-    header = f"{'form':<14} {'batch':>5} {'mode':<9} {'SDPA ms':>8} {'ideal':>6} {'original':>8} {'masked':>7} {'sparse':>7} {'speedup':>7}"
+    header = (
+        f"{'form':<14} {'batch':>5} {'mode':<9} {'SDPA ms':>8} {'ideal':>6} "
+        f"{'original':>8} {'masked':>7} {'sparse':>7} {'speedup':>7}"
+    )
     print(header)
     for batch in args.batch:
         for mode in args.modes:

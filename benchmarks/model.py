@@ -47,8 +47,12 @@ def build(variant: str, seconds: float) -> torch.nn.Module:
     impl, _, form = variant.rpartition(":")
     if variant in ("unrestricted", "no_attention"):
         impl, form = "auto", ""
-    model = get_model(n_classes=527, input_tdim=max(998, frames(seconds)), rf_norm_t=form,
-                      attention_impl="masked" if impl in ("masked", "original") else "auto")
+    model = get_model(
+        n_classes=527,
+        input_tdim=max(998, frames(seconds)),
+        rf_norm_t=form,
+        attention_impl="masked" if impl in ("masked", "original") else "auto",
+    )
     if impl == "original" or variant == "no_attention":
         executor = original_attention if impl == "original" else _values_only
         for block in model.blocks:
@@ -63,7 +67,10 @@ def _values_only(q, k, v, pattern, layout, dropout_p=0.0):
 def ten_seconds(batch_sizes: list[int], repeats: int) -> None:
     variants = ["unrestricted", "no_attention", "original:per_row_1", "masked:per_row_1", *FORMS]
     print(f"\nwhole model, 10 s clips ({frames(10)} frames), inference; ratio to the unrestricted model")
-    print(f"{'batch':>5} {'unrestricted ms':>15}  " + "  ".join(f"{v.replace(':per_row_1', ''):>13}" for v in variants[1:]))
+    print(
+        f"{'batch':>5} {'unrestricted ms':>15}  "
+        + "  ".join(f"{v.replace(':per_row_1', ''):>13}" for v in variants[1:])
+    )
     for batch in batch_sizes:
         torch.manual_seed(0)
         x = torch.randn(batch, 1, 128, frames(10))
@@ -73,7 +80,10 @@ def ten_seconds(batch_sizes: list[int], repeats: int) -> None:
             runs[variant] = _forward(model, x)
         times = median_times(runs, repeats)
         base = times["unrestricted"]
-        print(f"{batch:>5} {base * 1e3:>15.0f}  " + "  ".join(f"{times[v] / base:>13.3f}" for v in variants[1:]), flush=True)
+        print(
+            f"{batch:>5} {base * 1e3:>15.0f}  " + "  ".join(f"{times[v] / base:>13.3f}" for v in variants[1:]),
+            flush=True,
+        )
 
 
 def _forward(model: torch.nn.Module, x: torch.Tensor):
@@ -85,10 +95,15 @@ def _forward(model: torch.nn.Module, x: torch.Tensor):
 
 
 def lengths(seconds_list: list[float], variants: list[str], threads: int) -> None:
-    print("\nwhole model, batch 1, inference, each variant in a fresh process; ratios to the unrestricted "
-          "model at the same clip length. peak: the process's peak resident memory; rise: its growth "
-          "during the forward passes (activations)")
-    print(f"{'clip':>5} {'tokens':>6} {'variant':<18} {'s/pass':>7} {'ratio':>6} {'peak GB':>8} {'rise GB':>8} {'rise ratio':>10}")
+    print(
+        "\nwhole model, batch 1, inference, each variant in a fresh process; ratios to the unrestricted "
+        "model at the same clip length. peak: the process's peak resident memory; rise: its growth "
+        "during the forward passes (activations)"
+    )
+    print(
+        f"{'clip':>5} {'tokens':>6} {'variant':<18} {'s/pass':>7} {'ratio':>6} "
+        f"{'peak GB':>8} {'rise GB':>8} {'rise ratio':>10}"
+    )
     for seconds in seconds_list:
         results = {variant: _child(variant, seconds, threads) for variant in variants}
         base = results.get("unrestricted")

@@ -98,9 +98,7 @@ def choose_execution(pattern: AttentionPattern, layout: TokenLayout, q: Tensor, 
     rows per block with the lowest modelled cost (:func:`_modelled_cost`).
     """
     training = torch.is_grad_enabled() and q.requires_grad
-    return _choose(
-        pattern, layout.n_global, layout.row_counts, q.device.type, q.dtype, training, dropout_p > 0
-    )
+    return _choose(pattern, layout.n_global, layout.row_counts, q.device.type, q.dtype, training, dropout_p > 0)
 
 
 @functools.lru_cache(maxsize=256)
@@ -448,9 +446,7 @@ def _matmul_blocks(q: Tensor, k: Tensor, v: Tensor, call: _Call, dropout_p: floa
     outputs = []
     for start in range(0, queries.shape[0], chunk):
         part = slice(start, start + chunk)
-        scores = torch.baddbmm(
-            queries.new_empty(()), queries[part], keys[part].transpose(1, 2), beta=0.0, alpha=scale
-        )
+        scores = torch.baddbmm(queries.new_empty(()), queries[part], keys[part].transpose(1, 2), beta=0.0, alpha=scale)
         if mask is not None:
             scores = scores.view(-1, *mask.shape).masked_fill(~mask, float("-inf")).flatten(0, 1)
         weights = scores.softmax(dim=-1)
@@ -533,8 +529,14 @@ class _FusedCpuBlocks(torch.autograd.Function):
         if n_global:
             glob = slice(0, n_global)
             grad_q_global, grad_k, grad_v = backward_kernel(
-                grad_out[:, :, glob], q[:, :, glob], k, v, out[:, :, glob],
-                lse[glob].permute(1, 2, 0), 0.0, False,
+                grad_out[:, :, glob],
+                q[:, :, glob],
+                k,
+                v,
+                out[:, :, glob],
+                lse[glob].permute(1, 2, 0),
+                0.0,
+                False,
             )
         else:
             grad_k, grad_v = torch.zeros_like(k), torch.zeros_like(v)
@@ -569,8 +571,12 @@ class _FusedCpuBlocks(torch.autograd.Function):
                 if piece.query_kept is not None:
                     query_grads = query_grads.index_select(0, piece.query_kept)
                 grad_q.index_copy_(0, piece.kept_queries(), query_grads)
-                grad_k_tokens.index_add_(0, piece.key_index, _slots_to_tokens(piece_grad_k, batch, heads).transpose(0, 1))
-                grad_v_tokens.index_add_(0, piece.key_index, _slots_to_tokens(piece_grad_v, batch, heads).transpose(0, 1))
+                grad_k_tokens.index_add_(
+                    0, piece.key_index, _slots_to_tokens(piece_grad_k, batch, heads).transpose(0, 1)
+                )
+                grad_v_tokens.index_add_(
+                    0, piece.key_index, _slots_to_tokens(piece_grad_v, batch, heads).transpose(0, 1)
+                )
         return grad_q.permute(1, 2, 0, 3), grad_k, grad_v, None
 
 

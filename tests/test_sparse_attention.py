@@ -144,10 +144,14 @@ def test_low_precision_matches_within_1e_2(form, layout_name, dtype):
     mask = rule_mask(form, layout.token_rows.tolist(), n_rows)
     inputs = [t.to(dtype) for t in torch.randn(3, 2, 3, layout.n_tokens, 8).unbind(0)]
     weights = torch.randn(2, 3, layout.n_tokens, 8).to(dtype)
-    expected, expected_grads = forward_backward(lambda q, k, v: plain_attention(q, k, v, mask), inputs, weights.double())
+    expected, expected_grads = forward_backward(
+        lambda q, k, v: plain_attention(q, k, v, mask), inputs, weights.double()
+    )
     for execution in [Execution(), *executions(form)]:
         out, grads = forward_backward(
-            lambda q, k, v: blockwise_attention(q, k, v, pattern, layout, 0.0, execution), inputs, weights
+            lambda q, k, v, execution=execution: blockwise_attention(q, k, v, pattern, layout, 0.0, execution),
+            inputs,
+            weights,
         )
         assert out.dtype == dtype
         for value, expected_value in zip([out, *grads], [expected, *expected_grads], strict=True):
@@ -283,6 +287,34 @@ def test_bad_execution_is_refused_with_the_choices():
         blockwise_attention(q, q, q, parse_rf_norm_t("per_row"), layout, 0.0, Execution("flex"))
     with pytest.raises(ValueError, match="layout"):
         sparse_attention(q[:, :, :3], q[:, :, :3], q[:, :, :3], parse_rf_norm_t("per_row"), layout)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("form", ["per_row", "per_row_3", "high_low", "row_overlap_2", "row_overlap_4"])
+def test_sparse_executor_on_gpu_equals_plain_softmax(form):
+    torch.manual_seed(0)
+    kept_rows, n_rows, n_global = LAYOUTS["tokens_removed"]
+    layout = rows_layout(kept_rows, n_rows, n_global)
+    pattern = parse_rf_norm_t(form)
+    mask = rule_mask(form, layout.token_rows.tolist(), n_rows)
+    inputs = torch.randn(3, 2, 3, layout.n_tokens, 8).unbind(0)
+    weights = torch.randn(2, 3, layout.n_tokens, 8)
+    expected, expected_grads = forward_backward(lambda q, k, v: plain_attention(q, k, v, mask), inputs, weights)
+    cuda_inputs = [t.cuda() for t in inputs]
+    for group_rows in (1, 2):
+        out, grads = forward_backward(
+            lambda q, k, v, rows=group_rows: blockwise_attention(
+                q, k, v, pattern, layout, 0.0, Execution("sdpa", rows)
+            ),
+            cuda_inputs,
+            weights.cuda(),
+        )
+        torch.testing.assert_close(out.cpu().double(), expected, atol=1e-4, rtol=1e-4)
+        for grad, expected_grad in zip(grads, expected_grads, strict=True):
+            torch.testing.assert_close(grad.cpu(), expected_grad, atol=1e-4, rtol=1e-4)
+    with torch.no_grad():
+        auto = sparse_attention(*cuda_inputs, pattern, layout)
+    torch.testing.assert_close(auto.cpu().double(), expected, atol=1e-4, rtol=1e-4)
 
 
 MODEL_FORMS = ["per_row", "per_row_3", "per_row_5", "high_low", "sparse_row_6", "row_overlap_2", "row_overlap_4"]
