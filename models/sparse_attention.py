@@ -123,12 +123,11 @@ def _choose(
     offsets = _offsets(n_global, row_counts)
     if pattern.kind != "band":
         blocks = _cluster_blocks(pattern, offsets)
-        return Execution(kernel_for(max(block.shape[0] for block in blocks)))
+        return Execution(kernel_for(max((block.shape[0] for block in blocks), default=0)))
     best = None
     for group_rows in range(1, _MAX_GROUP_ROWS + 1):
         blocks = _band_blocks(pattern.size, offsets, group_rows)
-        block_queries = max(block.shape[0] for block in blocks)
-        kernel = kernel_for(block_queries)
+        kernel = kernel_for(max((block.shape[0] for block in blocks), default=0))
         cost = _modelled_cost(blocks, n_global, kernel, masked=group_rows > 1)
         if best is None or cost < best[0]:
             best = (cost, Execution(kernel, group_rows))

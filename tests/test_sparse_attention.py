@@ -74,6 +74,7 @@ LAYOUTS = {
     "tokens_removed": (uneven_rows(), 9, 2),
     "low_rows_removed": ([row for row in grid(8, 3) if row > 2], 8, 2),
     "no_global_tokens": (uneven_rows(), 9, 0),
+    "only_global_tokens": ([], 4, 2),
 }
 
 
