@@ -92,10 +92,10 @@ def blockwise_attention(
 def choose_execution(pattern: AttentionPattern, layout: TokenLayout, q: Tensor, dropout_p: float = 0.0) -> Execution:
     """The execution the cost model expects to be fastest for this pattern, layout and input.
 
-    On a CPU: training (q needs a gradient) uses ``fused_cpu``; inference uses ``matmul`` for blocks of
-    fewer than 192 queries (the fused kernel's smallest query tile, where it is least efficient) and
-    ``sdpa`` otherwise. Attention dropout and other devices use ``sdpa``. Band forms take the number of
-    rows per block with the lowest modelled cost (:func:`_modelled_cost`).
+    On a CPU without attention dropout: ``fused_cpu``, except inference on blocks of fewer than 192
+    queries (the fused kernel's smallest query tile, where it is least efficient) in float32/64, which
+    uses ``matmul``. Attention dropout and other devices use ``sdpa``. Band forms take the number of rows
+    per block with the lowest modelled cost (:func:`_modelled_cost`).
     """
     training = torch.is_grad_enabled() and q.requires_grad
     return _choose(pattern, layout.n_global, layout.row_counts, q.device.type, q.dtype, training, dropout_p > 0)
@@ -114,24 +114,22 @@ def _choose(
     def kernel_for(block_queries: int) -> str:
         if device_type != "cpu" or dropout:
             return "sdpa"
-        if training:
-            return "fused_cpu" if hasattr(torch.ops.aten, _FUSED_CPU) else "sdpa"
-        if block_queries < _SMALLEST_TILE_LIMIT and dtype in (torch.float32, torch.float64):
+        if not training and block_queries < _SMALLEST_TILE_LIMIT and dtype in (torch.float32, torch.float64):
             return "matmul"
-        return "sdpa"
+        return "fused_cpu" if hasattr(torch.ops.aten, _FUSED_CPU) else "sdpa"
 
     offsets = _offsets(n_global, row_counts)
     if pattern.kind != "band":
         blocks = _cluster_blocks(pattern, offsets)
         return Execution(kernel_for(max((block.shape[0] for block in blocks), default=0)))
-    best = None
+    costs = []
     for group_rows in range(1, _MAX_GROUP_ROWS + 1):
         blocks = _band_blocks(pattern.size, offsets, group_rows)
         kernel = kernel_for(max((block.shape[0] for block in blocks), default=0))
-        cost = _modelled_cost(blocks, n_global, kernel, masked=group_rows > 1)
-        if best is None or cost < best[0]:
-            best = (cost, Execution(kernel, group_rows))
-    return best[1]
+        costs.append((_modelled_cost(blocks, n_global, kernel, masked=group_rows > 1), Execution(kernel, group_rows)))
+    # within the model's accuracy, fewer rows per block: less masked work and smaller masks
+    lowest = min(cost for cost, _ in costs)
+    return next(execution for cost, execution in costs if cost <= lowest * _COST_TOLERANCE)
 
 
 def _modelled_cost(blocks: list[_Block], n_global: int, kernel: str, masked: bool) -> float:
@@ -139,9 +137,10 @@ def _modelled_cost(blocks: list[_Block], n_global: int, kernel: str, masked: boo
 
     Constants measured with benchmarks/attention.py (PaSST-S, 64-dimensional heads, 2-core CPU):
     the fused kernel reaches 71 %, 92 % and 100 % of its efficiency on long sequences with its query
-    tiles of 32, 64 and 256 rows, less the unused rows of the last tile; explicit matmul-softmax-matmul
-    reaches 65 % on blocks of about one frequency row; a key mask costs 5 %; gathering one token of
-    queries, keys or values costs as much as 9 pairs.
+    tiles of 32, 64 and 256 rows, the unused rows of a last, partial tile costing half as much as used
+    ones; explicit matmul-softmax-matmul reaches 65 % on blocks of about one frequency row; a key mask
+    costs 5 %; gathering one token of queries, keys or values costs as much as 9 pairs. Measured times
+    scatter by about 5 % around the model.
     """
     cost = 0.0
     for block in blocks:
@@ -150,7 +149,8 @@ def _modelled_cost(blocks: list[_Block], n_global: int, kernel: str, masked: boo
             efficiency = _MATMUL_EFFICIENCY
         else:
             tile, tile_efficiency = next((tile, eff) for below, tile, eff in _FUSED_TILES if block_queries < below)
-            efficiency = tile_efficiency * block_queries / (math.ceil(block_queries / tile) * tile)
+            unused_rows = math.ceil(block_queries / tile) * tile - block_queries
+            efficiency = tile_efficiency * block_queries / (block_queries + unused_rows / 2)
         cost += block_queries * block_keys / efficiency * (_MASK_COST if masked else 1.0)
         cost += _GATHER_COST * (block_queries + 2 * block_keys)
     return cost
@@ -163,6 +163,7 @@ _MATMUL_EFFICIENCY = 0.65
 _MASK_COST = 1.05
 _GATHER_COST = 9.0
 _MAX_GROUP_ROWS = 4
+_COST_TOLERANCE = 1.03
 
 
 @dataclass(frozen=True)
