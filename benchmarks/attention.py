@@ -109,7 +109,9 @@ def measure(form: str, batch: int, training: bool, repeats: int, candidates: boo
     for group in groups:
         runs = {name: make_run(ex, pattern, layout, batch, training, device, dtype) for name, ex in group.items()}
         times = median_times(runs, repeats)
-        ratios.update({name: time / times["unrestricted"] for name, time in times.items() if name != "unrestricted"})
+        ratios.update(
+            {name: seconds / times["unrestricted"] for name, seconds in times.items() if name != "unrestricted"}
+        )
         ratios.setdefault("unrestricted_seconds", times["unrestricted"])
     mask = pattern.token_mask(layout)
     return {"ratios": ratios, "ideal": mask.sum().item() / mask.numel()}

@@ -9,11 +9,11 @@ warm-up, median of the repeats, as a ratio to the unrestricted model:
     masked         the reference executor (scaled_dot_product_attention with a boolean mask)
     <form>         the sparse executor attention_impl="auto" selects
 
-Part 2, clips of 10, 20, 30 and 60 s at batch 1: time and peak memory of each variant, every variant in
-a fresh process (peak resident memory of that process, and its rise during the forward passes).
+Part 2, clips of 10, 20, 30 and 60 s at batch 1: time of each variant (interleaved in one process, as in
+part 1) and the peak memory of one forward pass of each variant in a fresh process (Linux: VmHWM).
 
-Run from the repository root:  python -m benchmarks.model   (about 7 minutes on 2 CPU cores;
-``--batch 1 8`` adds batch 8 to part 1, about 6 minutes more; ``--seconds 10 20`` or ``--skip-lengths``
+Run from the repository root:  python -m benchmarks.model   (about 10 minutes on 2 CPU cores;
+``--batch 1 8`` adds batch 8 to part 1, about 7 minutes more; ``--seconds 10 20`` or ``--skip-lengths``
 for less).
 """
 
@@ -21,10 +21,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
+import math
 import subprocess
 import sys
-import time
 
 import torch
 
@@ -77,7 +76,7 @@ def ten_seconds(batch_sizes: list[int], repeats: int) -> None:
         ratios = {}
         for group in groups:
             times = median_times({variant: _forward(build(variant, 10), x) for variant in group}, repeats)
-            ratios.update({variant: time / times["unrestricted"] for variant, time in times.items()})
+            ratios.update({variant: seconds / times["unrestricted"] for variant, seconds in times.items()})
             ratios.setdefault("unrestricted_seconds", times["unrestricted"])
         cells = "  ".join(f"{ratios[c]:>13.3f}" for c in columns)
         print(f"{batch:>5} {ratios['unrestricted_seconds'] * 1e3:>15.0f}  {cells}", flush=True)
@@ -92,25 +91,35 @@ def _forward(model: torch.nn.Module, x: torch.Tensor):
 
 
 def lengths(seconds_list: list[float], variants: list[str], threads: int) -> None:
+    """Per clip length: times of all variants interleaved in this process (median; 3 rounds after a
+    warm-up up to 20 s, 2 rounds above, the first without warm-up at 60 s and more), then the peak
+    memory of each variant's forward pass in a fresh process."""
     print(
-        "\nwhole model, batch 1, inference, each variant in a fresh process; ratios to the unrestricted "
-        "model at the same clip length. peak: the process's peak resident memory; rise: its growth "
-        "during the forward passes (activations)"
+        "\nwhole model, batch 1, inference; ratios to the unrestricted model at the same clip length. "
+        "peak: peak resident memory of a fresh process running one forward pass; rise: its growth "
+        "during that pass (activations)"
     )
     print(
         f"{'clip':>5} {'tokens':>6} {'variant':<18} {'s/pass':>7} {'ratio':>6} "
         f"{'peak GB':>8} {'rise GB':>8} {'rise ratio':>10}"
     )
     for seconds in seconds_list:
-        results = {variant: _child(variant, seconds, threads) for variant in variants}
-        base = results.get("unrestricted")
+        torch.manual_seed(0)
+        x = torch.randn(1, 1, 128, frames(seconds))
+        runs = {variant: _forward(build(variant, seconds), x) for variant in variants}
+        repeats, warmup = (3, 1) if seconds <= 20 else (2, 1) if seconds < 60 else (2, 0)
+        times = median_times(runs, repeats, warmup)
+        del runs
+        memory = {variant: _child(variant, seconds, threads) for variant in variants}
         n_tokens = 2 + 12 * ((frames(seconds) - 16) // 10 + 1)
-        for variant, result in results.items():
-            time_ratio = f"{result['seconds'] / base['seconds']:>6.2f}" if base else f"{'':>6}"
-            rise_ratio = f"{result['rise_gb'] / base['rise_gb']:>10.2f}" if base else f"{'':>10}"
+        for variant in variants:
+            time_ratio = times[variant] / times["unrestricted"] if "unrestricted" in times else math.nan
+            rise_ratio = (
+                memory[variant]["rise_gb"] / memory["unrestricted"]["rise_gb"] if "unrestricted" in memory else math.nan
+            )
             print(
-                f"{seconds:>4.0f}s {n_tokens:>6} {variant:<18} {result['seconds']:>7.2f} {time_ratio} "
-                f"{result['peak_gb']:>8.2f} {result['rise_gb']:>8.2f} {rise_ratio}",
+                f"{seconds:>4.0f}s {n_tokens:>6} {variant:<18} {times[variant]:>7.2f} {time_ratio:>6.2f} "
+                f"{memory[variant]['peak_gb']:>8.2f} {memory[variant]['rise_gb']:>8.2f} {rise_ratio:>10.2f}",
                 flush=True,
             )
 
@@ -122,29 +131,22 @@ def _child(variant: str, seconds: float, threads: int) -> dict:
 
 
 def child(variant: str, seconds: float) -> None:
-    """Time and memory of one variant: a first (warm-up) pass, then the median of two more when the first
-    took under 10 s; for longer clips the first pass is the measurement."""
+    """Peak memory of one forward pass of a variant, in this fresh process."""
     torch.manual_seed(0)
     model = build(variant, seconds)
     x = torch.randn(1, 1, 128, frames(seconds))
-    before = _resident_gb()
-    run = _forward(model, x)
-    timings = []
-    for _ in range(3):
-        start = time.perf_counter()
-        run()
-        timings.append(time.perf_counter() - start)
-        if timings[0] >= 10:
-            break
-    measured = sorted(timings[1:] or timings)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    print(json.dumps({"seconds": measured[len(measured) // 2], "peak_gb": peak, "rise_gb": peak - before}))
+    before = _memory_gb("VmRSS")
+    _forward(model, x)()
+    peak = _memory_gb("VmHWM")  # the process's high-water mark; unlike ru_maxrss it starts afresh at exec
+    print(json.dumps({"peak_gb": peak, "rise_gb": peak - before}))
 
 
-def _resident_gb() -> float:
-    with open("/proc/self/statm") as statm:
-        pages = int(statm.read().split()[1])
-    return pages * resource.getpagesize() / 2**30
+def _memory_gb(field: str) -> float:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 2**20
+    raise RuntimeError(f"/proc/self/status has no {field} line (Linux only)")
 
 
 def main(argv: list[str] | None = None) -> None:
