@@ -15,7 +15,7 @@ An experiment file (``ex_<dataset>.py``) creates the Sacred ``Experiment``, stat
 and a config hook that rejects unknown keys and bad values before any work. Files a run writes go into
 its run folder: the FileStorageObserver's folder (``-F runs/``), else ``runs/<timestamp>``.
 
-Multi-process runs (DDP=N, torchrun, SLURM; see docs/multi_gpu.md): Lightning's DDP launcher starts the
+Multi-process runs (DDP=N, torchrun, SLURM; see the README): Lightning's DDP launcher starts the
 other processes by running the same command line again. Only global rank 0 is observed, logs at INFO and
 writes into the run folder; the processes it starts receive its run folder and resume checkpoint through
 the environment. Dataset caches are prepared under a file lock, so only one process builds them.
