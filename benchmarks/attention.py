@@ -83,12 +83,11 @@ def make_run(executor, pattern, layout, batch: int, training: bool, device, dtyp
     return run
 
 
-def candidate_executions(pattern, training: bool, device) -> Iterable[Execution]:
-    """Every execution the sparse executor could choose here (matmul only for inference: in training
-    it keeps every block's scores for the backward pass, which is slower and larger)."""
+def candidate_executions(pattern, device) -> Iterable[Execution]:
+    """Every execution the sparse executor could choose here."""
     group_rows = (1, 2, 3, 4) if pattern.kind == "band" else (1,)
     for kernel in BLOCK_KERNELS:
-        if (kernel == "matmul" and training) or (kernel == "fused_cpu" and device.type != "cpu"):
+        if kernel == "fused_cpu" and device.type != "cpu":
             continue
         for rows in group_rows:
             yield Execution(kernel, rows)
@@ -102,7 +101,7 @@ def measure(form: str, batch: int, training: bool, repeats: int, candidates: boo
     layout = TokenLayout.full_grid(*GRID, N_GLOBAL)
     executors = {"unrestricted": unrestricted_attention, "masked": masked_attention, "sparse": sparse_attention}
     if candidates:
-        for execution in candidate_executions(pattern, training, device):
+        for execution in candidate_executions(pattern, device):
             executors[f"{execution.kernel}/g{execution.group_rows}"] = _fixed(execution)
     groups = [executors, {"unrestricted": unrestricted_attention, "original": original_attention}]
     ratios = {}

@@ -428,37 +428,139 @@ def _sdpa_blocks(q: Tensor, k: Tensor, v: Tensor, call: _Call, dropout_p: float)
     return _slots_to_tokens(out, batch, heads)
 
 
-def _matmul_blocks(q: Tensor, k: Tensor, v: Tensor, call: _Call, dropout_p: float) -> Tensor:
-    """Explicit scores, softmax and weighted sum, a cache-sized chunk of blocks at a time."""
-    batch, heads, _, head_dim = q.shape
-    scale = 1.0 / math.sqrt(head_dim)
-
-    def gather(x: Tensor, index: Tensor, block_len: int) -> Tensor:
-        return x.index_select(2, index).view(batch * heads * call.n_blocks, block_len, head_dim)
-
-    queries = gather(q, call.query_index, call.block_queries)
-    keys = gather(k, call.key_index, call.block_keys)
-    values = gather(v, call.key_index, call.block_keys)
-    mask = None if call.mask is None else call.mask[:, 0]
-    chunk = max(1, _CHUNK_SCORES // (call.block_queries * call.block_keys))
-    if mask is not None:
-        chunk = max(1, chunk // call.n_blocks) * call.n_blocks
-    outputs = []
-    for start in range(0, queries.shape[0], chunk):
-        part = slice(start, start + chunk)
-        scores = torch.baddbmm(queries.new_empty(()), queries[part], keys[part].transpose(1, 2), beta=0.0, alpha=scale)
-        if mask is not None:
-            scores = scores.view(-1, *mask.shape).masked_fill(~mask, float("-inf")).flatten(0, 1)
-        weights = scores.softmax(dim=-1)
-        if dropout_p > 0:
-            weights = F.dropout(weights, dropout_p)
-        outputs.append(torch.bmm(weights, values[part]))
-    out = torch.cat(outputs) if len(outputs) > 1 else outputs[0]
-    return out.view(batch, heads, call.n_blocks * call.block_queries, head_dim).transpose(1, 2)
+def _matmul_executor(q: Tensor, k: Tensor, v: Tensor, plan: _Plan, dropout_p: float) -> Tensor:
+    if dropout_p > 0:
+        raise ValueError(f"the matmul kernel has no attention dropout (got dropout_p={dropout_p}); use Execution('sdpa')")
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v)):
+        return _MatmulBlocks.apply(q, k, v, plan)
+    with torch.no_grad():
+        return _matmul_forward(q, k, v, plan)
 
 
-# scores per chunk of the matmul kernel: 1 MiB of float32, about one core's L2 cache
-_CHUNK_SCORES = 1 << 18
+def _matmul_forward(q: Tensor, k: Tensor, v: Tensor, plan: _Plan) -> Tensor:
+    """Every call as explicit scores, softmax and weighted sum, a cache-sized chunk at a time."""
+    batch, heads = q.shape[:2]
+    parts = []
+    if plan.n_global:
+        global_queries = F.scaled_dot_product_attention(q[:, :, : plan.n_global], k, v)
+        parts.append(global_queries.transpose(1, 2))
+    for call in plan.calls:
+        for piece in _pieces(call, q):
+            queries, keys, values = _gather_blocks(q, k, v, piece)
+            out = torch.empty_like(queries)
+            for items, rows, probabilities in _probability_chunks(queries, keys, piece):
+                torch.bmm(probabilities, values[items], out=out[items, rows])
+            parts.append(out.view(batch, heads, -1, out.shape[-1]).transpose(1, 2).to(q.dtype))
+    return _concatenate(parts, plan)
+
+
+class _MatmulBlocks(torch.autograd.Function):
+    """The matmul kernel with a backward that recomputes each chunk's probabilities instead of storing
+    them, and gathers each block again instead of keeping gathered copies (like :class:`_FusedCpuBlocks`)."""
+
+    @staticmethod
+    def forward(ctx, q: Tensor, k: Tensor, v: Tensor, plan: _Plan) -> Tensor:
+        out = _matmul_forward(q, k, v, plan)
+        ctx.save_for_backward(q, k, v, out)
+        ctx.plan = plan
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):
+        q, k, v, out = ctx.saved_tensors
+        plan = ctx.plan
+        batch, heads, _, head_dim = q.shape
+        scale = head_dim**-0.5
+        grad_q = torch.zeros_like(q)
+        if plan.n_global:
+            glob = slice(0, plan.n_global)
+            with torch.enable_grad():
+                inputs = [t.detach().requires_grad_() for t in (q[:, :, glob], k, v)]
+                global_out = F.scaled_dot_product_attention(*inputs)
+            grad_q[:, :, glob], grad_k, grad_v = torch.autograd.grad(global_out, inputs, grad_out[:, :, glob])
+        else:
+            grad_k, grad_v = torch.zeros_like(k), torch.zeros_like(v)
+        for call in plan.calls:
+            for piece in _pieces(call, q):
+                queries, keys, values = _gather_blocks(q, k, v, piece)
+                slot_grad_out, slot_out = (
+                    _gather_rows(x, piece.query_index, piece.block_queries) for x in (grad_out, out)
+                )
+                if piece.query_kept is not None:  # padding slots pass no gradient back
+                    padding = torch.ones(piece.query_index.numel(), dtype=torch.bool, device=q.device)
+                    padding[piece.query_kept] = False
+                    slot_grad_out.view(batch * heads, -1, head_dim)[:, padding] = 0
+                # d(loss)/d(score) = p * (d(loss)/dp - sum_j p_j d(loss)/dp_j); that sum is grad_out . out
+                grad_dot_out = (slot_grad_out * slot_out).sum(-1, keepdim=True)
+                piece_grad_q = torch.empty_like(queries)
+                piece_grad_k, piece_grad_v = torch.zeros_like(keys), torch.zeros_like(values)
+                for items, rows, probabilities in _probability_chunks(queries, keys, piece):
+                    chunk_grad_out = slot_grad_out[items, rows]
+                    piece_grad_v[items].baddbmm_(probabilities.transpose(1, 2), chunk_grad_out)
+                    grad_scores = torch.bmm(chunk_grad_out, values[items].transpose(1, 2))
+                    grad_scores.sub_(grad_dot_out[items, rows]).mul_(probabilities)
+                    torch.bmm(grad_scores, keys[items], out=piece_grad_q[items, rows]).mul_(scale)
+                    piece_grad_k[items].baddbmm_(grad_scores.transpose(1, 2), queries[items, rows], alpha=scale)
+                query_grads = piece_grad_q.view(batch, heads, -1, head_dim).to(q.dtype)
+                if piece.query_kept is not None:
+                    query_grads = query_grads.index_select(2, piece.query_kept)
+                grad_q.index_copy_(2, piece.kept_queries(), query_grads)
+                grad_k.index_add_(2, piece.key_index, piece_grad_k.view(batch, heads, -1, head_dim).to(k.dtype))
+                grad_v.index_add_(2, piece.key_index, piece_grad_v.view(batch, heads, -1, head_dim).to(v.dtype))
+        return grad_q, grad_k, grad_v, None
+
+
+def _gather_blocks(q: Tensor, k: Tensor, v: Tensor, call: _Call) -> tuple[Tensor, Tensor, Tensor]:
+    """Queries, keys and values of ``call`` as (batch * heads * blocks, block length, head_dim)."""
+    return (
+        _gather_rows(q, call.query_index, call.block_queries),
+        _gather_rows(k, call.key_index, call.block_keys),
+        _gather_rows(v, call.key_index, call.block_keys),
+    )
+
+
+def _gather_rows(x: Tensor, index: Tensor, block_len: int) -> Tensor:
+    """Tokens ``index`` of x (batch, heads, tokens, head_dim) as (batch * heads * blocks, block_len,
+    head_dim), contiguous, blocks fastest; 16-bit floats widened to float32, in which scores and softmax
+    are computed."""
+    rows = x.index_select(2, index).view(-1, block_len, x.shape[-1])
+    return rows.float() if x.dtype in (torch.float16, torch.bfloat16) else rows
+
+
+def _probability_chunks(queries: Tensor, keys: Tensor, call: _Call):
+    """(blocks, query rows, attention probabilities) for chunks of about _CHUNK_SCORES scores: runs of
+    whole blocks, or runs of the query rows of one block where its scores alone are more. Every chunk's
+    probabilities are computed in place in one reused buffer."""
+    n_items, block_queries, head_dim = queries.shape
+    block_keys = keys.shape[1]
+    rows_per_chunk = min(block_queries, max(1, _CHUNK_SCORES // block_keys))
+    items_per_chunk = min(n_items, max(1, _CHUNK_SCORES // (rows_per_chunk * block_keys)))
+    blocked = None
+    if call.mask is not None:  # items run blocks fastest: a chunk is one block or whole runs of all blocks
+        blocked = ~call.mask[:, 0]
+        items_per_chunk = 1 if items_per_chunk < call.n_blocks else items_per_chunk // call.n_blocks * call.n_blocks
+    buffer = queries.new_empty(items_per_chunk * rows_per_chunk * block_keys)
+    for first_item in range(0, n_items, items_per_chunk):
+        items = slice(first_item, min(first_item + items_per_chunk, n_items))
+        for first_row in range(0, block_queries, rows_per_chunk):
+            rows = slice(first_row, min(first_row + rows_per_chunk, block_queries))
+            chunk_queries = queries[items, rows]
+            scores = buffer[: chunk_queries.shape[0] * chunk_queries.shape[1] * block_keys]
+            scores = scores.view(chunk_queries.shape[0], chunk_queries.shape[1], block_keys)
+            torch.baddbmm(
+                scores, chunk_queries, keys[items].transpose(1, 2), beta=0.0, alpha=head_dim**-0.5, out=scores
+            )
+            if blocked is not None and items_per_chunk == 1:
+                scores.masked_fill_(blocked[first_item % call.n_blocks, rows], float("-inf"))
+            elif blocked is not None:
+                scores.view(-1, call.n_blocks, *scores.shape[1:]).masked_fill_(blocked[:, rows], float("-inf"))
+            torch.ops.aten._softmax.out(scores, -1, False, out=scores)
+            yield items, rows, scores
+
+
+# scores per chunk of the matmul kernel: 3 MiB of float32, measured best on blocks of one to six frequency
+# rows (smaller chunks pay per-call overhead, larger ones spill the scores out of cache)
+_CHUNK_SCORES = 3 << 18
 
 
 def _fused_cpu_applies(q: Tensor, dropout_p: float) -> bool:
@@ -583,6 +685,6 @@ class _FusedCpuBlocks(torch.autograd.Function):
 BlockExecutor = Callable[[Tensor, Tensor, Tensor, _Plan, float], Tensor]
 BLOCK_KERNELS: dict[str, BlockExecutor] = {
     "fused_cpu": _fused_cpu_executor,
-    "matmul": _autograd_executor(_matmul_blocks),
+    "matmul": _matmul_executor,
     "sdpa": _autograd_executor(_sdpa_blocks),
 }

@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from models.attention import TokenLayout, masked_attention, parse_rf_norm_t, select_executor
+from models import sparse_attention as sparse_attention_module
 from models.passt import get_model
 from models.sparse_attention import (
     BLOCK_KERNELS,
@@ -131,6 +132,32 @@ def low_precision_dtypes():
     return dtypes
 
 
+@pytest.mark.parametrize("chunk_scores", [7, 40, 300])
+@pytest.mark.parametrize("form", ["per_row_2", "high_low", "row_overlap_3"])
+def test_matmul_kernel_is_exact_for_any_chunking(form, chunk_scores, monkeypatch):
+    """Chunks smaller than one block's scores split its query rows; larger ones span (batch, head) pairs."""
+    monkeypatch.setattr(sparse_attention_module, "_CHUNK_SCORES", chunk_scores)
+    torch.manual_seed(0)
+    kept_rows, n_rows, n_global = LAYOUTS["tokens_removed"]
+    layout = rows_layout(kept_rows, n_rows, n_global)
+    pattern = parse_rf_norm_t(form)
+    mask = rule_mask(form, layout.token_rows.tolist(), n_rows)
+    inputs = torch.randn(3, 2, 3, layout.n_tokens, 8).unbind(0)
+    weights = torch.randn(2, 3, layout.n_tokens, 8)
+    expected, expected_grads = forward_backward(lambda q, k, v: plain_attention(q, k, v, mask), inputs, weights)
+    for group_rows in (1, 2):
+        out, grads = forward_backward(
+            lambda q, k, v, rows=group_rows: blockwise_attention(
+                q, k, v, pattern, layout, 0.0, Execution("matmul", rows)
+            ),
+            inputs,
+            weights,
+        )
+        torch.testing.assert_close(out.double(), expected, atol=1e-5, rtol=1e-5)
+        for grad, expected_grad in zip(grads, expected_grads, strict=True):
+            torch.testing.assert_close(grad, expected_grad, atol=1e-5, rtol=1e-5)
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bfloat16", "float16"])
 @pytest.mark.parametrize("layout_name", ["grid_7x3", "tokens_removed"])
 @pytest.mark.parametrize("form", ["per_row", "per_row_3", "high_low", "row_overlap", "row_overlap_3"])
@@ -229,14 +256,13 @@ def test_calls_do_not_grow_with_the_number_of_rows(form, execution):
     assert calls[0] == calls[1] <= 8
 
 
-@pytest.mark.parametrize("kernel", ["sdpa", "matmul"])
 @pytest.mark.parametrize("form", ["per_row_2", "row_overlap_2"])
-def test_dropout_averages_to_the_exact_output_and_keeps_the_restriction(form, kernel):
+def test_dropout_averages_to_the_exact_output_and_keeps_the_restriction(form):
     torch.manual_seed(0)
     layout = TokenLayout.full_grid(4, 3, n_global=1)
     pattern = parse_rf_norm_t(form)
     q, k, v = torch.randn(3, 1, 2, layout.n_tokens, 4).unbind(0)
-    execution = Execution(kernel, 2)
+    execution = Execution("sdpa", 2)
     exact = blockwise_attention(q, k, v, pattern, layout, 0.0, execution)
     samples = torch.stack([blockwise_attention(q, k, v, pattern, layout, 0.3, execution) for _ in range(2000)])
     assert not torch.equal(samples[0], samples[1])
@@ -252,13 +278,15 @@ def test_dropout_averages_to_the_exact_output_and_keeps_the_restriction(form, ke
     assert torch.equal(out[:, :, row_0], out_changed[:, :, row_0])
 
 
-def test_fused_cpu_kernel_refuses_dropout_and_auto_avoids_it():
+@pytest.mark.parametrize("kernel", ["fused_cpu", "matmul"])
+@pytest.mark.parametrize("training", [False, True])
+def test_kernels_without_dropout_refuse_it_and_auto_avoids_them(kernel, training):
     layout = TokenLayout.full_grid(3, 2)
     pattern = parse_rf_norm_t("per_row")
-    q = torch.randn(1, 1, layout.n_tokens, 4)
+    q = torch.randn(1, 1, layout.n_tokens, 4, requires_grad=training)
     with pytest.raises(ValueError, match="dropout"):
-        blockwise_attention(q, q, q, pattern, layout, 0.1, Execution("fused_cpu"))
-    assert choose_execution(pattern, layout, q, 0.1).kernel != "fused_cpu"
+        blockwise_attention(q, q, q, pattern, layout, 0.1, Execution(kernel))
+    assert choose_execution(pattern, layout, q, 0.1).kernel == "sdpa"
 
 
 def test_dropout_trains_every_input():
