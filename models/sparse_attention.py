@@ -16,11 +16,15 @@ rows of queries share one block (neighbouring rows then share one key window and
 of the keys inside the window but outside a row's band, which are masked). The kernels
 (:data:`BLOCK_KERNELS`):
 
+- ``matmul``: explicit scores, softmax (in place) and weighted sum over chunks of about 3 MiB of scores,
+  with a backward that recomputes each chunk's probabilities instead of storing them; the fastest for
+  cluster forms on a CPU in float32 (benchmarks/README.md); no attention dropout;
+- ``matmul_windows``: the same on each block's key window read where it lies instead of gathered
+  (windows of a band overlap: gathering copies each key several times), outputs and gradients written
+  in token order; the fastest for band forms on a CPU in float32;
 - ``fused_cpu``: PyTorch's fused CPU attention kernel, with a backward written here that gathers each
   block again instead of keeping gathered copies, and adds each block's gradient straight into one
-  gradient per input (CPU only, no attention dropout);
-- ``matmul``: explicit scores, softmax and weighted sum, a cache-sized chunk of blocks at a time; the
-  fastest for blocks of about one frequency row in inference on a CPU;
+  gradient per input (CPU only, no attention dropout); used for 16-bit floats on a CPU;
 - ``sdpa``: ``scaled_dot_product_attention`` per call with autograd through the gathers; any device,
   attention dropout included.
 
@@ -90,15 +94,16 @@ def blockwise_attention(
 
 
 def choose_execution(pattern: AttentionPattern, layout: TokenLayout, q: Tensor, dropout_p: float = 0.0) -> Execution:
-    """The execution the cost model expects to be fastest for this pattern, layout and input.
+    """The execution measured fastest for this pattern, layout and input (benchmarks/attention.py).
 
-    On a CPU without attention dropout: ``fused_cpu``, except inference on blocks of fewer than 192
-    queries (the fused kernel's smallest query tile, where it is least efficient) in float32/64, which
-    uses ``matmul``. Attention dropout and other devices use ``sdpa``. Band forms take the number of rows
-    per block with the lowest modelled cost (:func:`_modelled_cost`).
+    On a CPU in float32/64 without attention dropout: ``matmul`` for cluster forms, ``matmul_windows``
+    with one row per block for band forms (their overlapping windows read in place; grouping rows costs
+    masked work). In 16-bit
+    floats on a CPU: ``fused_cpu``, which computes them natively. Attention dropout and other devices:
+    ``sdpa``. With ``fused_cpu`` and ``sdpa``, band forms take the number of rows per block with the
+    lowest modelled cost (:func:`_modelled_cost`).
     """
-    training = torch.is_grad_enabled() and q.requires_grad
-    return _choose(pattern, layout.n_global, layout.row_counts, q.device.type, q.dtype, training, dropout_p > 0)
+    return _choose(pattern, layout.n_global, layout.row_counts, q.device.type, q.dtype, dropout_p > 0)
 
 
 @functools.lru_cache(maxsize=256)
@@ -108,49 +113,41 @@ def _choose(
     row_counts: tuple[int, ...],
     device_type: str,
     dtype: torch.dtype,
-    training: bool,
     dropout: bool,
 ) -> Execution:
-    def kernel_for(block_queries: int) -> str:
-        if device_type != "cpu" or dropout:
-            return "sdpa"
-        if not training and block_queries < _SMALLEST_TILE_LIMIT and dtype in (torch.float32, torch.float64):
-            return "matmul"
-        return "fused_cpu" if hasattr(torch.ops.aten, _FUSED_CPU) else "sdpa"
-
-    offsets = _offsets(n_global, row_counts)
+    if device_type != "cpu" or dropout:
+        kernel = "sdpa"
+    elif dtype in (torch.float32, torch.float64):
+        return Execution("matmul_windows" if pattern.kind == "band" else "matmul")
+    else:
+        kernel = "fused_cpu" if hasattr(torch.ops.aten, _FUSED_CPU) else "sdpa"
     if pattern.kind != "band":
-        blocks = _cluster_blocks(pattern, offsets)
-        return Execution(kernel_for(max((block.shape[0] for block in blocks), default=0)))
+        return Execution(kernel)
+    offsets = _offsets(n_global, row_counts)
     costs = []
     for group_rows in range(1, _MAX_GROUP_ROWS + 1):
         blocks = _band_blocks(pattern.size, offsets, group_rows)
-        kernel = kernel_for(max((block.shape[0] for block in blocks), default=0))
-        costs.append((_modelled_cost(blocks, n_global, kernel, masked=group_rows > 1), Execution(kernel, group_rows)))
+        costs.append((_modelled_cost(blocks, n_global, masked=group_rows > 1), Execution(kernel, group_rows)))
     # within the model's accuracy, fewer rows per block: less masked work and smaller masks
     lowest = min(cost for cost, _ in costs)
     return next(execution for cost, execution in costs if cost <= lowest * _COST_TOLERANCE)
 
 
-def _modelled_cost(blocks: list[_Block], n_global: int, kernel: str, masked: bool) -> float:
-    """Time of the block calls in units of one (query, key) pair at the fused kernel's best efficiency.
+def _modelled_cost(blocks: list[_Block], n_global: int, masked: bool) -> float:
+    """Time of the block calls on the fused kernel, in units of one (query, key) pair at its best efficiency.
 
-    Constants measured with benchmarks/attention.py (PaSST-S, 64-dimensional heads, 2-core CPU):
-    the fused kernel reaches 71 %, 92 % and 100 % of its efficiency on long sequences with its query
-    tiles of 32, 64 and 256 rows, the unused rows of a last, partial tile costing half as much as used
-    ones; explicit matmul-softmax-matmul reaches 65 % on blocks of about one frequency row; a key mask
-    costs 5 %; gathering one token of queries, keys or values costs as much as 9 pairs. Measured times
-    scatter by about 5 % around the model.
+    Constants measured with benchmarks/attention.py (PaSST-S, 64-dimensional heads, 2-core CPU): the
+    fused kernel reaches 71 %, 92 % and 100 % of its efficiency on long sequences with its query tiles of
+    32, 64 and 256 rows, the unused rows of a last, partial tile costing half as much as used ones; a key
+    mask costs 5 %; gathering one token of queries, keys or values costs as much as 9 pairs. Measured
+    times scatter by about 5 % around the model.
     """
     cost = 0.0
     for block in blocks:
         block_queries, block_keys = block.shape[0], block.shape[1] + n_global
-        if kernel == "matmul":
-            efficiency = _MATMUL_EFFICIENCY
-        else:
-            tile, tile_efficiency = next((tile, eff) for below, tile, eff in _FUSED_TILES if block_queries < below)
-            unused_rows = math.ceil(block_queries / tile) * tile - block_queries
-            efficiency = tile_efficiency * block_queries / (block_queries + unused_rows / 2)
+        tile, tile_efficiency = next((tile, eff) for below, tile, eff in _FUSED_TILES if block_queries < below)
+        unused_rows = math.ceil(block_queries / tile) * tile - block_queries
+        efficiency = tile_efficiency * block_queries / (block_queries + unused_rows / 2)
         cost += block_queries * block_keys / efficiency * (_MASK_COST if masked else 1.0)
         cost += _GATHER_COST * (block_queries + 2 * block_keys)
     return cost
@@ -158,8 +155,6 @@ def _modelled_cost(blocks: list[_Block], n_global: int, kernel: str, masked: boo
 
 # the fused CPU kernel's query tiles: (queries below which it is used, tile rows, relative efficiency)
 _FUSED_TILES = ((192, 32, 0.71), (768, 64, 0.92), (math.inf, 256, 1.0))
-_SMALLEST_TILE_LIMIT = _FUSED_TILES[0][0]
-_MATMUL_EFFICIENCY = 0.65
 _MASK_COST = 1.05
 _GATHER_COST = 9.0
 _MAX_GROUP_ROWS = 4
@@ -216,8 +211,21 @@ class _Call:
 
 
 @dataclass(frozen=True)
+class _Window:
+    """Query tokens ``queries`` attend the global tokens and the key tokens ``keys`` (both contiguous).
+
+    blocked: bool (queries, global + window keys), True where a query may not attend a key (rows of a
+        grouped band outside each other's band); None when every query may attend every key.
+    """
+
+    queries: slice
+    keys: slice
+    blocked: Tensor | None
+
+
+@dataclass(frozen=True)
 class _Plan:
-    """The calls of one pattern on one layout.
+    """The blocks of one pattern on one layout: as gathered calls and as windows in place.
 
     order: token order of the concatenated outputs [global queries, call 1, call 2, ...] (None when
         that concatenation is already in token order).
@@ -226,6 +234,7 @@ class _Plan:
     n_global: int
     calls: tuple[_Call, ...]
     order: Tensor | None
+    windows: tuple[_Window, ...]
 
 
 @dataclass(frozen=True)
@@ -263,14 +272,25 @@ def _plan(
         call, slots = _make_call(group, n_global, token_rows, band_width, device)
         calls.append(call)
         query_slots.append(slots)
+    windows = tuple(_window(block, n_global, token_rows, band_width, device) for block in blocks)
     slots = torch.cat(query_slots)
     n_tokens = offsets[-1]
     if torch.equal(slots, torch.arange(n_tokens)):
-        return _Plan(n_global, tuple(calls), None)
+        return _Plan(n_global, tuple(calls), None, windows)
     position = torch.empty(n_tokens, dtype=torch.long)
     kept = slots >= 0
     position[slots[kept]] = torch.arange(slots.numel())[kept]
-    return _Plan(n_global, tuple(calls), position.to(device))
+    return _Plan(n_global, tuple(calls), position.to(device), windows)
+
+
+def _window(block: _Block, n_global: int, token_rows: Tensor, band_width: int | None, device) -> _Window:
+    blocked = None
+    if band_width is not None:
+        query_rows = token_rows[block.query_start : block.query_end, None]
+        key_rows = token_rows[None, block.key_start : block.key_end]
+        outside = (query_rows - key_rows).abs() >= band_width
+        blocked = torch.cat([torch.zeros(outside.shape[0], n_global, dtype=torch.bool), outside], dim=1).to(device)
+    return _Window(slice(block.query_start, block.query_end), slice(block.key_start, block.key_end), blocked)
 
 
 def _offsets(n_global: int, row_counts: tuple[int, ...]) -> list[int]:
@@ -428,13 +448,23 @@ def _sdpa_blocks(q: Tensor, k: Tensor, v: Tensor, call: _Call, dropout_p: float)
     return _slots_to_tokens(out, batch, heads)
 
 
-def _matmul_executor(q: Tensor, k: Tensor, v: Tensor, plan: _Plan, dropout_p: float) -> Tensor:
-    if dropout_p > 0:
-        raise ValueError(f"the matmul kernel has no attention dropout (got dropout_p={dropout_p}); use Execution('sdpa')")
-    if torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v)):
-        return _MatmulBlocks.apply(q, k, v, plan)
-    with torch.no_grad():
-        return _matmul_forward(q, k, v, plan)
+def _explicit_executor(forward: Callable[[Tensor, Tensor, Tensor, _Plan], Tensor], function: type):
+    """An executor computing scores, softmax and weighted sum explicitly with ``forward``, and
+    differentiated by the autograd ``function`` (which recomputes probabilities in its backward)."""
+
+    def execute(q: Tensor, k: Tensor, v: Tensor, plan: _Plan, dropout_p: float) -> Tensor:
+        if dropout_p > 0:
+            raise ValueError(
+                f"the matmul kernels have no attention dropout (got dropout_p={dropout_p}); use Execution('sdpa')"
+            )
+        if q.dtype in (torch.float16, torch.bfloat16):  # scores and softmax in float32
+            return execute(q.float(), k.float(), v.float(), plan, dropout_p).to(q.dtype)
+        if torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v)):
+            return function.apply(q, k, v, plan)
+        with torch.no_grad():
+            return forward(q, k, v, plan)
+
+    return execute
 
 
 def _matmul_forward(q: Tensor, k: Tensor, v: Tensor, plan: _Plan) -> Tensor:
@@ -450,13 +480,13 @@ def _matmul_forward(q: Tensor, k: Tensor, v: Tensor, plan: _Plan) -> Tensor:
             out = torch.empty_like(queries)
             for items, rows, probabilities in _probability_chunks(queries, keys, piece):
                 torch.bmm(probabilities, values[items], out=out[items, rows])
-            parts.append(out.view(batch, heads, -1, out.shape[-1]).transpose(1, 2).to(q.dtype))
+            parts.append(out.view(batch, heads, -1, out.shape[-1]).transpose(1, 2))
     return _concatenate(parts, plan)
 
 
 class _MatmulBlocks(torch.autograd.Function):
-    """The matmul kernel with a backward that recomputes each chunk's probabilities instead of storing
-    them, and gathers each block again instead of keeping gathered copies (like :class:`_FusedCpuBlocks`)."""
+    """The gathered matmul kernel with a backward that recomputes each chunk's probabilities instead of
+    storing them, and gathers each block again instead of keeping gathered copies (like :class:`_FusedCpuBlocks`)."""
 
     @staticmethod
     def forward(ctx, q: Tensor, k: Tensor, v: Tensor, plan: _Plan) -> Tensor:
@@ -501,12 +531,12 @@ class _MatmulBlocks(torch.autograd.Function):
                     grad_scores.sub_(grad_dot_out[items, rows]).mul_(probabilities)
                     torch.bmm(grad_scores, keys[items], out=piece_grad_q[items, rows]).mul_(scale)
                     piece_grad_k[items].baddbmm_(grad_scores.transpose(1, 2), queries[items, rows], alpha=scale)
-                query_grads = piece_grad_q.view(batch, heads, -1, head_dim).to(q.dtype)
+                query_grads = piece_grad_q.view(batch, heads, -1, head_dim)
                 if piece.query_kept is not None:
                     query_grads = query_grads.index_select(2, piece.query_kept)
                 grad_q.index_copy_(2, piece.kept_queries(), query_grads)
-                grad_k.index_add_(2, piece.key_index, piece_grad_k.view(batch, heads, -1, head_dim).to(k.dtype))
-                grad_v.index_add_(2, piece.key_index, piece_grad_v.view(batch, heads, -1, head_dim).to(v.dtype))
+                grad_k.index_add_(2, piece.key_index, piece_grad_k.view(batch, heads, -1, head_dim))
+                grad_v.index_add_(2, piece.key_index, piece_grad_v.view(batch, heads, -1, head_dim))
         return grad_q, grad_k, grad_v, None
 
 
@@ -521,10 +551,8 @@ def _gather_blocks(q: Tensor, k: Tensor, v: Tensor, call: _Call) -> tuple[Tensor
 
 def _gather_rows(x: Tensor, index: Tensor, block_len: int) -> Tensor:
     """Tokens ``index`` of x (batch, heads, tokens, head_dim) as (batch * heads * blocks, block_len,
-    head_dim), contiguous, blocks fastest; 16-bit floats widened to float32, in which scores and softmax
-    are computed."""
-    rows = x.index_select(2, index).view(-1, block_len, x.shape[-1])
-    return rows.float() if x.dtype in (torch.float16, torch.bfloat16) else rows
+    head_dim), contiguous, blocks fastest."""
+    return x.index_select(2, index).view(-1, block_len, x.shape[-1])
 
 
 def _probability_chunks(queries: Tensor, keys: Tensor, call: _Call):
@@ -561,6 +589,135 @@ def _probability_chunks(queries: Tensor, keys: Tensor, call: _Call):
 # scores per chunk of the matmul kernel: 3 MiB of float32, measured best on blocks of one to six frequency
 # rows (smaller chunks pay per-call overhead, larger ones spill the scores out of cache)
 _CHUNK_SCORES = 3 << 18
+
+
+def _matmul_windows_forward(q: Tensor, k: Tensor, v: Tensor, plan: _Plan) -> Tensor:
+    """Every window as explicit scores, softmax and weighted sum, a cache-sized chunk at a time, reading
+    the window's keys and values where they lie (no gathered copies) and writing the output in token order."""
+    batch, heads, n_tokens, head_dim = q.shape
+    n_global = plan.n_global
+    out = q.new_empty(batch, n_tokens, heads, head_dim).transpose(1, 2)
+    if n_global:
+        out[:, :, :n_global] = F.scaled_dot_product_attention(q[:, :, :n_global], k, v)
+    for queries, keys, values, outputs in _pair_groups(q, k, v, out):
+        for window in plan.windows:
+            spans = _key_spans(window, n_global)
+            for pairs, rows, probabilities in _window_probability_chunks(queries, keys, window, n_global):
+                chunk_out = outputs[pairs, rows]
+                for index, (tokens, columns) in enumerate(spans):
+                    if index == 0:
+                        torch.bmm(probabilities[:, :, columns], values[pairs, tokens], out=chunk_out)
+                    else:
+                        chunk_out.baddbmm_(probabilities[:, :, columns], values[pairs, tokens])
+    return out
+
+
+class _MatmulWindows(torch.autograd.Function):
+    """The windows kernel with a backward that recomputes each chunk's probabilities instead of storing
+    them, and adds each window's key and value gradients in place."""
+
+    @staticmethod
+    def forward(ctx, q: Tensor, k: Tensor, v: Tensor, plan: _Plan) -> Tensor:
+        out = _matmul_windows_forward(q, k, v, plan)
+        ctx.save_for_backward(q, k, v, out)
+        ctx.plan = plan
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):
+        q, k, v, out = ctx.saved_tensors
+        plan = ctx.plan
+        n_global = plan.n_global
+        scale = q.shape[-1] ** -0.5
+        grad_q = torch.empty_like(q)
+        if n_global:
+            with torch.enable_grad():
+                inputs = [t.detach().requires_grad_() for t in (q[:, :, :n_global], k, v)]
+                global_out = F.scaled_dot_product_attention(*inputs)
+            global_grads = torch.autograd.grad(global_out, inputs, grad_out[:, :, :n_global])
+            grad_q[:, :, :n_global] = global_grads[0]
+            grad_k, grad_v = (torch.empty_like(x).copy_(grad) for x, grad in zip((k, v), global_grads[1:], strict=True))
+        else:
+            grad_k, grad_v = torch.zeros_like(k), torch.zeros_like(v)
+        # d(loss)/d(score) = p * (d(loss)/dp - sum_j p_j d(loss)/dp_j); that sum is grad_out . out
+        grad_dot_out = (grad_out * out).sum(-1, keepdim=True)
+        groups = _pair_groups(q, k, v, grad_out, grad_dot_out, grad_q, grad_k, grad_v)
+        for queries, keys, values, grad_outputs, grad_dots, grad_queries, grad_keys, grad_values in groups:
+            for window in plan.windows:
+                spans = _key_spans(window, n_global)
+                for pairs, rows, probabilities in _window_probability_chunks(queries, keys, window, n_global):
+                    chunk_grad_out, chunk_queries = grad_outputs[pairs, rows], queries[pairs, rows]
+                    grad_scores = torch.empty_like(probabilities)
+                    for tokens, columns in spans:
+                        chunk_probabilities = probabilities[:, :, columns]
+                        grad_values[pairs, tokens].baddbmm_(chunk_probabilities.transpose(1, 2), chunk_grad_out)
+                        chunk_values = values[pairs, tokens].transpose(1, 2)
+                        torch.bmm(chunk_grad_out, chunk_values, out=grad_scores[:, :, columns])
+                    grad_scores.sub_(grad_dots[pairs, rows]).mul_(probabilities)
+                    chunk_grad_q = grad_queries[pairs, rows]
+                    for index, (tokens, columns) in enumerate(spans):
+                        grad_keys[pairs, tokens].baddbmm_(
+                            grad_scores[:, :, columns].transpose(1, 2), chunk_queries, alpha=scale
+                        )
+                        if index == 0:
+                            torch.bmm(grad_scores[:, :, columns], keys[pairs, tokens], out=chunk_grad_q)
+                        else:
+                            chunk_grad_q.baddbmm_(grad_scores[:, :, columns], keys[pairs, tokens])
+                    chunk_grad_q.mul_(scale)
+        return grad_q, grad_k, grad_v, None
+
+
+def _pair_groups(*tensors: Tensor):
+    """The (batch, heads, tokens, dim) tensors as (pairs, tokens, dim) views with one stride per
+    dimension, as batched matrix products need them: all (batch, head) pairs at once where the memory
+    layout allows, else one batch element at a time (no copies either way)."""
+    batch, heads = tensors[0].shape[:2]
+    if all(t.stride(0) == heads * t.stride(1) for t in tensors):
+        yield tuple(t.flatten(0, 1) for t in tensors)
+    else:
+        for index in range(batch):
+            yield tuple(t[index] for t in tensors)
+
+
+def _window_probability_chunks(queries: Tensor, keys: Tensor, window: _Window, n_global: int):
+    """(pairs, query rows, attention probabilities) of one window, in chunks of about _CHUNK_SCORES
+    scores: runs of (batch, head) pairs, split into runs of query rows where one pair's scores alone are
+    more. The keys are the global tokens, then the window's; every chunk's probabilities are computed in
+    place in one reused buffer."""
+    n_pairs = queries.shape[0]
+    head_dim = queries.shape[-1]
+    n_queries = window.queries.stop - window.queries.start
+    n_keys = n_global + window.keys.stop - window.keys.start
+    rows_per_chunk = min(n_queries, max(1, _CHUNK_SCORES // n_keys))
+    pairs_per_chunk = min(n_pairs, max(1, _CHUNK_SCORES // (rows_per_chunk * n_keys)))
+    buffer = queries.new_empty(pairs_per_chunk * rows_per_chunk * n_keys)
+    for first_pair in range(0, n_pairs, pairs_per_chunk):
+        pairs = slice(first_pair, min(first_pair + pairs_per_chunk, n_pairs))
+        for first_row in range(0, n_queries, rows_per_chunk):
+            last_row = min(first_row + rows_per_chunk, n_queries)
+            rows = slice(window.queries.start + first_row, window.queries.start + last_row)
+            chunk_queries = queries[pairs, rows]
+            scores = buffer[: chunk_queries.shape[0] * chunk_queries.shape[1] * n_keys]
+            scores = scores.view(chunk_queries.shape[0], chunk_queries.shape[1], n_keys)
+            for tokens, columns in _key_spans(window, n_global):
+                torch.baddbmm(
+                    scores[:, :, columns],
+                    chunk_queries,
+                    keys[pairs, tokens].transpose(1, 2),
+                    beta=0.0,
+                    alpha=head_dim**-0.5,
+                    out=scores[:, :, columns],
+                )
+            if window.blocked is not None:
+                scores.masked_fill_(window.blocked[first_row:last_row], float("-inf"))
+            torch.ops.aten._softmax.out(scores, -1, False, out=scores)
+            yield pairs, rows, scores
+
+
+def _key_spans(window: _Window, n_global: int) -> list[tuple[slice, slice]]:
+    """(key tokens, columns of the window's scores) of the global tokens, if any, and the window's own."""
+    window_span = (window.keys, slice(n_global, None))
+    return [(slice(0, n_global), slice(0, n_global)), window_span] if n_global else [window_span]
 
 
 def _fused_cpu_applies(q: Tensor, dropout_p: float) -> bool:
@@ -685,6 +842,7 @@ class _FusedCpuBlocks(torch.autograd.Function):
 BlockExecutor = Callable[[Tensor, Tensor, Tensor, _Plan, float], Tensor]
 BLOCK_KERNELS: dict[str, BlockExecutor] = {
     "fused_cpu": _fused_cpu_executor,
-    "matmul": _matmul_executor,
+    "matmul": _explicit_executor(_matmul_forward, _MatmulBlocks),
+    "matmul_windows": _explicit_executor(_matmul_windows_forward, _MatmulWindows),
     "sdpa": _autograd_executor(_sdpa_blocks),
 }

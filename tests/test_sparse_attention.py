@@ -5,8 +5,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from models.attention import TokenLayout, masked_attention, parse_rf_norm_t, select_executor
 from models import sparse_attention as sparse_attention_module
+from models.attention import TokenLayout, masked_attention, parse_rf_norm_t, select_executor
 from models.passt import get_model
 from models.sparse_attention import (
     BLOCK_KERNELS,
@@ -132,9 +132,10 @@ def low_precision_dtypes():
     return dtypes
 
 
+@pytest.mark.parametrize("kernel", ["matmul", "matmul_windows"])
 @pytest.mark.parametrize("chunk_scores", [7, 40, 300])
 @pytest.mark.parametrize("form", ["per_row_2", "high_low", "row_overlap_3"])
-def test_matmul_kernel_is_exact_for_any_chunking(form, chunk_scores, monkeypatch):
+def test_matmul_kernels_are_exact_for_any_chunking(form, chunk_scores, kernel, monkeypatch):
     """Chunks smaller than one block's scores split its query rows; larger ones span (batch, head) pairs."""
     monkeypatch.setattr(sparse_attention_module, "_CHUNK_SCORES", chunk_scores)
     torch.manual_seed(0)
@@ -148,7 +149,7 @@ def test_matmul_kernel_is_exact_for_any_chunking(form, chunk_scores, monkeypatch
     for group_rows in (1, 2):
         out, grads = forward_backward(
             lambda q, k, v, rows=group_rows: blockwise_attention(
-                q, k, v, pattern, layout, 0.0, Execution("matmul", rows)
+                q, k, v, pattern, layout, 0.0, Execution(kernel, rows)
             ),
             inputs,
             weights,
@@ -278,7 +279,7 @@ def test_dropout_averages_to_the_exact_output_and_keeps_the_restriction(form):
     assert torch.equal(out[:, :, row_0], out_changed[:, :, row_0])
 
 
-@pytest.mark.parametrize("kernel", ["fused_cpu", "matmul"])
+@pytest.mark.parametrize("kernel", ["fused_cpu", "matmul", "matmul_windows"])
 @pytest.mark.parametrize("training", [False, True])
 def test_kernels_without_dropout_refuse_it_and_auto_avoids_them(kernel, training):
     layout = TokenLayout.full_grid(3, 2)
