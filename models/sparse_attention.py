@@ -99,11 +99,13 @@ def choose_execution(pattern: AttentionPattern, layout: TokenLayout, q: Tensor, 
     On a CPU in float32/64 without attention dropout: ``matmul`` for cluster forms, ``matmul_windows``
     with one row per block for band forms (their overlapping windows read in place; grouping rows costs
     masked work). In 16-bit
-    floats on a CPU: ``fused_cpu``, which computes them natively. Attention dropout and other devices:
-    ``sdpa``. With ``fused_cpu`` and ``sdpa``, band forms take the number of rows per block with the
+    floats on a CPU: ``fused_cpu``, which computes them natively. Attention dropout, other devices and
+    tracing (TorchScript and ONNX export, whose tracers record functional operations faithfully but not
+    the in-place and ``out=`` writes of the matmul kernels): ``sdpa``. With ``fused_cpu`` and ``sdpa``, band forms take the number of rows per block with the
     lowest modelled cost (:func:`_modelled_cost`).
     """
-    return _choose(pattern, layout.n_global, layout.row_counts, q.device.type, q.dtype, dropout_p > 0)
+    portable = dropout_p > 0 or torch.jit.is_tracing()
+    return _choose(pattern, layout.n_global, layout.row_counts, q.device.type, q.dtype, portable)
 
 
 @functools.lru_cache(maxsize=256)
@@ -113,9 +115,9 @@ def _choose(
     row_counts: tuple[int, ...],
     device_type: str,
     dtype: torch.dtype,
-    dropout: bool,
+    portable: bool,
 ) -> Execution:
-    if device_type != "cpu" or dropout:
+    if device_type != "cpu" or portable:
         kernel = "sdpa"
     elif dtype in (torch.float32, torch.float64):
         return Execution("matmul_windows" if pattern.kind == "band" else "matmul")
