@@ -98,10 +98,10 @@ def choose_execution(pattern: AttentionPattern, layout: TokenLayout, q: Tensor, 
 
     On a CPU in float32/64 without attention dropout: ``matmul`` for cluster forms, ``matmul_windows``
     with one row per block for band forms (their overlapping windows read in place; grouping rows costs
-    masked work). In 16-bit
-    floats on a CPU: ``fused_cpu``, which computes them natively. Attention dropout, other devices and
-    tracing (TorchScript and ONNX export, whose tracers record functional operations faithfully but not
-    the in-place and ``out=`` writes of the matmul kernels): ``sdpa``. With ``fused_cpu`` and ``sdpa``, band forms take the number of rows per block with the
+    masked work). In 16-bit floats on a CPU: ``fused_cpu``, which computes them natively. Attention
+    dropout, other devices and tracing (TorchScript and ONNX export, whose tracers record functional
+    operations faithfully but not the in-place and ``out=`` writes of the matmul kernels): ``sdpa``. With
+    ``fused_cpu`` and ``sdpa``, band forms take the number of rows per block with the
     lowest modelled cost (:func:`_modelled_cost`).
     """
     portable = dropout_p > 0 or torch.jit.is_tracing()
@@ -450,9 +450,9 @@ def _sdpa_blocks(q: Tensor, k: Tensor, v: Tensor, call: _Call, dropout_p: float)
     return _slots_to_tokens(out, batch, heads)
 
 
-def _explicit_executor(forward: Callable[[Tensor, Tensor, Tensor, _Plan], Tensor], function: type):
-    """An executor computing scores, softmax and weighted sum explicitly with ``forward``, and
-    differentiated by the autograd ``function`` (which recomputes probabilities in its backward)."""
+def _explicit_executor(forward: _Forward, backward: _Backward):
+    """An executor computing scores, softmax and weighted sum explicitly with ``forward``; in training its
+    backward recomputes the probabilities (``backward``) instead of keeping them."""
 
     def execute(q: Tensor, k: Tensor, v: Tensor, plan: _Plan, dropout_p: float) -> Tensor:
         if dropout_p > 0:
@@ -462,11 +462,47 @@ def _explicit_executor(forward: Callable[[Tensor, Tensor, Tensor, _Plan], Tensor
         if q.dtype in (torch.float16, torch.bfloat16):  # scores and softmax in float32
             return execute(q.float(), k.float(), v.float(), plan, dropout_p).to(q.dtype)
         if torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v)):
-            return function.apply(q, k, v, plan)
+            return _RecomputedAttention.apply(q, k, v, plan, (forward, backward))
         with torch.no_grad():
             return forward(q, k, v, plan)
 
     return execute
+
+
+_Forward = Callable[[Tensor, Tensor, Tensor, "_Plan"], Tensor]
+_Backward = Callable[[Tensor, Tensor, Tensor, Tensor, Tensor, "_Plan"], tuple[Tensor, Tensor, Tensor]]
+
+
+class _RecomputedAttention(torch.autograd.Function):
+    """Keeps only the inputs and the output; the backward recomputes what it needs chunk by chunk."""
+
+    @staticmethod
+    def forward(ctx, q: Tensor, k: Tensor, v: Tensor, plan: _Plan, kernel: tuple[_Forward, _Backward]) -> Tensor:
+        forward, ctx.backward_kernel = kernel
+        out = forward(q, k, v, plan)
+        ctx.save_for_backward(q, k, v, out)
+        ctx.plan = plan
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):
+        q, k, v, out = ctx.saved_tensors
+        return (*ctx.backward_kernel(q, k, v, out, grad_out, ctx.plan), None, None)
+
+
+def _global_query_gradients(q: Tensor, k: Tensor, v: Tensor, grad_out: Tensor, n_global: int):
+    """Gradients from the global queries' attention over every token: to q (zero but for the global
+    queries), k and v, each laid out in memory as its input."""
+    grad_q, grad_k, grad_v = (torch.zeros_like(x) for x in (q, k, v))
+    if n_global:
+        with torch.enable_grad():
+            inputs = [t.detach().requires_grad_() for t in (q[:, :, :n_global], k, v)]
+            global_out = F.scaled_dot_product_attention(*inputs)
+        grad_q_global, grad_k_global, grad_v_global = torch.autograd.grad(global_out, inputs, grad_out[:, :, :n_global])
+        grad_q[:, :, :n_global] = grad_q_global
+        grad_k.copy_(grad_k_global)
+        grad_v.copy_(grad_v_global)
+    return grad_q, grad_k, grad_v
 
 
 def _matmul_forward(q: Tensor, k: Tensor, v: Tensor, plan: _Plan) -> Tensor:
@@ -486,60 +522,38 @@ def _matmul_forward(q: Tensor, k: Tensor, v: Tensor, plan: _Plan) -> Tensor:
     return _concatenate(parts, plan)
 
 
-class _MatmulBlocks(torch.autograd.Function):
-    """The gathered matmul kernel with a backward that recomputes each chunk's probabilities instead of
-    storing them, and gathers each block again instead of keeping gathered copies (like :class:`_FusedCpuBlocks`)."""
-
-    @staticmethod
-    def forward(ctx, q: Tensor, k: Tensor, v: Tensor, plan: _Plan) -> Tensor:
-        out = _matmul_forward(q, k, v, plan)
-        ctx.save_for_backward(q, k, v, out)
-        ctx.plan = plan
-        return out
-
-    @staticmethod
-    def backward(ctx, grad_out: Tensor):
-        q, k, v, out = ctx.saved_tensors
-        plan = ctx.plan
-        batch, heads, _, head_dim = q.shape
-        scale = head_dim**-0.5
-        grad_q = torch.zeros_like(q)
-        if plan.n_global:
-            glob = slice(0, plan.n_global)
-            with torch.enable_grad():
-                inputs = [t.detach().requires_grad_() for t in (q[:, :, glob], k, v)]
-                global_out = F.scaled_dot_product_attention(*inputs)
-            grad_q[:, :, glob], grad_k, grad_v = torch.autograd.grad(global_out, inputs, grad_out[:, :, glob])
-        else:
-            grad_k, grad_v = torch.zeros_like(k), torch.zeros_like(v)
-        for call in plan.calls:
-            for piece in _pieces(call, q):
-                queries, keys, values = _gather_blocks(q, k, v, piece)
-                slot_grad_out, slot_out = (
-                    _gather_rows(x, piece.query_index, piece.block_queries) for x in (grad_out, out)
-                )
-                if piece.query_kept is not None:  # padding slots pass no gradient back
-                    padding = torch.ones(piece.query_index.numel(), dtype=torch.bool, device=q.device)
-                    padding[piece.query_kept] = False
-                    slot_grad_out.view(batch * heads, -1, head_dim)[:, padding] = 0
-                # d(loss)/d(score) = p * (d(loss)/dp - sum_j p_j d(loss)/dp_j); that sum is grad_out . out
-                grad_dot_out = (slot_grad_out * slot_out).sum(-1, keepdim=True)
-                piece_grad_q = torch.empty_like(queries)
-                piece_grad_k, piece_grad_v = torch.zeros_like(keys), torch.zeros_like(values)
-                for items, rows, probabilities in _probability_chunks(queries, keys, piece):
-                    chunk_grad_out = slot_grad_out[items, rows]
-                    piece_grad_v[items].baddbmm_(probabilities.transpose(1, 2), chunk_grad_out)
-                    grad_scores = torch.bmm(chunk_grad_out, values[items].transpose(1, 2))
-                    grad_scores.sub_(grad_dot_out[items, rows]).mul_(probabilities)
-                    torch.bmm(grad_scores, keys[items], out=piece_grad_q[items, rows]).mul_(scale)
-                    piece_grad_k[items].baddbmm_(grad_scores.transpose(1, 2), queries[items, rows], alpha=scale)
-                query_grads = piece_grad_q.view(batch, heads, -1, head_dim)
-                if piece.query_kept is not None:
-                    query_grads = query_grads.index_select(2, piece.query_kept)
-                grad_q.index_copy_(2, piece.kept_queries(), query_grads)
-                grad_k.index_add_(2, piece.key_index, piece_grad_k.view(batch, heads, -1, head_dim))
-                grad_v.index_add_(2, piece.key_index, piece_grad_v.view(batch, heads, -1, head_dim))
-        return grad_q, grad_k, grad_v, None
+def _matmul_backward(q: Tensor, k: Tensor, v: Tensor, out: Tensor, grad_out: Tensor, plan: _Plan):
+    """Gradients of the gathered matmul kernel: each block gathered again (no gathered copies kept), its
+    probabilities recomputed chunk by chunk, its key and value gradients added into one per input."""
+    batch, heads, _, head_dim = q.shape
+    scale = head_dim**-0.5
+    grad_q, grad_k, grad_v = _global_query_gradients(q, k, v, grad_out, plan.n_global)
+    for call in plan.calls:
+        for piece in _pieces(call, q):
+            queries, keys, values = _gather_blocks(q, k, v, piece)
+            slot_grad_out, slot_out = (_gather_rows(x, piece.query_index, piece.block_queries) for x in (grad_out, out))
+            if piece.query_kept is not None:  # padding slots pass no gradient back
+                padding = torch.ones(piece.query_index.numel(), dtype=torch.bool, device=q.device)
+                padding[piece.query_kept] = False
+                slot_grad_out.view(batch * heads, -1, head_dim)[:, padding] = 0
+            # d(loss)/d(score) = p * (d(loss)/dp - sum_j p_j d(loss)/dp_j); that sum is grad_out . out
+            grad_dot_out = (slot_grad_out * slot_out).sum(-1, keepdim=True)
+            piece_grad_q = torch.empty_like(queries)
+            piece_grad_k, piece_grad_v = torch.zeros_like(keys), torch.zeros_like(values)
+            for items, rows, probabilities in _probability_chunks(queries, keys, piece):
+                chunk_grad_out = slot_grad_out[items, rows]
+                piece_grad_v[items].baddbmm_(probabilities.transpose(1, 2), chunk_grad_out)
+                grad_scores = torch.bmm(chunk_grad_out, values[items].transpose(1, 2))
+                grad_scores.sub_(grad_dot_out[items, rows]).mul_(probabilities)
+                torch.bmm(grad_scores, keys[items], out=piece_grad_q[items, rows]).mul_(scale)
+                piece_grad_k[items].baddbmm_(grad_scores.transpose(1, 2), queries[items, rows], alpha=scale)
+            query_grads = piece_grad_q.view(batch, heads, -1, head_dim)
+            if piece.query_kept is not None:
+                query_grads = query_grads.index_select(2, piece.query_kept)
+            grad_q.index_copy_(2, piece.kept_queries(), query_grads)
+            grad_k.index_add_(2, piece.key_index, piece_grad_k.view(batch, heads, -1, head_dim))
+            grad_v.index_add_(2, piece.key_index, piece_grad_v.view(batch, heads, -1, head_dim))
+    return grad_q, grad_k, grad_v
 
 
 def _gather_blocks(q: Tensor, k: Tensor, v: Tensor, call: _Call) -> tuple[Tensor, Tensor, Tensor]:
@@ -614,59 +628,38 @@ def _matmul_windows_forward(q: Tensor, k: Tensor, v: Tensor, plan: _Plan) -> Ten
     return out
 
 
-class _MatmulWindows(torch.autograd.Function):
-    """The windows kernel with a backward that recomputes each chunk's probabilities instead of storing
-    them, and adds each window's key and value gradients in place."""
-
-    @staticmethod
-    def forward(ctx, q: Tensor, k: Tensor, v: Tensor, plan: _Plan) -> Tensor:
-        out = _matmul_windows_forward(q, k, v, plan)
-        ctx.save_for_backward(q, k, v, out)
-        ctx.plan = plan
-        return out
-
-    @staticmethod
-    def backward(ctx, grad_out: Tensor):
-        q, k, v, out = ctx.saved_tensors
-        plan = ctx.plan
-        n_global = plan.n_global
-        scale = q.shape[-1] ** -0.5
-        grad_q = torch.empty_like(q)
-        if n_global:
-            with torch.enable_grad():
-                inputs = [t.detach().requires_grad_() for t in (q[:, :, :n_global], k, v)]
-                global_out = F.scaled_dot_product_attention(*inputs)
-            global_grads = torch.autograd.grad(global_out, inputs, grad_out[:, :, :n_global])
-            grad_q[:, :, :n_global] = global_grads[0]
-            grad_k, grad_v = (torch.empty_like(x).copy_(grad) for x, grad in zip((k, v), global_grads[1:], strict=True))
-        else:
-            grad_k, grad_v = torch.zeros_like(k), torch.zeros_like(v)
-        # d(loss)/d(score) = p * (d(loss)/dp - sum_j p_j d(loss)/dp_j); that sum is grad_out . out
-        grad_dot_out = (grad_out * out).sum(-1, keepdim=True)
-        groups = _pair_groups(q, k, v, grad_out, grad_dot_out, grad_q, grad_k, grad_v)
-        for queries, keys, values, grad_outputs, grad_dots, grad_queries, grad_keys, grad_values in groups:
-            for window in plan.windows:
-                spans = _key_spans(window, n_global)
-                for pairs, rows, probabilities in _window_probability_chunks(queries, keys, window, n_global):
-                    chunk_grad_out, chunk_queries = grad_outputs[pairs, rows], queries[pairs, rows]
-                    grad_scores = torch.empty_like(probabilities)
-                    for tokens, columns in spans:
-                        chunk_probabilities = probabilities[:, :, columns]
-                        grad_values[pairs, tokens].baddbmm_(chunk_probabilities.transpose(1, 2), chunk_grad_out)
-                        chunk_values = values[pairs, tokens].transpose(1, 2)
-                        torch.bmm(chunk_grad_out, chunk_values, out=grad_scores[:, :, columns])
-                    grad_scores.sub_(grad_dots[pairs, rows]).mul_(probabilities)
-                    chunk_grad_q = grad_queries[pairs, rows]
-                    for index, (tokens, columns) in enumerate(spans):
-                        grad_keys[pairs, tokens].baddbmm_(
-                            grad_scores[:, :, columns].transpose(1, 2), chunk_queries, alpha=scale
-                        )
-                        if index == 0:
-                            torch.bmm(grad_scores[:, :, columns], keys[pairs, tokens], out=chunk_grad_q)
-                        else:
-                            chunk_grad_q.baddbmm_(grad_scores[:, :, columns], keys[pairs, tokens])
-                    chunk_grad_q.mul_(scale)
-        return grad_q, grad_k, grad_v, None
+def _matmul_windows_backward(q: Tensor, k: Tensor, v: Tensor, out: Tensor, grad_out: Tensor, plan: _Plan):
+    """Gradients of the windows kernel: each window's probabilities recomputed chunk by chunk, its
+    gradients added in place."""
+    n_global = plan.n_global
+    scale = q.shape[-1] ** -0.5
+    grad_q, grad_k, grad_v = _global_query_gradients(q, k, v, grad_out, n_global)
+    # d(loss)/d(score) = p * (d(loss)/dp - sum_j p_j d(loss)/dp_j); that sum is grad_out . out
+    grad_dot_out = (grad_out * out).sum(-1, keepdim=True)
+    groups = _pair_groups(q, k, v, grad_out, grad_dot_out, grad_q, grad_k, grad_v)
+    for queries, keys, values, grad_outputs, grad_dots, grad_queries, grad_keys, grad_values in groups:
+        for window in plan.windows:
+            spans = _key_spans(window, n_global)
+            for pairs, rows, probabilities in _window_probability_chunks(queries, keys, window, n_global):
+                chunk_grad_out, chunk_queries = grad_outputs[pairs, rows], queries[pairs, rows]
+                grad_scores = torch.empty_like(probabilities)
+                for tokens, columns in spans:
+                    chunk_probabilities = probabilities[:, :, columns]
+                    grad_values[pairs, tokens].baddbmm_(chunk_probabilities.transpose(1, 2), chunk_grad_out)
+                    chunk_values = values[pairs, tokens].transpose(1, 2)
+                    torch.bmm(chunk_grad_out, chunk_values, out=grad_scores[:, :, columns])
+                grad_scores.sub_(grad_dots[pairs, rows]).mul_(probabilities)
+                chunk_grad_q = grad_queries[pairs, rows]
+                for index, (tokens, columns) in enumerate(spans):
+                    grad_keys[pairs, tokens].baddbmm_(
+                        grad_scores[:, :, columns].transpose(1, 2), chunk_queries, alpha=scale
+                    )
+                    if index == 0:
+                        torch.bmm(grad_scores[:, :, columns], keys[pairs, tokens], out=chunk_grad_q)
+                    else:
+                        chunk_grad_q.baddbmm_(grad_scores[:, :, columns], keys[pairs, tokens])
+                chunk_grad_q.mul_(scale)
+    return grad_q, grad_k, grad_v
 
 
 def _pair_groups(*tensors: Tensor):
@@ -844,7 +837,7 @@ class _FusedCpuBlocks(torch.autograd.Function):
 BlockExecutor = Callable[[Tensor, Tensor, Tensor, _Plan, float], Tensor]
 BLOCK_KERNELS: dict[str, BlockExecutor] = {
     "fused_cpu": _fused_cpu_executor,
-    "matmul": _explicit_executor(_matmul_forward, _MatmulBlocks),
-    "matmul_windows": _explicit_executor(_matmul_windows_forward, _MatmulWindows),
+    "matmul": _explicit_executor(_matmul_forward, _matmul_backward),
+    "matmul_windows": _explicit_executor(_matmul_windows_forward, _matmul_windows_backward),
     "sdpa": _autograd_executor(_sdpa_blocks),
 }
