@@ -450,6 +450,10 @@ def _sdpa_blocks(q: Tensor, k: Tensor, v: Tensor, call: _Call, dropout_p: float)
     return _slots_to_tokens(out, batch, heads)
 
 
+_Forward = Callable[[Tensor, Tensor, Tensor, _Plan], Tensor]
+_Backward = Callable[[Tensor, Tensor, Tensor, Tensor, Tensor, _Plan], tuple[Tensor, Tensor, Tensor]]
+
+
 def _explicit_executor(forward: _Forward, backward: _Backward):
     """An executor computing scores, softmax and weighted sum explicitly with ``forward``; in training its
     backward recomputes the probabilities (``backward``) instead of keeping them."""
@@ -467,10 +471,6 @@ def _explicit_executor(forward: _Forward, backward: _Backward):
             return forward(q, k, v, plan)
 
     return execute
-
-
-_Forward = Callable[[Tensor, Tensor, Tensor, "_Plan"], Tensor]
-_Backward = Callable[[Tensor, Tensor, Tensor, Tensor, Tensor, "_Plan"], tuple[Tensor, Tensor, Tensor]]
 
 
 class _RecomputedAttention(torch.autograd.Function):
