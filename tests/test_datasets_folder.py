@@ -266,7 +266,7 @@ def test_missing_folder_and_csv_name_the_expected_format(tmp_path):
 
 @pytest.mark.parametrize("header, hint", [
     ("file,class,domain", r"header \['file', 'class', 'domain'\] lacks the columns \['filename', 'label'\]"),
-    ("filename;label", "Columns must be separated by commas or tabs"),
+    ("filename;label", "Columns must be separated by tabs or commas, not semicolons"),
     ("filename,label,label", r"names the columns \['label'\] more than once"),
 ])  # fmt: skip
 def test_missing_columns_name_the_expected_header(tmp_path, header, hint):
