@@ -2,7 +2,6 @@
 
 import hashlib
 import importlib
-import inspect
 import json
 import os
 import subprocess
@@ -303,12 +302,6 @@ def test_missing_and_corrupt_files_are_named_unless_skipped(tmp_path):
     data = _data(folder, tmp_path, clip_length=0.1, skip_bad_files=True)
     data.prepare()
     assert set(_files(data.train_set(), data)) == {"dog/1.wav", "bird/1.wav"}
-
-
-def test_defaults_name_every_setting_with_the_constructor_defaults():
-    parameters = inspect.signature(Data).parameters
-    assert set(parameters) == {*DEFAULTS, "mel"}
-    assert all(parameters[key].default == value for key, value in DEFAULTS.items())
 
 
 def test_read_class_names_gives_the_sorted_labels(tmp_path):
