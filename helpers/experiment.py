@@ -1,7 +1,8 @@
 """What every experiment shares: config checks, command options and the commands.
 
-An experiment file (``ex_<dataset>.py``) creates the Sacred ``Experiment``, states its config and calls
-:func:`add_commands` with its dataset package, which adds
+An experiment file (``ex_<dataset>.py``) creates the Sacred ``Experiment``, states its own config (chained
+with the shared one by :func:`helpers.defaults.add_config`) and calls :func:`add_commands` with its dataset
+package, which adds
 
   main                 train on the training split, validating on the evaluation split every epoch
   evaluate_only        evaluate ``checkpoint`` on the evaluation split
@@ -12,7 +13,8 @@ An experiment file (``ex_<dataset>.py``) creates the Sacred ``Experiment``, stat
   predict              classify audio files with a trained checkpoint, writing a CSV
   export               write a trained checkpoint (with its front-end) as TorchScript and ONNX
 
-and a config hook that rejects unknown keys and bad values before any work. Files a run writes go into
+and a config hook that rejects unknown keys and bad values before any work (and, for a dataset without
+demo data, a missing basedataset.base_dir). Files a run writes go into
 its run folder: the FileStorageObserver's folder (``-F runs/``), else ``runs/<timestamp>``.
 
 Multi-process runs (DDP=N, torchrun, SLURM; see the README): Lightning's DDP launcher starts the
@@ -84,6 +86,9 @@ DEMO_NOTICE = (
     "basedataset.base_dir is None: training on the bundled demo data with the CPU demo preset "
     "(small model, short clips, few epochs); set basedataset.base_dir=... for the dataset and the paper's defaults"
 )
+# Commands that read no data: they take their settings from a checkpoint, or show Sacred's information.
+FROM_CHECKPOINT = ("predict", "export")
+WITHOUT_DATASET = (*FROM_CHECKPOINT, "print_config", "print_dependencies", "save_config", "print_named_configs")
 
 
 def add_commands(ex: Experiment, dataset: ModuleType) -> None:
@@ -101,7 +106,7 @@ def add_commands(ex: Experiment, dataset: ModuleType) -> None:
         check_keys(config, config_sections(ex, dataset))
         check_values(config)
         if config["basedataset"]["base_dir"] is None:
-            logger.info(DEMO_NOTICE)
+            check_demo(dataset, command_name, logger)
 
     ex.config_hook(check_config)
 
@@ -186,12 +191,17 @@ def predict_command(run, checkpoint: str | None, files, top_k: int, weights: str
     return {"classified": len(report.predictions), "skipped": len(report.skipped), "csv": str(csv_path)}
 
 
-def clip_frames(clip_length: float | None, sample_rate: int, hopsize: int) -> int | None:
-    """Mel frames of a clip of ``clip_length`` seconds, as AugmentMelSTFT.frames_for counts them
-    (None without a clip length; the config check then asks for one)."""
-    if not isinstance(clip_length, (int, float)):
-        return None
-    return (round(clip_length * sample_rate) - 1) // hopsize + 1
+def check_demo(dataset: ModuleType, command_name: str, run_logger: logging.Logger) -> None:
+    """Without basedataset.base_dir: the demo notice where the dataset has demo data and the command uses the
+    configured data or model; else, for a command that reads the data, an error asking for base_dir."""
+    if dataset.Data.has_demo():
+        if command_name not in FROM_CHECKPOINT:
+            run_logger.info(DEMO_NOTICE)
+    elif command_name not in WITHOUT_DATASET:
+        raise ConfigurationError(
+            f"{command_name}: basedataset.base_dir is required, the {dataset.Data.name} dataset has no demo data; "
+            f"add basedataset.base_dir=/path/to/your/data (see datasets/{dataset.Data.name}/README.md)"
+        )
 
 
 def config_sections(ex: Experiment, dataset: ModuleType) -> Section:

@@ -333,6 +333,14 @@ def test_experiment_reads_the_number_of_classes_from_the_csv(ex_folder, tmp_path
         ex_folder.run("main", options={"--capture": "sys"})
 
 
+def test_without_base_dir_no_demo_preset_nor_notice(ex_folder, capsys):
+    config = ex_folder.run("print_config", options={"--capture": "sys"}).config
+    assert "demo data" not in capsys.readouterr().err
+    assert config["models"]["net"]["arch"] == "passt_s_swa_p16_128_ap476" and config["lr"] == 1e-5
+    assert config["basedataset"]["clip_length"] == 10.0 and config["models"]["net"]["input_tdim"] == 1000
+    assert config["trainer"]["max_epochs"] == 20 and config["models"]["net"]["n_classes"] is None
+
+
 def _tone_folder(folder):
     """60 one-second clips: 3 classes of distinct harmonic tones, 2 domains (clean; noisy and low-passed),
     5 sample rates, one stereo file; no split column (the stratified split holds out 12)."""

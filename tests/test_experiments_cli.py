@@ -93,3 +93,13 @@ def test_configuration_error_on_the_command_line(tmp_path, cache_dir):
     assert "Unknown config key 'models.net.rf_norm_tt'. Did you mean models.net.rf_norm_t?" in output
     assert "Traceback" not in output
     assert list(tmp_path.iterdir()) == []
+
+
+def test_demo_notice_names_demo_data_only_for_datasets_that_have_it(tmp_path, cache_dir):
+    notice = "training on the bundled demo data"
+    assert notice in frito("ex_nsynth.py", "print_config", cwd=tmp_path, cache_dir=cache_dir).stderr
+    folder = frito("ex_folder.py", "print_config", cwd=tmp_path, cache_dir=cache_dir)
+    assert notice not in folder.stderr and "demo" not in folder.stdout
+    refused = frito("ex_folder.py", "test_loaders", cwd=tmp_path, cache_dir=cache_dir, check=False)
+    assert refused.returncode == 1 and notice not in refused.stderr
+    assert "test_loaders: basedataset.base_dir is required, the folder dataset has no demo data" in refused.stderr
