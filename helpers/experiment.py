@@ -32,7 +32,7 @@ import os
 import signal
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from types import ModuleType
@@ -255,7 +255,8 @@ def evaluate(dataset: ModuleType, run, config: dict, checkpoint: str | None) -> 
     """The evaluate_only command: the checkpoint's network on the evaluation split of the configured data.
 
     The network, front-end, sample rate and clip length are those the checkpoint was trained with (its
-    "frito" entry); the config's models.* do not apply.
+    "frito" entry); the config's models.* do not apply. Domains are reported as seen or unseen by what the
+    checkpoint was trained on (see :func:`trained_seen_domains`).
     """
     if not checkpoint:
         raise ConfigurationError("evaluate_only needs a checkpoint: add checkpoint=runs/<id>/checkpoints/best.ckpt")
@@ -270,7 +271,7 @@ def evaluate(dataset: ModuleType, run, config: dict, checkpoint: str | None) -> 
             f"checkpoint {path} was trained on the classes {meta['class_names']}, the configured data has "
             f"{list(data.class_names)}; evaluate it on the dataset (and families) it was trained on."
         )
-    module = build_module(config, data)
+    module = build_module(config, data, seen_domains=trained_seen_domains(meta, data, path))
     load_weights(module, state, path)
     _, eval_loader = make_loaders(data, config)
     trainer = build_trainer(config["trainer"], run_dir, run, checkpoints=False)
@@ -340,11 +341,13 @@ def check_resumable(path: Path, module: AudioClassifier) -> None:
             f"resume from the run's checkpoints/{LAST_CHECKPOINT_FILE}."
         )
     saved, wanted = checkpoint["frito"], module.checkpoint_meta
+    compared = [("net", "models.net"), ("mel", "models.mel"), ("class_names", "classes"), ("domain_names", "domains"),
+                ("sample_rate", "basedataset.sample_rate"), ("clip_length", "basedataset.clip_length")]
+    if "seen_domains" in saved:  # checkpoints of earlier frito versions do not record them
+        compared.append(("seen_domains", "basedataset.train_domains"))
     differences = [
         f"{name}: checkpoint {saved_value!r}, config {wanted_value!r}"
-        for key, setting in (("net", "models.net"), ("mel", "models.mel"), ("class_names", "classes"),
-                             ("domain_names", "domains"), ("sample_rate", "basedataset.sample_rate"),
-                             ("clip_length", "basedataset.clip_length"))
+        for key, setting in compared
         for name, saved_value, wanted_value in _differences(setting, saved.get(key), wanted.get(key))
     ]
     saved_swa = any(key.startswith("net_swa.") for key in checkpoint["state_dict"])
@@ -371,6 +374,35 @@ def trained_config(config: dict, meta: Mapping[str, Any], has_swa: bool) -> dict
     logger.info("evaluate_only: network %s (rf_norm_t=%r) and front-end as trained; %s s clips at %s Hz",
                 meta["net"].get("arch"), meta["net"].get("rf_norm_t", ""), meta["clip_length"], meta["sample_rate"])
     return {**config, **changed}
+
+
+def trained_seen_domains(meta: Mapping[str, Any], data, path: Path) -> list[str]:
+    """The domains a checkpoint was trained on (its "frito" entry's seen_domains), for reporting seen against
+    unseen. A checkpoint written before frito stored them falls back to the configured data's training
+    domains, with a warning; configured training domains that differ from the checkpoint's are logged."""
+    configured = list(data.seen_domains)
+    saved = meta.get("seen_domains")
+    if saved is None:
+        logger.warning(
+            "checkpoint %s does not record the %ss it was trained on (written by an earlier frito); reporting as "
+            "seen those of the configured basedataset.train_domains: %s", path, data.domain_kind, configured,
+        )
+        return configured
+    saved = list(saved)
+    unknown = [domain for domain in saved if domain not in data.domain_names]
+    if unknown:
+        raise ConfigurationError(
+            f"checkpoint {path} was trained on the {data.domain_kind}s {saved}, but the configured data has no "
+            f"{unknown} (it has {list(data.domain_names)}); evaluate it on the dataset it was trained on."
+        )
+    if saved != configured:
+        logger.warning(
+            "checkpoint %s was trained on the %ss %s, the configured basedataset.train_domains give %s: seen and "
+            "unseen are reported by the checkpoint's", path, data.domain_kind, saved, configured,
+        )
+    else:
+        logger.info("seen %ss (as trained): %s", data.domain_kind, saved)
+    return saved
 
 
 def finish(run, run_dir: Path, module: AudioClassifier, domain_kind: str, title: str,
@@ -464,8 +496,11 @@ def make_loaders(data, config: Mapping[str, Any]) -> tuple[DataLoader, DataLoade
             DataLoader(data.eval_set(), shuffle=False, persistent_workers=config["num_workers"] > 0, **options))
 
 
-def build_module(config: Mapping[str, Any], data, net: torch.nn.Module | None = None) -> AudioClassifier:
-    """The training module for ``config`` and the classes/domains of ``data`` (``net``: built already)."""
+def build_module(config: Mapping[str, Any], data, net: torch.nn.Module | None = None,
+                 seen_domains: Sequence[str] | None = None) -> AudioClassifier:
+    """The training module for ``config`` and the classes/domains of ``data`` (``net``: built already;
+    ``seen_domains``: the domains reported as seen, by default those ``data`` trains on)."""
+    seen = list(data.seen_domains if seen_domains is None else seen_domains)
     net_config, mel_config = config["models"]["net"], config["models"]["mel"]
     if net_config["n_classes"] != len(data.class_names):
         raise ConfigurationError(
@@ -477,6 +512,7 @@ def build_module(config: Mapping[str, Any], data, net: torch.nn.Module | None = 
         "mel": dict(mel_config),
         "class_names": list(data.class_names),
         "domain_names": list(data.domain_names),
+        "seen_domains": seen,
         "sample_rate": config["basedataset"]["sample_rate"],
         "clip_length": config["basedataset"]["clip_length"],
         "version": FRITO_VERSION,
@@ -486,7 +522,7 @@ def build_module(config: Mapping[str, Any], data, net: torch.nn.Module | None = 
         mel=AugmentMelSTFT(**mel_config),
         class_names=data.class_names,
         domain_names=data.domain_names,
-        seen_domains=data.seen_domains,
+        seen_domains=seen,
         lr=config["lr"],
         weight_decay=config["weight_decay"],
         lr_factor=lr_schedule(config["schedule_mode"], config["warm_up_len"], config["ramp_down_start"],

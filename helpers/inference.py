@@ -68,7 +68,8 @@ def load_model(
         ) from None
     mel = AugmentMelSTFT(**meta["mel"])
     logger.info("Loaded %s (%s weights, %d classes)", path, selected.weights, len(meta["class_names"]))
-    return Predictor(net, mel, meta["class_names"], meta["sample_rate"], meta["clip_length"], device, hop_fraction)
+    return Predictor(net, mel, meta["class_names"], meta["sample_rate"], meta["clip_length"], device, hop_fraction,
+                     seen_domains=meta.get("seen_domains"))
 
 
 class Predictor:
@@ -83,6 +84,7 @@ class Predictor:
         clip_length: float,
         device: str | torch.device | None = None,
         hop_fraction: float = 0.5,
+        seen_domains: Sequence[str] | None = None,
     ):
         """
         Args:
@@ -93,6 +95,7 @@ class Predictor:
             clip_length: seconds of audio per training clip: the window the network sees.
             device: where the model runs; None picks CUDA when available, else the CPU.
             hop_fraction: step between the windows of a long clip, as a fraction of the window (0, 1].
+            seen_domains: the domains (devices, sources, ...) of the training data; None when not recorded.
         """
         if mel.sr != sample_rate:
             raise ValueError(f"the front-end expects {mel.sr} Hz but the checkpoint says sample_rate={sample_rate}")
@@ -104,6 +107,7 @@ class Predictor:
         self.net = net.eval().to(self.device)
         self.mel = mel.eval().to(self.device)
         self.class_names = list(class_names)
+        self.seen_domains = None if seen_domains is None else list(seen_domains)
         self.sample_rate = int(sample_rate)
         # the longest input the time encodings cover: n_cols patches of PATCH_SIZE frames at the time stride
         tstride = net.patch_embed.proj.stride[1]

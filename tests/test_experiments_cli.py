@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 ONE_EPOCH = ["mini_train", "trainer.max_epochs=1"]
@@ -77,6 +78,23 @@ def test_dcase20_issue_command_line_without_observer(tmp_path, cache_dir):
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
     assert "seen devices" in train.stdout and "unseen devices" in train.stdout
     assert sorted(p.name for p in tmp_path.iterdir()) == ["runs"]
+
+
+@pytest.mark.slow
+def test_evaluate_only_reports_seen_devices_as_trained(tmp_path, cache_dir):
+    # trained on device a only; evaluated with the default train_domains (every device of the train split)
+    frito("ex_dcase20.py", "-F", "runs", "with", "cpu_tiny", "basedataset.train_domains=['a']", *ONE_EPOCH,
+          cwd=tmp_path, cache_dir=cache_dir)
+    checkpoint = tmp_path / "runs" / "1" / "checkpoints" / "last.ckpt"
+    assert torch.load(checkpoint, map_location="cpu", weights_only=True)["frito"]["seen_domains"] == ["a"]
+    evaluation = frito("ex_dcase20.py", "evaluate_only", "-F", "runs", "with", f"checkpoint={checkpoint}",
+                       "trainer.limit_val_batches=2", cwd=tmp_path, cache_dir=cache_dir)
+    assert "was trained on the devices ['a'], the configured basedataset.train_domains give" in evaluation.stderr
+    rows = list(csv.reader((tmp_path / "runs" / "2" / "net_domains.csv").open()))[1:]
+    groups = {row[0]: row[1] for row in rows if not row[0].startswith("mean of")}
+    assert groups["a"] == "seen devices" and len(groups) > 1
+    assert all(group == "unseen devices" for device, group in groups.items() if device != "a")
+    assert "a* " in evaluation.stdout and "b* " not in evaluation.stdout  # the summary stars seen devices
 
 
 @pytest.mark.slow

@@ -5,6 +5,7 @@ import importlib
 import logging
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import matplotlib.image
 import numpy as np
@@ -15,7 +16,7 @@ import torch
 from datasets import dcase20, folder, nsynth
 from helpers.config_check import ConfigurationError
 from helpers.defaults import clip_frames
-from helpers.experiment import check_demo
+from helpers.experiment import check_demo, trained_seen_domains
 from models.preprocess import AugmentMelSTFT
 
 REPO = Path(__file__).resolve().parents[1]
@@ -88,6 +89,30 @@ def test_demo_notice_only_where_demo_data_and_the_configured_model_are_used(pack
 def test_without_demo_data_commands_reading_the_data_need_base_dir(command):
     with pytest.raises(ConfigurationError, match=f"{command}: basedataset.base_dir is required, the folder dataset"):
         check_demo(folder, command, logging.getLogger("run"))
+
+
+TAU_LIKE = SimpleNamespace(domain_names=["a", "b", "c", "s1"], seen_domains=["a", "b", "c"], domain_kind="device")
+
+
+def test_seen_domains_come_from_the_checkpoint_and_a_disagreeing_config_is_logged(caplog):
+    caplog.set_level(logging.INFO, logger="helpers.experiment")
+    assert trained_seen_domains({"seen_domains": ["a"]}, TAU_LIKE, Path("x.ckpt")) == ["a"]
+    assert "x.ckpt was trained on the devices ['a'], the configured basedataset.train_domains give ['a', 'b', 'c']" \
+        in caplog.text
+    caplog.clear()
+    assert trained_seen_domains({"seen_domains": ["a", "b", "c"]}, TAU_LIKE, Path("x.ckpt")) == ["a", "b", "c"]
+    assert "WARNING" not in caplog.text and "seen devices (as trained): ['a', 'b', 'c']" in caplog.text
+
+
+def test_checkpoints_without_seen_domains_fall_back_to_the_config_with_a_warning(caplog):
+    assert trained_seen_domains({"version": 1}, TAU_LIKE, Path("old.ckpt")) == ["a", "b", "c"]
+    (record,) = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert "old.ckpt does not record the devices it was trained on" in record.getMessage()
+
+
+def test_seen_domains_the_data_lacks_are_refused():
+    with pytest.raises(ConfigurationError, match=r"trained on the devices \['a', 's9'\].*has no \['s9'\]"):
+        trained_seen_domains({"seen_domains": ["a", "s9"]}, TAU_LIKE, Path("x.ckpt"))
 
 
 def test_print_config_shows_the_reproducibility_settings(experiment, cache_dir, capsys):

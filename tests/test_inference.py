@@ -18,8 +18,8 @@ MEL = {"n_mels": 64, "sr": RATE, "win_length": 400, "hopsize": 160, "n_fft": 512
 CLASSES = ["bird", "car", "rain"]
 
 
-def write_checkpoint(path, swa=True, clip_length=1.0):
-    """A frito Lightning checkpoint written by hand: net (+ net_swa) weights and the "frito" entry."""
+def write_checkpoint(path, swa=True, clip_length=1.0, **entries):
+    """A frito Lightning checkpoint written by hand: net (+ net_swa) weights and the "frito" entry (plus entries)."""
     torch.manual_seed(0)
     plain, averaged = get_model(**NET), get_model(**NET)
     state = {"net." + key: value for key, value in plain.state_dict().items()}
@@ -27,7 +27,7 @@ def write_checkpoint(path, swa=True, clip_length=1.0):
         state.update({"net_swa." + key: value for key, value in averaged.state_dict().items()})
         state["swa_n_averaged"] = torch.tensor(3)
     meta = {"net": NET, "mel": MEL, "class_names": CLASSES, "domain_names": ["a"], "sample_rate": RATE,
-            "clip_length": clip_length, "version": 1}
+            "clip_length": clip_length, "version": 1, **entries}
     torch.save({"state_dict": state, "frito": meta}, path)
     return plain.eval(), averaged.eval()
 
@@ -61,6 +61,12 @@ def test_load_model_takes_the_chosen_weights(checkpoint, weights, expected):
         assert torch.equal(value, reference.state_dict()[key]), key
     assert predictor.class_names == CLASSES and predictor.sample_rate == RATE
     assert not predictor.net.training and not predictor.mel.training
+
+
+def test_the_domains_trained_on_come_with_the_model(checkpoint, tmp_path):
+    assert load_model(checkpoint[0], device="cpu").seen_domains is None  # not recorded by earlier versions
+    write_checkpoint(tmp_path / "new.ckpt", seen_domains=["a"])
+    assert load_model(tmp_path / "new.ckpt", device="cpu").seen_domains == ["a"]
 
 
 def test_long_clip_is_scored_in_half_overlapping_windows_and_averaged(predictor, checkpoint):
