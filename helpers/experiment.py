@@ -155,9 +155,9 @@ def add_commands(ex: Experiment, dataset: ModuleType) -> None:
         prepared_data(dataset, settings())
 
     @ex.command
-    def predict(_run, checkpoint, files, top_k, weights, predictions_csv):
+    def predict(_run, checkpoint, files, top_k, weights, predictions_csv, batch_size):
         """Classify files=PATH_OR_FOLDER with checkpoint=PATH: top-k per file and a CSV of all probabilities."""
-        return predict_command(_run, checkpoint, files, top_k, weights, predictions_csv)
+        return predict_command(_run, checkpoint, files, top_k, weights, predictions_csv, batch_size)
 
     @ex.command
     def export(_run, checkpoint, weights, export_dir, export_formats, export_seconds):
@@ -172,8 +172,9 @@ def add_commands(ex: Experiment, dataset: ModuleType) -> None:
 
 
 def predict_command(run, checkpoint: str | None, files, top_k: int, weights: str,
-                    predictions_csv: str | None) -> dict[str, Any]:
-    """The predict command: top-k classes per file on the console, all probabilities in a CSV."""
+                    predictions_csv: str | None, batch_size: int) -> dict[str, Any]:
+    """The predict command: top-k classes per file on the console, all probabilities in a CSV; the windows
+    of consecutive files are scored batch_size at a time."""
     if not checkpoint or not files:
         raise ConfigurationError(
             "predict needs a checkpoint and files: add checkpoint=runs/<id>/checkpoints/best.ckpt files=DIR_OR_FILE"
@@ -181,7 +182,7 @@ def predict_command(run, checkpoint: str | None, files, top_k: int, weights: str
     paths = [files] if isinstance(files, str) else list(files)
     csv_path = Path(predictions_csv) if predictions_csv else run_folder(run) / "predictions.csv"
     predictor = load_model(checkpoint, weights=weights)
-    report = predict_files(predictor, paths, top_k=top_k, csv_path=csv_path)
+    report = predict_files(predictor, paths, top_k=top_k, csv_path=csv_path, batch_size=batch_size)
     for prediction in report.predictions:
         ranked = ", ".join(f"{label} {probability:.2f}" for label, probability in prediction.top)
         print(f"{prediction.path}: {ranked}")
