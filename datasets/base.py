@@ -1,7 +1,9 @@
 """What every dataset shares: settings, demo data, cache preparation, and the torch Dataset over a cache.
 
-A dataset package (datasets/dcase20, datasets/nsynth) subclasses CachedData with its own keyword
-arguments and two hooks: reading its on-disk layout into a Layout, and generating its demo data.
+A dataset package (datasets/dcase20, datasets/nsynth, datasets/folder) subclasses CachedData, stating only
+what differs: its DEFAULTS (SHARED_DEFAULTS plus its own settings), the keyword arguments of its own
+settings, and two hooks: reading its on-disk layout into a Layout, and generating its demo data (a dataset
+without demo data leaves demo_folder None).
 """
 
 from __future__ import annotations
@@ -34,6 +36,20 @@ from datasets.cache import (
 )
 
 logger = logging.getLogger(__name__)
+
+# Settings every dataset has, with the same default (a dataset's DEFAULTS add its own and its comments).
+SHARED_DEFAULTS = {
+    "base_dir": None,  # the dataset folder; None: the generated demo data, where the dataset has one
+    "cache_dir": None,  # where HDF5 caches (and the demo data) go; None: $FRITO_CACHE_DIR or ~/.cache/frito
+    "sample_rate": 32000,  # Hz the audio is resampled to
+    "clip_length": None,  # seconds per item (longer clips cropped, shorter padded); None: the dataset's own length
+    "cache_format": "waveform",  # "waveform", or "spectrogram" for cached eval-mode log-mel frames
+    "audio_dtype": "int16",  # storage of cached waveforms: "int16" or "float16"
+    "resample_quality": "HQ",  # soxr quality: "HQ" or "VHQ"
+    "skip_bad_files": False,  # leave out missing/unreadable/empty files instead of stopping
+    "train_domains": None,  # domains to train on; None: every domain of the training split
+    "prepare_workers": 2,  # decoding processes while preparing caches (0: in the main process)
+}
 
 
 @dataclass(frozen=True)
@@ -68,27 +84,31 @@ class CachedData:
     name: ClassVar[str]
     domain_kind: ClassVar[str]
     native_clip_length: ClassVar[float]
-    demo_clip_length: ClassVar[float]
-    demo_folder: ClassVar[str]
+    demo_clip_length: ClassVar[float | None] = None
+    demo_folder: ClassVar[str | None] = None  # folder of the generated demo data; None: the dataset has none
 
     def __init__(
         self,
         *,
-        base_dir: str | os.PathLike | None,
-        cache_dir: str | os.PathLike | None,
-        sample_rate: int,
-        clip_length: float | None,
-        cache_format: str,
-        audio_dtype: str,
-        resample_quality: str,
-        skip_bad_files: bool,
-        train_domains: Sequence[str] | None,
-        prepare_workers: int,
         train_split: str,
         eval_split: str,
-        mel: dict | None,
+        base_dir: str | os.PathLike | None = SHARED_DEFAULTS["base_dir"],
+        cache_dir: str | os.PathLike | None = SHARED_DEFAULTS["cache_dir"],
+        sample_rate: int = SHARED_DEFAULTS["sample_rate"],
+        clip_length: float | None = SHARED_DEFAULTS["clip_length"],
+        cache_format: str = SHARED_DEFAULTS["cache_format"],
+        audio_dtype: str = SHARED_DEFAULTS["audio_dtype"],
+        resample_quality: str = SHARED_DEFAULTS["resample_quality"],
+        skip_bad_files: bool = SHARED_DEFAULTS["skip_bad_files"],
+        train_domains: Sequence[str] | None = SHARED_DEFAULTS["train_domains"],
+        prepare_workers: int = SHARED_DEFAULTS["prepare_workers"],
+        mel: dict | None = None,
     ):
-        """Common settings of every dataset (see the dataset's DEFAULTS for their meaning)."""
+        """
+        train_split, eval_split: the dataset's names of the splits trained and evaluated on.
+        base_dir ... prepare_workers: as in SHARED_DEFAULTS (and the dataset's DEFAULTS).
+        mel: the mel front-end's settings (needed for cache_format="spectrogram").
+        """
         _check_settings(sample_rate, clip_length, cache_format, audio_dtype, resample_quality, prepare_workers, mel)
         self.sample_rate = int(sample_rate)
         self.cache_format = cache_format
@@ -101,6 +121,11 @@ class CachedData:
         self.mel = None if mel is None else dict(mel)
         self.cache_dir = (Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()).resolve()
         self.is_demo = base_dir is None
+        if self.is_demo and not self.has_demo():
+            raise ValueError(
+                f"basedataset.base_dir is required for the {self.name} dataset (it has no demo data): set it to the "
+                f"dataset's folder; see datasets/{self.name}/README.md"
+            )
         self.clip_length = float(clip_length or (self.demo_clip_length if self.is_demo else self.native_clip_length))
         self.layout = self._read_layout(self._demo_dir() if self.is_demo else Path(base_dir).expanduser().resolve())
         if self.cache_dir.is_relative_to(self.layout.root):
@@ -112,6 +137,11 @@ class CachedData:
         self.domain_names = list(self.layout.domain_names)
         self.subdomain_names = list(self.layout.subdomain_names)
         self.seen_domains = self._seen_domains(train_domains)
+
+    @classmethod
+    def has_demo(cls) -> bool:
+        """Whether the dataset generates demo data to train on when base_dir is None."""
+        return cls.demo_folder is not None
 
     @property
     def clip_samples(self) -> int:

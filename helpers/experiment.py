@@ -1,7 +1,8 @@
 """What every experiment shares: config checks, command options and the commands.
 
-An experiment file (``ex_<dataset>.py``) creates the Sacred ``Experiment``, states its config and calls
-:func:`add_commands` with its dataset package, which adds
+An experiment file (``ex_<dataset>.py``) creates the Sacred ``Experiment``, states its own config (chained
+with the shared one by :func:`helpers.defaults.add_config`) and calls :func:`add_commands` with its dataset
+package, which adds
 
   main                 train on the training split, validating on the evaluation split every epoch
   evaluate_only        evaluate ``checkpoint`` on the evaluation split
@@ -12,7 +13,8 @@ An experiment file (``ex_<dataset>.py``) creates the Sacred ``Experiment``, stat
   predict              classify audio files with a trained checkpoint, writing a CSV
   export               write a trained checkpoint (with its front-end) as TorchScript and ONNX
 
-and a config hook that rejects unknown keys and bad values before any work. Files a run writes go into
+and a config hook that rejects unknown keys and bad values before any work (and, for a dataset without
+demo data, a missing basedataset.base_dir). Files a run writes go into
 its run folder: the FileStorageObserver's folder (``-F runs/``), else ``runs/<timestamp>``.
 
 Multi-process runs (DDP=N, torchrun, SLURM; see the README): Lightning's DDP launcher starts the
@@ -30,7 +32,7 @@ import os
 import signal
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from types import ModuleType
@@ -84,6 +86,9 @@ DEMO_NOTICE = (
     "basedataset.base_dir is None: training on the bundled demo data with the CPU demo preset "
     "(small model, short clips, few epochs); set basedataset.base_dir=... for the dataset and the paper's defaults"
 )
+# Commands that read no data: they take their settings from a checkpoint, or show Sacred's information.
+FROM_CHECKPOINT = ("predict", "export")
+WITHOUT_DATASET = (*FROM_CHECKPOINT, "print_config", "print_dependencies", "save_config", "print_named_configs")
 
 
 def add_commands(ex: Experiment, dataset: ModuleType) -> None:
@@ -101,7 +106,7 @@ def add_commands(ex: Experiment, dataset: ModuleType) -> None:
         check_keys(config, config_sections(ex, dataset))
         check_values(config)
         if config["basedataset"]["base_dir"] is None:
-            logger.info(DEMO_NOTICE)
+            check_demo(dataset, command_name, logger)
 
     ex.config_hook(check_config)
 
@@ -150,9 +155,9 @@ def add_commands(ex: Experiment, dataset: ModuleType) -> None:
         prepared_data(dataset, settings())
 
     @ex.command
-    def predict(_run, checkpoint, files, top_k, weights, predictions_csv):
+    def predict(_run, checkpoint, files, top_k, weights, predictions_csv, batch_size):
         """Classify files=PATH_OR_FOLDER with checkpoint=PATH: top-k per file and a CSV of all probabilities."""
-        return predict_command(_run, checkpoint, files, top_k, weights, predictions_csv)
+        return predict_command(_run, checkpoint, files, top_k, weights, predictions_csv, batch_size)
 
     @ex.command
     def export(_run, checkpoint, weights, export_dir, export_formats, export_seconds):
@@ -167,8 +172,9 @@ def add_commands(ex: Experiment, dataset: ModuleType) -> None:
 
 
 def predict_command(run, checkpoint: str | None, files, top_k: int, weights: str,
-                    predictions_csv: str | None) -> dict[str, Any]:
-    """The predict command: top-k classes per file on the console, all probabilities in a CSV."""
+                    predictions_csv: str | None, batch_size: int) -> dict[str, Any]:
+    """The predict command: top-k classes per file on the console, all probabilities in a CSV; the windows
+    of consecutive files are scored batch_size at a time."""
     if not checkpoint or not files:
         raise ConfigurationError(
             "predict needs a checkpoint and files: add checkpoint=runs/<id>/checkpoints/best.ckpt files=DIR_OR_FILE"
@@ -176,7 +182,7 @@ def predict_command(run, checkpoint: str | None, files, top_k: int, weights: str
     paths = [files] if isinstance(files, str) else list(files)
     csv_path = Path(predictions_csv) if predictions_csv else run_folder(run) / "predictions.csv"
     predictor = load_model(checkpoint, weights=weights)
-    report = predict_files(predictor, paths, top_k=top_k, csv_path=csv_path)
+    report = predict_files(predictor, paths, top_k=top_k, csv_path=csv_path, batch_size=batch_size)
     for prediction in report.predictions:
         ranked = ", ".join(f"{label} {probability:.2f}" for label, probability in prediction.top)
         print(f"{prediction.path}: {ranked}")
@@ -186,12 +192,17 @@ def predict_command(run, checkpoint: str | None, files, top_k: int, weights: str
     return {"classified": len(report.predictions), "skipped": len(report.skipped), "csv": str(csv_path)}
 
 
-def clip_frames(clip_length: float | None, sample_rate: int, hopsize: int) -> int | None:
-    """Mel frames of a clip of ``clip_length`` seconds, as AugmentMelSTFT.frames_for counts them
-    (None without a clip length; the config check then asks for one)."""
-    if not isinstance(clip_length, (int, float)):
-        return None
-    return (round(clip_length * sample_rate) - 1) // hopsize + 1
+def check_demo(dataset: ModuleType, command_name: str, run_logger: logging.Logger) -> None:
+    """Without basedataset.base_dir: the demo notice where the dataset has demo data and the command uses the
+    configured data or model; else, for a command that reads the data, an error asking for base_dir."""
+    if dataset.Data.has_demo():
+        if command_name not in FROM_CHECKPOINT:
+            run_logger.info(DEMO_NOTICE)
+    elif command_name not in WITHOUT_DATASET:
+        raise ConfigurationError(
+            f"{command_name}: basedataset.base_dir is required, the {dataset.Data.name} dataset has no demo data; "
+            f"add basedataset.base_dir=/path/to/your/data (see datasets/{dataset.Data.name}/README.md)"
+        )
 
 
 def config_sections(ex: Experiment, dataset: ModuleType) -> Section:
@@ -245,7 +256,8 @@ def evaluate(dataset: ModuleType, run, config: dict, checkpoint: str | None) -> 
     """The evaluate_only command: the checkpoint's network on the evaluation split of the configured data.
 
     The network, front-end, sample rate and clip length are those the checkpoint was trained with (its
-    "frito" entry); the config's models.* do not apply.
+    "frito" entry); the config's models.* do not apply. Domains are reported as seen or unseen by what the
+    checkpoint was trained on (see :func:`trained_seen_domains`).
     """
     if not checkpoint:
         raise ConfigurationError("evaluate_only needs a checkpoint: add checkpoint=runs/<id>/checkpoints/best.ckpt")
@@ -260,7 +272,7 @@ def evaluate(dataset: ModuleType, run, config: dict, checkpoint: str | None) -> 
             f"checkpoint {path} was trained on the classes {meta['class_names']}, the configured data has "
             f"{list(data.class_names)}; evaluate it on the dataset (and families) it was trained on."
         )
-    module = build_module(config, data)
+    module = build_module(config, data, seen_domains=trained_seen_domains(meta, data, path))
     load_weights(module, state, path)
     _, eval_loader = make_loaders(data, config)
     trainer = build_trainer(config["trainer"], run_dir, run, checkpoints=False)
@@ -330,11 +342,13 @@ def check_resumable(path: Path, module: AudioClassifier) -> None:
             f"resume from the run's checkpoints/{LAST_CHECKPOINT_FILE}."
         )
     saved, wanted = checkpoint["frito"], module.checkpoint_meta
+    compared = [("net", "models.net"), ("mel", "models.mel"), ("class_names", "classes"), ("domain_names", "domains"),
+                ("sample_rate", "basedataset.sample_rate"), ("clip_length", "basedataset.clip_length")]
+    if "seen_domains" in saved:  # checkpoints of earlier frito versions do not record them
+        compared.append(("seen_domains", "basedataset.train_domains"))
     differences = [
         f"{name}: checkpoint {saved_value!r}, config {wanted_value!r}"
-        for key, setting in (("net", "models.net"), ("mel", "models.mel"), ("class_names", "classes"),
-                             ("domain_names", "domains"), ("sample_rate", "basedataset.sample_rate"),
-                             ("clip_length", "basedataset.clip_length"))
+        for key, setting in compared
         for name, saved_value, wanted_value in _differences(setting, saved.get(key), wanted.get(key))
     ]
     saved_swa = any(key.startswith("net_swa.") for key in checkpoint["state_dict"])
@@ -361,6 +375,35 @@ def trained_config(config: dict, meta: Mapping[str, Any], has_swa: bool) -> dict
     logger.info("evaluate_only: network %s (rf_norm_t=%r) and front-end as trained; %s s clips at %s Hz",
                 meta["net"].get("arch"), meta["net"].get("rf_norm_t", ""), meta["clip_length"], meta["sample_rate"])
     return {**config, **changed}
+
+
+def trained_seen_domains(meta: Mapping[str, Any], data, path: Path) -> list[str]:
+    """The domains a checkpoint was trained on (its "frito" entry's seen_domains), for reporting seen against
+    unseen. A checkpoint written before frito stored them falls back to the configured data's training
+    domains, with a warning; configured training domains that differ from the checkpoint's are logged."""
+    configured = list(data.seen_domains)
+    saved = meta.get("seen_domains")
+    if saved is None:
+        logger.warning(
+            "checkpoint %s does not record the %ss it was trained on (written by an earlier frito); reporting as "
+            "seen those of the configured basedataset.train_domains: %s", path, data.domain_kind, configured,
+        )
+        return configured
+    saved = list(saved)
+    unknown = [domain for domain in saved if domain not in data.domain_names]
+    if unknown:
+        raise ConfigurationError(
+            f"checkpoint {path} was trained on the {data.domain_kind}s {saved}, but the configured data has no "
+            f"{unknown} (it has {list(data.domain_names)}); evaluate it on the dataset it was trained on."
+        )
+    if saved != configured:
+        logger.warning(
+            "checkpoint %s was trained on the %ss %s, the configured basedataset.train_domains give %s: seen and "
+            "unseen are reported by the checkpoint's", path, data.domain_kind, saved, configured,
+        )
+    else:
+        logger.info("seen %ss (as trained): %s", data.domain_kind, saved)
+    return saved
 
 
 def finish(run, run_dir: Path, module: AudioClassifier, domain_kind: str, title: str,
@@ -454,8 +497,11 @@ def make_loaders(data, config: Mapping[str, Any]) -> tuple[DataLoader, DataLoade
             DataLoader(data.eval_set(), shuffle=False, persistent_workers=config["num_workers"] > 0, **options))
 
 
-def build_module(config: Mapping[str, Any], data, net: torch.nn.Module | None = None) -> AudioClassifier:
-    """The training module for ``config`` and the classes/domains of ``data`` (``net``: built already)."""
+def build_module(config: Mapping[str, Any], data, net: torch.nn.Module | None = None,
+                 seen_domains: Sequence[str] | None = None) -> AudioClassifier:
+    """The training module for ``config`` and the classes/domains of ``data`` (``net``: built already;
+    ``seen_domains``: the domains reported as seen, by default those ``data`` trains on)."""
+    seen = list(data.seen_domains if seen_domains is None else seen_domains)
     net_config, mel_config = config["models"]["net"], config["models"]["mel"]
     if net_config["n_classes"] != len(data.class_names):
         raise ConfigurationError(
@@ -467,6 +513,7 @@ def build_module(config: Mapping[str, Any], data, net: torch.nn.Module | None = 
         "mel": dict(mel_config),
         "class_names": list(data.class_names),
         "domain_names": list(data.domain_names),
+        "seen_domains": seen,
         "sample_rate": config["basedataset"]["sample_rate"],
         "clip_length": config["basedataset"]["clip_length"],
         "version": FRITO_VERSION,
@@ -476,7 +523,7 @@ def build_module(config: Mapping[str, Any], data, net: torch.nn.Module | None = 
         mel=AugmentMelSTFT(**mel_config),
         class_names=data.class_names,
         domain_names=data.domain_names,
-        seen_domains=data.seen_domains,
+        seen_domains=seen,
         lr=config["lr"],
         weight_decay=config["weight_decay"],
         lr_factor=lr_schedule(config["schedule_mode"], config["warm_up_len"], config["ramp_down_start"],

@@ -5,7 +5,7 @@
 writes, for a fixed input of ``samples`` mono samples at the checkpoint's sample rate:
     model.torchscript.pt   torch.jit.load(...)(waveform (batch, samples)) -> (logits, embedding)
     model.onnx             inputs "waveform" (batch, samples); outputs "logits", "embedding"
-    model.json             class names, sample rate, samples, rf_norm_t, input and output names
+    model.json             class names, domains trained on, sample rate, samples, rf_norm_t, inputs, outputs
 
 The exported graph is the eval-mode front-end followed by the network. The STFT is computed as a strided
 convolution with windowed DFT kernels (:class:`DftLogMel`), which ONNX expresses with standard operators
@@ -256,6 +256,7 @@ def _metadata(predictor: Predictor, samples: int, formats: Sequence[str]) -> dic
     return {
         "files": {name: FILE_NAMES[name] for name in formats},
         "class_names": predictor.class_names,
+        "seen_domains": predictor.seen_domains,
         "sample_rate": predictor.sample_rate,
         "samples": samples,
         "seconds": samples / predictor.sample_rate,

@@ -18,9 +18,11 @@ import csv
 import io
 import logging
 import os
-from collections.abc import Iterable, Sequence
+from collections import deque
+from collections.abc import Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import soxr
@@ -36,7 +38,8 @@ from models.pretrained import PretrainedError, frito_weights, read_checkpoint
 logger = logging.getLogger(__name__)
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
-WINDOW_BATCH = 16
+WINDOW_BATCH = 16  # windows per forward pass unless a batch size is given
+Key = TypeVar("Key")  # what identifies a clip to predict_clips's caller, e.g. its path
 
 
 def load_model(
@@ -68,7 +71,8 @@ def load_model(
         ) from None
     mel = AugmentMelSTFT(**meta["mel"])
     logger.info("Loaded %s (%s weights, %d classes)", path, selected.weights, len(meta["class_names"]))
-    return Predictor(net, mel, meta["class_names"], meta["sample_rate"], meta["clip_length"], device, hop_fraction)
+    return Predictor(net, mel, meta["class_names"], meta["sample_rate"], meta["clip_length"], device, hop_fraction,
+                     seen_domains=meta.get("seen_domains"))
 
 
 class Predictor:
@@ -83,6 +87,7 @@ class Predictor:
         clip_length: float,
         device: str | torch.device | None = None,
         hop_fraction: float = 0.5,
+        seen_domains: Sequence[str] | None = None,
     ):
         """
         Args:
@@ -93,6 +98,7 @@ class Predictor:
             clip_length: seconds of audio per training clip: the window the network sees.
             device: where the model runs; None picks CUDA when available, else the CPU.
             hop_fraction: step between the windows of a long clip, as a fraction of the window (0, 1].
+            seen_domains: the domains (devices, sources, ...) of the training data; None when not recorded.
         """
         if mel.sr != sample_rate:
             raise ValueError(f"the front-end expects {mel.sr} Hz but the checkpoint says sample_rate={sample_rate}")
@@ -104,6 +110,7 @@ class Predictor:
         self.net = net.eval().to(self.device)
         self.mel = mel.eval().to(self.device)
         self.class_names = list(class_names)
+        self.seen_domains = None if seen_domains is None else list(seen_domains)
         self.sample_rate = int(sample_rate)
         # the longest input the time encodings cover: n_cols patches of PATCH_SIZE frames at the time stride
         tstride = net.patch_embed.proj.stride[1]
@@ -116,8 +123,30 @@ class Predictor:
 
     def predict(self, waveform: np.ndarray | Tensor, sample_rate: int) -> np.ndarray:
         """Class probabilities (n_classes,) of one clip: (samples,) or (channels, samples) at sample_rate Hz."""
-        logits, _ = self._score(self.windows(waveform, sample_rate))
-        return torch.softmax(logits, dim=-1).mean(dim=0).numpy()
+        ((_, probabilities),) = self.predict_clips([(None, waveform, sample_rate)])
+        return probabilities
+
+    def predict_clips(
+        self, clips: Iterable[tuple[Key, np.ndarray | Tensor, int]], batch_size: int = WINDOW_BATCH
+    ) -> Iterator[tuple[Key, np.ndarray]]:
+        """(key, class probabilities) of each (key, waveform, sample_rate) clip, in order, as :meth:`predict`
+        gives them; the windows of consecutive clips share forward passes of up to batch_size windows."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1 window, got {batch_size}")
+        waiting: deque[tuple[Key, int]] = deque()  # clips not handed out yet, with their number of windows
+        queued = torch.zeros(0, self.window_samples)  # windows not scored yet
+        scored = torch.zeros(0, len(self.class_names))  # window probabilities of the clips waiting, in order
+        for key, waveform, sample_rate in clips:
+            windows = self.windows(waveform, sample_rate)
+            waiting.append((key, len(windows)))
+            queued = torch.cat([queued, windows])
+            while len(queued) >= batch_size:
+                scored = torch.cat([scored, self._probabilities(queued[:batch_size])])
+                queued = queued[batch_size:]
+                scored = yield from _hand_out(waiting, scored)
+        if len(queued):
+            scored = torch.cat([scored, self._probabilities(queued)])
+            yield from _hand_out(waiting, scored)
 
     def embed(self, waveform: np.ndarray | Tensor, sample_rate: int) -> np.ndarray:
         """The network's embedding (mean of its cls/dist tokens) of one clip, averaged over its windows."""
@@ -138,10 +167,15 @@ class Predictor:
             starts.append(length - window)
         return torch.stack([clip[start : start + window] for start in starts])
 
+    def _probabilities(self, windows: Tensor) -> Tensor:
+        """Class probabilities of each window, all in one forward pass."""
+        logits, _ = self._score(windows, batch_size=len(windows))
+        return torch.softmax(logits, dim=-1)
+
     @torch.no_grad()
-    def _score(self, windows: Tensor) -> tuple[Tensor, Tensor]:
+    def _score(self, windows: Tensor, batch_size: int = WINDOW_BATCH) -> tuple[Tensor, Tensor]:
         logits, embeddings = [], []
-        for batch in windows.split(WINDOW_BATCH):
+        for batch in windows.split(batch_size):
             spectrogram = self.mel(batch.to(self.device)).unsqueeze(1)
             batch_logits, batch_embeddings = self.net(spectrogram)
             logits.append(batch_logits.float().cpu())
@@ -172,13 +206,15 @@ def predict_files(
     top_k: int = 5,
     csv_path: str | os.PathLike | None = None,
     overwrite: bool = False,
+    batch_size: int = WINDOW_BATCH,
 ) -> PredictionReport:
     """Classify audio files and folders (searched recursively for wav, flac, ogg and mp3).
 
     Each file's top-k classes are logged; files that cannot be decoded are reported and skipped. With
     ``csv_path``, a CSV is written (atomically) with one row per scored file: file, top_1 ... top_k
     class names, then one probability column per class. An existing CSV is only replaced with
-    ``overwrite=True``.
+    ``overwrite=True``. The windows of consecutive files are scored together, batch_size windows per
+    forward pass (the probabilities are those of :meth:`Predictor.predict`, file by file).
     """
     if top_k < 1:
         raise ValueError(f"top_k must be >= 1, got {top_k}")
@@ -187,14 +223,8 @@ def predict_files(
     files, skipped = _audio_files(paths)
     top_k = min(top_k, len(predictor.class_names))
     predictions = []
-    for path in files:
-        try:
-            waveform = load_audio(path, predictor.sample_rate)
-        except AudioError as error:
-            logger.warning("Skipped %s", error)
-            skipped.append((str(path), str(error)))
-            continue
-        probabilities = predictor.predict(waveform, predictor.sample_rate)
+    clips = _readable_clips(files, predictor.sample_rate, skipped)
+    for path, probabilities in predictor.predict_clips(clips, batch_size):
         best = np.argsort(-probabilities, kind="stable")[:top_k]
         top = [(predictor.class_names[index], float(probabilities[index])) for index in best]
         predictions.append(FilePrediction(str(path), probabilities, top))
@@ -204,6 +234,28 @@ def predict_files(
         atomic_write(Path(csv_path), lambda stream: stream.write(_csv_text(predictions, predictor.class_names, top_k)))
         logger.info("Wrote %s", csv_path)
     return PredictionReport(predictions, skipped)
+
+
+def _readable_clips(
+    files: Iterable[Path], sample_rate: int, skipped: list[tuple[str, str]]
+) -> Iterator[tuple[Path, np.ndarray, int]]:
+    """(path, waveform, sample_rate) of each file that decodes; the others are logged and added to skipped."""
+    for path in files:
+        try:
+            yield path, load_audio(path, sample_rate), sample_rate
+        except AudioError as error:
+            logger.warning("Skipped %s", error)
+            skipped.append((str(path), str(error)))
+
+
+def _hand_out(waiting: deque[tuple[Key, int]], scored: Tensor) -> Generator[tuple[Key, np.ndarray], None, Tensor]:
+    """Yield (key, mean window probability) of the waiting clips whose windows are all scored; returns the
+    probabilities of the windows of clips still waiting."""
+    while waiting and waiting[0][1] <= len(scored):
+        key, n_windows = waiting.popleft()
+        yield key, scored[:n_windows].mean(dim=0).numpy()
+        scored = scored[n_windows:]
+    return scored
 
 
 def _audio_files(paths: Iterable[str | os.PathLike]) -> tuple[list[Path], list[tuple[str, str]]]:

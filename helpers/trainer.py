@@ -292,6 +292,8 @@ def _tensorboard(value, cuda_available: bool, settings: TrainerSettings) -> bool
 
 def _benchmark(value, cuda_available: bool, settings: TrainerSettings) -> bool:
     settings.kwargs["benchmark"] = value
+    if not value:  # False is the experiments' default: nothing to report
+        return True
     effect = "cuDNN autotuner; GPU runs are then not bit-reproducible" if cuda_available else "no effect on the CPU"
     settings.notices.append(f"trainer.benchmark={value!r} (Lightning 1.x key, same in Lightning 2) -> kept: {effect}")
     return True

@@ -1,6 +1,5 @@
 """NSynth: reading the real layout, the family choice, the instrument-source protocol, spectrogram caches."""
 
-import inspect
 import json
 
 import numpy as np
@@ -159,12 +158,6 @@ def test_malformed_examples_json_is_reported(nsynth, tmp_path):
     path.write_text("{not json")
     with pytest.raises(LayoutError, match="not valid JSON"):
         _data(nsynth, tmp_path)
-
-
-def test_defaults_name_every_setting_with_the_constructor_defaults():
-    parameters = inspect.signature(Data).parameters
-    assert set(parameters) == {*DEFAULTS, "mel"}
-    assert all(parameters[key].default == value for key, value in DEFAULTS.items())
 
 
 def test_spectrogram_cache_holds_the_eval_mode_log_mel_of_each_clip(nsynth, tmp_path):

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 ONE_EPOCH = ["mini_train", "trainer.max_epochs=1"]
@@ -80,6 +81,23 @@ def test_dcase20_issue_command_line_without_observer(tmp_path, cache_dir):
 
 
 @pytest.mark.slow
+def test_evaluate_only_reports_seen_devices_as_trained(tmp_path, cache_dir):
+    # trained on device a only; evaluated with the default train_domains (every device of the train split)
+    frito("ex_dcase20.py", "-F", "runs", "with", "cpu_tiny", "basedataset.train_domains=['a']", *ONE_EPOCH,
+          cwd=tmp_path, cache_dir=cache_dir)
+    checkpoint = tmp_path / "runs" / "1" / "checkpoints" / "last.ckpt"
+    assert torch.load(checkpoint, map_location="cpu", weights_only=True)["frito"]["seen_domains"] == ["a"]
+    evaluation = frito("ex_dcase20.py", "evaluate_only", "-F", "runs", "with", f"checkpoint={checkpoint}",
+                       "trainer.limit_val_batches=2", cwd=tmp_path, cache_dir=cache_dir)
+    assert "was trained on the devices ['a'], the configured basedataset.train_domains give" in evaluation.stderr
+    rows = list(csv.reader((tmp_path / "runs" / "2" / "net_domains.csv").open()))[1:]
+    groups = {row[0]: row[1] for row in rows if not row[0].startswith("mean of")}
+    assert groups["a"] == "seen devices" and len(groups) > 1
+    assert all(group == "unseen devices" for device, group in groups.items() if device != "a")
+    assert "a* " in evaluation.stdout and "b* " not in evaluation.stdout  # the summary stars seen devices
+
+
+@pytest.mark.slow
 def test_sparse_row_form_trains(tmp_path, cache_dir):
     # python ex_nsynth.py with models.net.rf_norm_t=sparse_row_6
     frito("ex_nsynth.py", "with", "models.net.rf_norm_t=sparse_row_6", *ONE_EPOCH, cwd=tmp_path, cache_dir=cache_dir)
@@ -93,3 +111,13 @@ def test_configuration_error_on_the_command_line(tmp_path, cache_dir):
     assert "Unknown config key 'models.net.rf_norm_tt'. Did you mean models.net.rf_norm_t?" in output
     assert "Traceback" not in output
     assert list(tmp_path.iterdir()) == []
+
+
+def test_demo_notice_names_demo_data_only_for_datasets_that_have_it(tmp_path, cache_dir):
+    notice = "training on the bundled demo data"
+    assert notice in frito("ex_nsynth.py", "print_config", cwd=tmp_path, cache_dir=cache_dir).stderr
+    folder = frito("ex_folder.py", "print_config", cwd=tmp_path, cache_dir=cache_dir)
+    assert notice not in folder.stderr and "demo" not in folder.stdout
+    refused = frito("ex_folder.py", "test_loaders", cwd=tmp_path, cache_dir=cache_dir, check=False)
+    assert refused.returncode == 1 and notice not in refused.stderr
+    assert "test_loaders: basedataset.base_dir is required, the folder dataset has no demo data" in refused.stderr

@@ -2,8 +2,10 @@
 
 import csv
 import importlib
+import logging
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import matplotlib.image
 import numpy as np
@@ -11,8 +13,10 @@ import pytest
 import soundfile
 import torch
 
+from datasets import dcase20, folder, nsynth
 from helpers.config_check import ConfigurationError
-from helpers.experiment import clip_frames
+from helpers.defaults import clip_frames
+from helpers.experiment import check_demo, trained_seen_domains
 from models.preprocess import AugmentMelSTFT
 
 REPO = Path(__file__).resolve().parents[1]
@@ -55,6 +59,69 @@ def test_print_config_derives_the_input_length(experiment, cache_dir, capsys):
     config = run(experiment, "print_config", cache_dir, basedataset={"base_dir": "/data/x", "clip_length": 10.0}).config
     assert config["models"]["net"]["input_tdim"] == 1000
     assert config["models"]["net"]["arch"] == "passt_s_swa_p16_128_ap476"
+
+
+def test_demo_preset_without_base_dir_and_command_line_values_win(experiment, cache_dir):
+    demo = run(experiment, "print_config", cache_dir).config
+    assert (demo["lr"], demo["batch_size"], demo["num_workers"], demo["trainer"]["max_epochs"]) == (1e-3, 16, 0, 20)
+    assert demo["basedataset"]["clip_length"] == 2.0 and demo["models"]["mel"]["sr"] == 32000
+    mine = run(experiment, "print_config", cache_dir, lr=0.5, trainer={"max_epochs": 3}, batch_size=4,
+               models={"net": {"arch": "passt_tiny"}}, basedataset={"clip_length": 1.0, "sample_rate": 16000}).config
+    assert (mine["lr"], mine["batch_size"], mine["trainer"]["max_epochs"]) == (0.5, 4, 3)
+    assert mine["models"]["net"]["arch"] == "passt_tiny" and mine["models"]["mel"]["sr"] == 16000
+    assert mine["models"]["net"]["input_tdim"] == 50  # 1 s at 16 kHz: (16000 - 1) // 320 + 1
+    assert mine["trainer"]["devices"] == 1 and mine["swa_epoch_start"] == 14  # untouched defaults stay
+
+
+@pytest.mark.parametrize(
+    "package, command, notice",
+    [(dcase20, "main", True), (nsynth, "print_config", True), (nsynth, "test_loaders", True),
+     (dcase20, "predict", False), (nsynth, "export", False), (folder, "print_config", False),
+     (folder, "predict", False)],
+)  # fmt: skip
+def test_demo_notice_only_where_demo_data_and_the_configured_model_are_used(package, command, notice, caplog):
+    caplog.set_level(logging.INFO, logger="run")
+    check_demo(package, command, logging.getLogger("run"))
+    assert ("bundled demo data" in caplog.text) is notice
+
+
+@pytest.mark.parametrize("command", ["main", "evaluate_only", "test_loaders", "prepare", "model_speed_test"])
+def test_without_demo_data_commands_reading_the_data_need_base_dir(command):
+    with pytest.raises(ConfigurationError, match=f"{command}: basedataset.base_dir is required, the folder dataset"):
+        check_demo(folder, command, logging.getLogger("run"))
+
+
+TAU_LIKE = SimpleNamespace(domain_names=["a", "b", "c", "s1"], seen_domains=["a", "b", "c"], domain_kind="device")
+
+
+def test_seen_domains_come_from_the_checkpoint_and_a_disagreeing_config_is_logged(caplog):
+    caplog.set_level(logging.INFO, logger="helpers.experiment")
+    assert trained_seen_domains({"seen_domains": ["a"]}, TAU_LIKE, Path("x.ckpt")) == ["a"]
+    assert "x.ckpt was trained on the devices ['a'], the configured basedataset.train_domains give ['a', 'b', 'c']" \
+        in caplog.text
+    caplog.clear()
+    assert trained_seen_domains({"seen_domains": ["a", "b", "c"]}, TAU_LIKE, Path("x.ckpt")) == ["a", "b", "c"]
+    assert "WARNING" not in caplog.text and "seen devices (as trained): ['a', 'b', 'c']" in caplog.text
+
+
+def test_checkpoints_without_seen_domains_fall_back_to_the_config_with_a_warning(caplog):
+    assert trained_seen_domains({"version": 1}, TAU_LIKE, Path("old.ckpt")) == ["a", "b", "c"]
+    (record,) = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert "old.ckpt does not record the devices it was trained on" in record.getMessage()
+
+
+def test_seen_domains_the_data_lacks_are_refused():
+    with pytest.raises(ConfigurationError, match=r"trained on the devices \['a', 's9'\].*has no \['s9'\]"):
+        trained_seen_domains({"seen_domains": ["a", "s9"]}, TAU_LIKE, Path("x.ckpt"))
+
+
+def test_print_config_shows_the_reproducibility_settings(experiment, cache_dir, capsys):
+    config = run(experiment, "print_config", cache_dir).config
+    assert config["trainer"]["deterministic"] is False and config["trainer"]["benchmark"] is False
+    out = capsys.readouterr().out
+    assert "deterministic = False" in out and "benchmark = False" in out
+    config = run(experiment, "print_config", cache_dir, trainer={"deterministic": True, "benchmark": True}).config
+    assert config["trainer"]["deterministic"] is True and config["trainer"]["benchmark"] is True
 
 
 @pytest.mark.parametrize("clip_length, sample_rate, hopsize", [(2.0, 32000, 320), (4.0, 32000, 320), (0.99, 16000, 99)])

@@ -83,6 +83,7 @@ def test_exported_length_is_enforced_and_described(tmp_path):
     assert metadata["samples"] == 8000 and metadata["sample_rate"] == RATE
     assert metadata["class_names"] == CLASSES and metadata["rf_norm_t"] == "sparse_row_2"
     assert metadata["files"] == {"torchscript": "model.torchscript.pt", "onnx": "model.onnx"}
+    assert metadata["seen_domains"] is None  # the predictor was not told the domains it was trained on
 
     scripted = torch.jit.load(str(files["torchscript"]))
     assert scripted(torch.zeros(2, 8000))[0].shape == (2, 3)

@@ -57,6 +57,26 @@ def test_tensorboard_switch():
     assert translate_trainer_config({}, False).tensorboard is False
 
 
+def test_reproducibility_defaults_pass_without_notice():
+    settings = translate_trainer_config({"deterministic": False, "benchmark": False}, cuda_available=True)
+    assert settings.kwargs == {"deterministic": False, "benchmark": False}
+    assert settings.notices == []
+
+
+@pytest.mark.parametrize("deterministic, benchmark", [(True, False), ("warn", False), (False, True), (False, False)])
+def test_deterministic_and_benchmark_reach_torch(tmp_path, deterministic, benchmark):
+    before = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+              torch.backends.cudnn.benchmark)
+    try:
+        build_trainer({"max_epochs": 1, "deterministic": deterministic, "benchmark": benchmark}, tmp_path)
+        assert torch.are_deterministic_algorithms_enabled() is (deterministic is not False)
+        assert torch.is_deterministic_algorithms_warn_only_enabled() is (deterministic == "warn")
+        assert torch.backends.cudnn.benchmark is benchmark
+    finally:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+        torch.backends.cudnn.benchmark = before[2]
+
+
 def test_lightning_2_values_pass_unchanged_without_notice():
     config = {"precision": "bf16-mixed", "max_epochs": 2, "limit_train_batches": 5, "devices": 1}
     settings = translate_trainer_config(config, cuda_available=False)

@@ -8,6 +8,7 @@ import pytest
 import soundfile
 import torch
 
+from datasets.audio import load_audio
 from helpers.inference import load_model, predict_files
 from models.passt import get_model
 from models.preprocess import AugmentMelSTFT
@@ -18,8 +19,8 @@ MEL = {"n_mels": 64, "sr": RATE, "win_length": 400, "hopsize": 160, "n_fft": 512
 CLASSES = ["bird", "car", "rain"]
 
 
-def write_checkpoint(path, swa=True, clip_length=1.0):
-    """A frito Lightning checkpoint written by hand: net (+ net_swa) weights and the "frito" entry."""
+def write_checkpoint(path, swa=True, clip_length=1.0, **entries):
+    """A frito Lightning checkpoint written by hand: net (+ net_swa) weights and the "frito" entry (plus entries)."""
     torch.manual_seed(0)
     plain, averaged = get_model(**NET), get_model(**NET)
     state = {"net." + key: value for key, value in plain.state_dict().items()}
@@ -27,7 +28,7 @@ def write_checkpoint(path, swa=True, clip_length=1.0):
         state.update({"net_swa." + key: value for key, value in averaged.state_dict().items()})
         state["swa_n_averaged"] = torch.tensor(3)
     meta = {"net": NET, "mel": MEL, "class_names": CLASSES, "domain_names": ["a"], "sample_rate": RATE,
-            "clip_length": clip_length, "version": 1}
+            "clip_length": clip_length, "version": 1, **entries}
     torch.save({"state_dict": state, "frito": meta}, path)
     return plain.eval(), averaged.eval()
 
@@ -61,6 +62,12 @@ def test_load_model_takes_the_chosen_weights(checkpoint, weights, expected):
         assert torch.equal(value, reference.state_dict()[key]), key
     assert predictor.class_names == CLASSES and predictor.sample_rate == RATE
     assert not predictor.net.training and not predictor.mel.training
+
+
+def test_the_domains_trained_on_come_with_the_model(checkpoint, tmp_path):
+    assert load_model(checkpoint[0], device="cpu").seen_domains is None  # not recorded by earlier versions
+    write_checkpoint(tmp_path / "new.ckpt", seen_domains=["a"])
+    assert load_model(tmp_path / "new.ckpt", device="cpu").seen_domains == ["a"]
 
 
 def test_long_clip_is_scored_in_half_overlapping_windows_and_averaged(predictor, checkpoint):
@@ -165,6 +172,48 @@ def test_predict_files_scores_a_folder_writes_a_csv_and_skips_unreadable_files(p
         order = np.argsort(-probabilities, kind="stable")
         assert row[1:3] == [CLASSES[order[0]], CLASSES[order[1]]]
         assert prediction.top[0] == (row[1], pytest.approx(probabilities[order[0]], abs=1e-6))
+
+
+def reference_windows(clip, window=16000, hop=8000):
+    """Windows of a mono clip as the module docstring defines them: padded when short, else every hop and
+    one ending at the clip's end."""
+    if len(clip) <= window:
+        return [np.pad(clip, (0, window - len(clip)))]
+    starts = list(range(0, len(clip) - window + 1, hop))
+    if starts[-1] + window < len(clip):
+        starts.append(len(clip) - window)
+    return [clip[start : start + window] for start in starts]
+
+
+@pytest.mark.parametrize("batch_size", [1, 2, 5, 64])
+def test_files_scored_in_shared_batches_get_their_own_windows_probabilities(predictor, checkpoint, audio_folder,
+                                                                            batch_size):
+    # the 30 s file has 59 windows, the others 1 or 2: batches hold windows of several files, or part of one
+    one_at_a_time = audio_folder.parent / "single.csv"
+    predict_files(predictor, [audio_folder], csv_path=one_at_a_time, batch_size=1)
+    batched = audio_folder.parent / f"batched_{batch_size}.csv"
+    report = predict_files(predictor, [audio_folder], csv_path=batched, batch_size=batch_size)
+    assert len(report.predictions) == 4 and len(report.skipped) == 1
+    for prediction in report.predictions:
+        clip = load_audio(prediction.path, RATE)
+        expected = reference_probabilities(checkpoint[2], reference_windows(clip))
+        np.testing.assert_allclose(prediction.probabilities, expected, atol=1e-5)
+    single, shared = (list(csv.reader(path.open())) for path in (one_at_a_time, batched))
+    assert [row[:4] for row in single] == [row[:4] for row in shared]  # files and top classes
+    np.testing.assert_allclose(np.array([row[4:] for row in shared[1:]], dtype=float),
+                               np.array([row[4:] for row in single[1:]], dtype=float), atol=1e-5)
+
+
+def test_predict_clips_keeps_the_order_and_refuses_empty_batches(predictor, checkpoint):
+    rng = np.random.default_rng(5)
+    clips = [(name, rng.uniform(-0.3, 0.3, n).astype(np.float32), RATE) for name, n in (("a", 40000), ("b", 3000))]
+    results = list(predictor.predict_clips(iter(clips), batch_size=3))
+    assert [key for key, _ in results] == ["a", "b"]
+    for (_, probabilities), (_, clip, _) in zip(results, clips, strict=True):
+        expected = reference_probabilities(checkpoint[2], reference_windows(clip))
+        np.testing.assert_allclose(probabilities, expected, atol=1e-5)
+    with pytest.raises(ValueError, match="batch_size must be >= 1"):
+        list(predictor.predict_clips(clips, batch_size=0))
 
 
 def test_existing_csv_is_not_overwritten_unless_asked(predictor, audio_folder):

@@ -134,6 +134,8 @@ def nsynth_experiment():
          "models.net.rf_norm_t: checkpoint '', config 'high_low'"),
         (None, {"swa": False}, "swa: checkpoint True, config False"),
         (None, {"basedataset": {"clip_length": 1.0}}, "basedataset.clip_length: checkpoint 2.0, config 1.0"),
+        (None, {"basedataset": {"train_domains": ["acoustic", "electronic"]}},
+         "basedataset.train_domains: checkpoint ['acoustic'], config ['acoustic', 'electronic']"),
     ],
 )
 def test_an_unusable_checkpoint_is_refused_naming_file_and_mismatch(uninterrupted, nsynth_experiment, tmp_path,

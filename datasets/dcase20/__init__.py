@@ -5,24 +5,16 @@ See README.md in this folder for downloading, the expected layout and preparatio
 
 from __future__ import annotations
 
-import os
-from collections.abc import Sequence
 from pathlib import Path
 
-from datasets.base import CachedData, Layout
+from datasets.base import SHARED_DEFAULTS, CachedData, Layout
 from datasets.dcase20 import demo, layout
 
 DEFAULTS = {
+    **SHARED_DEFAULTS,
     "base_dir": None,  # folder holding TAU-urban-acoustic-scenes-2020-mobile-development/ (or that folder); None: demo
-    "cache_dir": None,  # where HDF5 caches (and the demo data) go; None: $FRITO_CACHE_DIR or ~/.cache/frito
-    "sample_rate": 32000,  # Hz the audio is resampled to
     "clip_length": None,  # seconds per item; None: 10.0 for the real data, 2.0 for the demo data
-    "cache_format": "waveform",  # "waveform", or "spectrogram" for cached eval-mode log-mel frames
-    "audio_dtype": "int16",  # storage of cached waveforms: "int16" or "float16"
-    "resample_quality": "HQ",  # soxr quality: "HQ" or "VHQ"
-    "skip_bad_files": False,  # leave out missing/unreadable/empty files instead of stopping
     "train_domains": None,  # devices to train on, e.g. ["a"]; None: every device of the train split
-    "prepare_workers": 2,  # decoding processes while preparing caches (0: in the main process)
     "train_split": "fold1_train",  # evaluation_setup/<name>.csv listing the training files
     "eval_split": "fold1_evaluate",  # evaluation_setup/<name>.csv listing the evaluation files
 }
@@ -42,38 +34,10 @@ class Data(CachedData):
     demo_folder = f"dcase20-demo-v{demo.VERSION}"
 
     def __init__(
-        self,
-        *,
-        base_dir: str | os.PathLike | None = DEFAULTS["base_dir"],
-        cache_dir: str | os.PathLike | None = DEFAULTS["cache_dir"],
-        sample_rate: int = DEFAULTS["sample_rate"],
-        clip_length: float | None = DEFAULTS["clip_length"],
-        cache_format: str = DEFAULTS["cache_format"],
-        audio_dtype: str = DEFAULTS["audio_dtype"],
-        resample_quality: str = DEFAULTS["resample_quality"],
-        skip_bad_files: bool = DEFAULTS["skip_bad_files"],
-        train_domains: Sequence[str] | None = DEFAULTS["train_domains"],
-        prepare_workers: int = DEFAULTS["prepare_workers"],
-        train_split: str = DEFAULTS["train_split"],
-        eval_split: str = DEFAULTS["eval_split"],
-        mel: dict | None = None,
+        self, *, train_split: str = DEFAULTS["train_split"], eval_split: str = DEFAULTS["eval_split"], **settings
     ):
-        """Settings as in DEFAULTS; mel: the mel front-end's settings (needed for cache_format="spectrogram")."""
-        super().__init__(
-            base_dir=base_dir,
-            cache_dir=cache_dir,
-            sample_rate=sample_rate,
-            clip_length=clip_length,
-            cache_format=cache_format,
-            audio_dtype=audio_dtype,
-            resample_quality=resample_quality,
-            skip_bad_files=skip_bad_files,
-            train_domains=train_domains,
-            prepare_workers=prepare_workers,
-            train_split=train_split,
-            eval_split=eval_split,
-            mel=mel,
-        )
+        """train_split, eval_split: evaluation_setup files (without .csv); settings: the rest of DEFAULTS, and mel."""
+        super().__init__(train_split=train_split, eval_split=eval_split, **settings)
 
     def _read_layout(self, base_dir: Path) -> Layout:
         return layout.read_layout(base_dir, self.train_split, self.eval_split)

@@ -14,9 +14,7 @@ files to the folder moves few of the others.
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import math
 from collections import defaultdict
 from collections.abc import Sequence
@@ -25,12 +23,12 @@ from pathlib import Path, PurePosixPath
 
 from datasets.base import Layout
 from datasets.cache import Clip
-from datasets.metadata import LayoutError
+from datasets.metadata import LayoutError, Row, read_tsv
 
 DEFAULT_CSV = "metadata.csv"
 REQUIRED_COLUMNS = ("filename", "label")
 OPTIONAL_COLUMNS = ("domain", "split")
-SEPARATORS = {"\t": "tab", ",": "comma"}
+SEPARATORS = "\t,"  # tab or comma, whichever the header line uses (tab when both)
 TRAIN, EVAL = "train", "eval"
 SPLIT_VALUES = {"train": TRAIN, "eval": EVAL, "validation": EVAL, "test": EVAL}  # lower-cased cell -> split
 NO_DOMAIN = "all"  # the one domain of a CSV without a domain column
@@ -81,10 +79,12 @@ def read_listing(base_dir: Path, csv_file: str | None) -> Listing:
             f"{path} not found{found}. The folder dataset needs a CSV listing every audio file with its label:\n"
             f"{EXPECTED_CSV}"
         )
-    header, rows = _read_rows(path)
-    has_domain, has_split = "domain" in header, "split" in header
+    rows = _read_rows(path)
+    columns = set(rows[0]) if rows else set()
+    has_domain, has_split = "domain" in columns, "split" in columns
     clips, splits = [], []
-    for line, row in rows:
+    for row in rows:
+        line = row.line
         clips.append(
             Clip(
                 path=_filename(path, line, row["filename"]),
@@ -155,41 +155,15 @@ def check_split_settings(eval_fraction: float, split_seed: int) -> None:
         raise ValueError(f"split_seed={split_seed!r}: expected an integer, e.g. 0")
 
 
-def _read_rows(path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
-    """The lower-cased header and the (line number, {column: cell}) of every non-blank row."""
+def _read_rows(path: Path) -> list[Row]:
+    """The CSV's non-blank rows (lower-cased column names), with the expected format added to format errors."""
     try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as error:
-        raise LayoutError(f'{path} is not UTF-8 text ({error}); save it as UTF-8 ("CSV UTF-8" in Excel)') from None
-    first = next((line for line in text.splitlines() if line.strip()), None)
-    if first is None:
-        raise LayoutError(f"{path} is empty; expected a header line and a row per audio file:\n{EXPECTED_CSV}")
-    separator = next((sep for sep in SEPARATORS if sep in first), ",")
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=separator)
-    lines = [(reader.line_num, row) for row in reader if any(cell.strip() for cell in row)]
-    header = [cell.strip().lower() for cell in lines[0][1]]
-    missing = [column for column in REQUIRED_COLUMNS if column not in header]
-    if missing:
-        hint = " Columns must be separated by commas or tabs." if ";" in first and len(header) == 1 else ""
+        return read_tsv(path, REQUIRED_COLUMNS, delimiter=SEPARATORS, optional=OPTIONAL_COLUMNS)
+    except LayoutError as error:
         raise LayoutError(
-            f"{path}: header {header} lacks the columns {missing}.{hint} Expected the header "
-            f"{','.join(REQUIRED_COLUMNS)}[,{','.join(OPTIONAL_COLUMNS)}], as in:\n{EXPECTED_CSV}"
-        )
-    repeated = [column for column in (*REQUIRED_COLUMNS, *OPTIONAL_COLUMNS) if header.count(column) > 1]
-    if repeated:
-        raise LayoutError(f"{path}: the header names the columns {repeated} more than once")
-    rows = []
-    for line, row in lines[1:]:
-        cells = [cell.strip() for cell in row]
-        while len(cells) > len(header) and not cells[-1]:
-            cells.pop()
-        if len(cells) != len(header):
-            raise LayoutError(
-                f"{path} line {line}: {len(cells)} {SEPARATORS[separator]}-separated fields, expected "
-                f"{len(header)} {header} (quote cells that contain the separator)"
-            )
-        rows.append((line, dict(zip(header, cells, strict=True))))
-    return header, rows
+            f"{error} Expected the header {','.join(REQUIRED_COLUMNS)}[,{','.join(OPTIONAL_COLUMNS)}], as in:\n"
+            f"{EXPECTED_CSV}"
+        ) from None
 
 
 def _filename(path: Path, line: int, cell: str) -> str:
@@ -220,10 +194,10 @@ def _split(path: Path, line: int, cell: str) -> str:
     return split
 
 
-def _check_duplicates(path: Path, rows: list[tuple[int, dict]], clips: list[Clip]) -> None:
+def _check_duplicates(path: Path, rows: list[Row], clips: list[Clip]) -> None:
     lines: dict[str, list[int]] = defaultdict(list)
-    for (line, _), clip in zip(rows, clips, strict=True):
-        lines[clip.path].append(line)
+    for row, clip in zip(rows, clips, strict=True):
+        lines[clip.path].append(row.line)
     repeated = {name: numbers for name, numbers in lines.items() if len(numbers) > 1}
     if repeated:
         shown = ", ".join(f"{name!r} (lines {numbers})" for name, numbers in list(repeated.items())[:SHOWN])

@@ -1,0 +1,110 @@
+"""The config the experiments share, as Sacred config scopes chained around each experiment's own defaults.
+
+An experiment file states only its own defaults and dataset wiring, in a config scope function, and calls
+
+    add_config(ex, dcase20, dcase20_defaults)
+
+which gives the experiment these scopes, evaluated in this order (each sees what the earlier ones set and
+may change it; values from the command line and from named configs always win):
+
+  shared_defaults   the network, front-end, trainer and training options every experiment starts from
+  <its own>         basedataset, the number of classes, learning rate, schedule, batch size, ...
+  demo_preset       without basedataset.base_dir, for a dataset with demo data: the CPU-sized preset
+  derived_inputs    the front-end's sample rate and the network's input size, from the data settings
+
+Sacred reads a config scope's local variables as config entries, the comment beside a top-level entry as
+its documentation (print_config), and a scope's docstring as the config's docstring: the scopes that run
+after the experiment's own therefore have comments, not docstrings.
+"""
+
+# ruff: noqa: F841
+
+from __future__ import annotations
+
+from types import ModuleType
+
+from sacred import Experiment
+
+from config_updates import CPU_TINY_ARCH, CPU_TINY_CLIP_LENGTH
+
+
+def add_config(ex: Experiment, dataset: ModuleType, own_defaults) -> None:
+    """Give ``ex`` the shared config scopes around ``own_defaults`` (a config scope function).
+
+    dataset: the package of ``datasets/`` the experiment trains on; the demo preset applies only when its
+    Data has demo data.
+    """
+    ex.config(shared_defaults)
+    ex.config(own_defaults)
+    if dataset.Data.has_demo():
+        ex.config(demo_preset)
+    ex.config(derived_inputs)
+
+
+def clip_frames(clip_length: float | None, sample_rate: int, hopsize: int) -> int | None:
+    """Mel frames of a clip of ``clip_length`` seconds, as AugmentMelSTFT.frames_for counts them
+    (None without a clip length; the config check then asks for one)."""
+    if not isinstance(clip_length, (int, float)):
+        return None
+    return (round(clip_length * sample_rate) - 1) // hopsize + 1
+
+
+def shared_defaults():
+    """Defaults every experiment shares."""
+    models = {
+        "net": dict(  # keywords of models.passt.get_model
+            arch="passt_s_swa_p16_128_ap476",
+            pretrained=False,  # the arch's AudioSet weights: pretrained=True (or pretrained_path=FILE, offline)
+            pretrained_path=None,
+            pretrained_source="audioset",
+            pretrained_weights="auto",
+            n_classes=None,  # set by the experiment (from its dataset)
+            in_channels=1,
+            fstride=10,
+            tstride=10,
+            u_patchout=0,
+            s_patchout_t=0,
+            s_patchout_f=0,
+            rf_norm_t="",
+            attention_impl="auto",
+        ),
+        "mel": dict(  # keywords of models.preprocess.AugmentMelSTFT
+            n_mels=128, win_length=800, hopsize=320, n_fft=1024, freqm=48, timem=80, htk=False,
+            fmin=0.0, fmax=None, norm=1, fmin_aug_range=10, fmax_aug_range=2000,
+        ),
+    }
+    trainer = dict(  # pl.Trainer keywords (and the Lightning 1.x keys, translated)
+        devices=1,
+        use_tensorboard_logger=False,  # TensorBoard logs in the run folder's tensorboard/
+        deterministic=False,  # True: deterministic algorithms only (slower; errors where none exists); "warn"
+        benchmark=False,  # True: cuDNN tries convolution algorithms and keeps the fastest (not reproducible)
+    )
+    mixup_alpha = 0.3  # mixup weights ~ Beta(alpha, alpha)
+    schedule_mode = "exp_lin"  # exponential warm-up, then linear ramp-down (per epoch)
+    swa = True  # keep a stochastic weight average (net_swa), evaluated beside the plain model
+    swa_freq = 1  # average every swa_freq epochs
+
+
+def demo_preset(basedataset, models, trainer):
+    # No dataset folder: the bundled demo data, with the cpu_tiny model and a short schedule.
+    if basedataset["base_dir"] is None:
+        models["net"]["arch"] = CPU_TINY_ARCH
+        basedataset["clip_length"] = CPU_TINY_CLIP_LENGTH
+        trainer["max_epochs"] = 20
+        lr = 1e-3
+        batch_size = 16
+        num_workers = 0
+        warm_up_len = 2
+        ramp_down_start = 8
+        ramp_down_len = 12
+        last_lr_value = 0.05
+        swa_epoch_start = 14
+
+
+def derived_inputs(basedataset, models):
+    # The front-end runs at the data's sample rate; the network's input follows the front-end and clip length.
+    models["mel"]["sr"] = basedataset["sample_rate"]
+    models["net"]["input_fdim"] = models["mel"]["n_mels"]
+    models["net"]["input_tdim"] = clip_frames(
+        basedataset["clip_length"], basedataset["sample_rate"], models["mel"]["hopsize"]
+    )
