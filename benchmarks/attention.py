@@ -94,16 +94,21 @@ def candidate_executions(pattern, device) -> Iterable[Execution]:
 
 
 def measure(form: str, batch: int, training: bool, repeats: int, candidates: bool, device, dtype) -> dict:
-    """Ratios to unrestricted SDPA. The original execution runs in its own interleaved group with
-    unrestricted SDPA: its N x N buffers (hundreds of MB at batch 8) would otherwise slow the candidates
-    timed after it through page faults and evicted caches, which no model running one executor sees."""
+    """Ratios to unrestricted SDPA. The masked reference and the original execution each run in their
+    own interleaved group with unrestricted SDPA: their N x N buffers (up to hundreds of MB at batch 8)
+    would otherwise slow whatever is timed after them through page faults and evicted caches, which no
+    model running one executor sees."""
     pattern = parse_rf_norm_t(form)
     layout = TokenLayout.full_grid(*GRID, N_GLOBAL)
-    executors = {"unrestricted": unrestricted_attention, "masked": masked_attention, "sparse": sparse_attention}
+    executors = {"unrestricted": unrestricted_attention, "sparse": sparse_attention}
     if candidates:
         for execution in candidate_executions(pattern, device):
             executors[f"{execution.kernel}/g{execution.group_rows}"] = _fixed(execution)
-    groups = [executors, {"unrestricted": unrestricted_attention, "original": original_attention}]
+    groups = [
+        executors,
+        {"unrestricted": unrestricted_attention, "masked": masked_attention},
+        {"unrestricted": unrestricted_attention, "original": original_attention},
+    ]
     ratios = {}
     for group in groups:
         runs = {name: make_run(ex, pattern, layout, batch, training, device, dtype) for name, ex in group.items()}

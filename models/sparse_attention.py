@@ -512,11 +512,12 @@ def _matmul_forward(q: Tensor, k: Tensor, v: Tensor, plan: _Plan) -> Tensor:
     if plan.n_global:
         global_queries = F.scaled_dot_product_attention(q[:, :, : plan.n_global], k, v)
         parts.append(global_queries.transpose(1, 2))
+    scores = _score_buffer(q, _call_shapes(plan))
     for call in plan.calls:
         for piece in _pieces(call, q):
             queries, keys, values = _gather_blocks(q, k, v, piece)
             out = torch.empty_like(queries)
-            for items, rows, probabilities in _probability_chunks(queries, keys, piece):
+            for items, rows, probabilities in _probability_chunks(queries, keys, piece, scores):
                 torch.bmm(probabilities, values[items], out=out[items, rows])
             parts.append(out.view(batch, heads, -1, out.shape[-1]).transpose(1, 2))
     return _concatenate(parts, plan)
@@ -528,6 +529,7 @@ def _matmul_backward(q: Tensor, k: Tensor, v: Tensor, out: Tensor, grad_out: Ten
     batch, heads, _, head_dim = q.shape
     scale = head_dim**-0.5
     grad_q, grad_k, grad_v = _global_query_gradients(q, k, v, grad_out, plan.n_global)
+    scores, grad_scores = (_score_buffer(q, _call_shapes(plan)) for _ in "ab")
     for call in plan.calls:
         for piece in _pieces(call, q):
             queries, keys, values = _gather_blocks(q, k, v, piece)
@@ -540,13 +542,14 @@ def _matmul_backward(q: Tensor, k: Tensor, v: Tensor, out: Tensor, grad_out: Ten
             grad_dot_out = (slot_grad_out * slot_out).sum(-1, keepdim=True)
             piece_grad_q = torch.empty_like(queries)
             piece_grad_k, piece_grad_v = torch.zeros_like(keys), torch.zeros_like(values)
-            for items, rows, probabilities in _probability_chunks(queries, keys, piece):
+            for items, rows, probabilities in _probability_chunks(queries, keys, piece, scores):
                 chunk_grad_out = slot_grad_out[items, rows]
                 piece_grad_v[items].baddbmm_(probabilities.transpose(1, 2), chunk_grad_out)
-                grad_scores = torch.bmm(chunk_grad_out, values[items].transpose(1, 2))
-                grad_scores.sub_(grad_dot_out[items, rows]).mul_(probabilities)
-                torch.bmm(grad_scores, keys[items], out=piece_grad_q[items, rows]).mul_(scale)
-                piece_grad_k[items].baddbmm_(grad_scores.transpose(1, 2), queries[items, rows], alpha=scale)
+                chunk_grad_scores = grad_scores[: probabilities.numel()].view(probabilities.shape)
+                torch.bmm(chunk_grad_out, values[items].transpose(1, 2), out=chunk_grad_scores)
+                chunk_grad_scores.sub_(grad_dot_out[items, rows]).mul_(probabilities)
+                torch.bmm(chunk_grad_scores, keys[items], out=piece_grad_q[items, rows]).mul_(scale)
+                piece_grad_k[items].baddbmm_(chunk_grad_scores.transpose(1, 2), queries[items, rows], alpha=scale)
             query_grads = piece_grad_q.view(batch, heads, -1, head_dim)
             if piece.query_kept is not None:
                 query_grads = query_grads.index_select(2, piece.query_kept)
@@ -571,10 +574,10 @@ def _gather_rows(x: Tensor, index: Tensor, block_len: int) -> Tensor:
     return x.index_select(2, index).view(-1, block_len, x.shape[-1])
 
 
-def _probability_chunks(queries: Tensor, keys: Tensor, call: _Call):
+def _probability_chunks(queries: Tensor, keys: Tensor, call: _Call, buffer: Tensor):
     """(blocks, query rows, attention probabilities) for chunks of about _CHUNK_SCORES scores: runs of
     whole blocks, or runs of the query rows of one block where its scores alone are more. Every chunk's
-    probabilities are computed in place in one reused buffer."""
+    probabilities are computed in place in ``buffer`` (:func:`_score_buffer`)."""
     n_items, block_queries, head_dim = queries.shape
     block_keys = keys.shape[1]
     rows_per_chunk = min(block_queries, max(1, _CHUNK_SCORES // block_keys))
@@ -583,7 +586,6 @@ def _probability_chunks(queries: Tensor, keys: Tensor, call: _Call):
     if call.mask is not None:  # items run blocks fastest: a chunk is one block or whole runs of all blocks
         blocked = ~call.mask[:, 0]
         items_per_chunk = 1 if items_per_chunk < call.n_blocks else items_per_chunk // call.n_blocks * call.n_blocks
-    buffer = queries.new_empty(items_per_chunk * rows_per_chunk * block_keys)
     for first_item in range(0, n_items, items_per_chunk):
         items = slice(first_item, min(first_item + items_per_chunk, n_items))
         for first_row in range(0, block_queries, rows_per_chunk):
@@ -615,10 +617,11 @@ def _matmul_windows_forward(q: Tensor, k: Tensor, v: Tensor, plan: _Plan) -> Ten
     out = q.new_empty(batch, n_tokens, heads, head_dim).transpose(1, 2)
     if n_global:
         out[:, :, :n_global] = F.scaled_dot_product_attention(q[:, :, :n_global], k, v)
+    scores = _score_buffer(q, _window_shapes(plan))
     for queries, keys, values, outputs in _pair_groups(q, k, v, out):
         for window in plan.windows:
             spans = _key_spans(window, n_global)
-            for pairs, rows, probabilities in _window_probability_chunks(queries, keys, window, n_global):
+            for pairs, rows, probabilities in _window_probability_chunks(queries, keys, window, n_global, scores):
                 chunk_out = outputs[pairs, rows]
                 for index, (tokens, columns) in enumerate(spans):
                     if index == 0:
@@ -636,13 +639,14 @@ def _matmul_windows_backward(q: Tensor, k: Tensor, v: Tensor, out: Tensor, grad_
     grad_q, grad_k, grad_v = _global_query_gradients(q, k, v, grad_out, n_global)
     # d(loss)/d(score) = p * (d(loss)/dp - sum_j p_j d(loss)/dp_j); that sum is grad_out . out
     grad_dot_out = (grad_out * out).sum(-1, keepdim=True)
+    scores, all_grad_scores = (_score_buffer(q, _window_shapes(plan)) for _ in "ab")
     groups = _pair_groups(q, k, v, grad_out, grad_dot_out, grad_q, grad_k, grad_v)
     for queries, keys, values, grad_outputs, grad_dots, grad_queries, grad_keys, grad_values in groups:
         for window in plan.windows:
             spans = _key_spans(window, n_global)
-            for pairs, rows, probabilities in _window_probability_chunks(queries, keys, window, n_global):
+            for pairs, rows, probabilities in _window_probability_chunks(queries, keys, window, n_global, scores):
                 chunk_grad_out, chunk_queries = grad_outputs[pairs, rows], queries[pairs, rows]
-                grad_scores = torch.empty_like(probabilities)
+                grad_scores = all_grad_scores[: probabilities.numel()].view(probabilities.shape)
                 for tokens, columns in spans:
                     chunk_probabilities = probabilities[:, :, columns]
                     grad_values[pairs, tokens].baddbmm_(chunk_probabilities.transpose(1, 2), chunk_grad_out)
@@ -674,18 +678,17 @@ def _pair_groups(*tensors: Tensor):
             yield tuple(t[index] for t in tensors)
 
 
-def _window_probability_chunks(queries: Tensor, keys: Tensor, window: _Window, n_global: int):
+def _window_probability_chunks(queries: Tensor, keys: Tensor, window: _Window, n_global: int, buffer: Tensor):
     """(pairs, query rows, attention probabilities) of one window, in chunks of about _CHUNK_SCORES
     scores: runs of (batch, head) pairs, split into runs of query rows where one pair's scores alone are
     more. The keys are the global tokens, then the window's; every chunk's probabilities are computed in
-    place in one reused buffer."""
+    place in ``buffer`` (:func:`_score_buffer`)."""
     n_pairs = queries.shape[0]
     head_dim = queries.shape[-1]
     n_queries = window.queries.stop - window.queries.start
     n_keys = n_global + window.keys.stop - window.keys.start
     rows_per_chunk = min(n_queries, max(1, _CHUNK_SCORES // n_keys))
     pairs_per_chunk = min(n_pairs, max(1, _CHUNK_SCORES // (rows_per_chunk * n_keys)))
-    buffer = queries.new_empty(pairs_per_chunk * rows_per_chunk * n_keys)
     for first_pair in range(0, n_pairs, pairs_per_chunk):
         pairs = slice(first_pair, min(first_pair + pairs_per_chunk, n_pairs))
         for first_row in range(0, n_queries, rows_per_chunk):
@@ -707,6 +710,33 @@ def _window_probability_chunks(queries: Tensor, keys: Tensor, window: _Window, n
                 scores.masked_fill_(window.blocked[first_row:last_row], float("-inf"))
             torch.ops.aten._softmax.out(scores, -1, False, out=scores)
             yield pairs, rows, scores
+
+
+def _call_shapes(plan: _Plan) -> list[tuple[int, int, int]]:
+    """(blocks, queries, keys) of each gathered call."""
+    return [(call.n_blocks, call.block_queries, call.block_keys) for call in plan.calls]
+
+
+def _window_shapes(plan: _Plan) -> list[tuple[int, int, int]]:
+    """(1, queries, keys) of each window, the global keys included."""
+    return [
+        (1, window.queries.stop - window.queries.start, plan.n_global + window.keys.stop - window.keys.start)
+        for window in plan.windows
+    ]
+
+
+def _score_buffer(q: Tensor, shapes: list[tuple[int, int, int]]) -> Tensor:
+    """One buffer for every chunk of scores of a call, allocated once per call: glibc maps buffers of this
+    size afresh each time, and touching the new pages costs more than the scores themselves. A chunk holds
+    at most _CHUNK_SCORES scores or one query's keys, and never more than a block's scores for all
+    (batch, head) pairs."""
+    pairs = q.shape[0] * q.shape[1]
+    return q.new_empty(
+        max(
+            (min(max(_CHUNK_SCORES, keys), pairs * blocks * queries * keys) for blocks, queries, keys in shapes),
+            default=0,
+        )
+    )
 
 
 def _key_spans(window: _Window, n_global: int) -> list[tuple[slice, slice]]:
