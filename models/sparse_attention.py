@@ -96,9 +96,10 @@ def blockwise_attention(
 def choose_execution(pattern: AttentionPattern, layout: TokenLayout, q: Tensor, dropout_p: float = 0.0) -> Execution:
     """The execution measured fastest for this pattern, layout and input (benchmarks/attention.py).
 
-    On a CPU in float32/64 without attention dropout: ``matmul`` for cluster forms, ``matmul_windows``
-    with one row per block for band forms (their overlapping windows read in place; grouping rows costs
-    masked work). In 16-bit floats on a CPU: ``fused_cpu``, which computes them natively. Attention
+    On a CPU in float32/64 without attention dropout: ``matmul`` for cluster forms, unless their blocks
+    reach 768 queries (long clips), where the fused kernel's 256-row tiles make ``fused_cpu`` faster;
+    ``matmul_windows`` with one row per block for band forms (their overlapping windows read in place;
+    grouping rows costs masked work). In 16-bit floats on a CPU: ``fused_cpu``, which computes them natively. Attention
     dropout, other devices and tracing (TorchScript and ONNX export, whose tracers record functional
     operations faithfully but not the in-place and ``out=`` writes of the matmul kernels): ``sdpa``. With
     ``fused_cpu`` and ``sdpa``, band forms take the number of rows per block with the
@@ -119,8 +120,14 @@ def _choose(
 ) -> Execution:
     if device_type != "cpu" or portable:
         kernel = "sdpa"
+    elif dtype in (torch.float32, torch.float64) and pattern.kind == "band":
+        return Execution("matmul_windows")
     elif dtype in (torch.float32, torch.float64):
-        return Execution("matmul_windows" if pattern.kind == "band" else "matmul")
+        blocks = _cluster_blocks(pattern, _offsets(n_global, row_counts))
+        longest = max((block.shape[0] for block in blocks), default=0)
+        return Execution(
+            "fused_cpu" if longest >= _FUSED_LONG_BLOCK and hasattr(torch.ops.aten, _FUSED_CPU) else "matmul"
+        )
     else:
         kernel = "fused_cpu" if hasattr(torch.ops.aten, _FUSED_CPU) else "sdpa"
     if pattern.kind != "band":
@@ -159,6 +166,7 @@ def _modelled_cost(blocks: list[_Block], n_global: int, masked: bool) -> float:
 _FUSED_TILES = ((192, 32, 0.71), (768, 64, 0.92), (math.inf, 256, 1.0))
 _MASK_COST = 1.05
 _GATHER_COST = 9.0
+_FUSED_LONG_BLOCK = _FUSED_TILES[1][0]  # queries from which the fused kernel uses its 256-row tiles
 _MAX_GROUP_ROWS = 4
 _COST_TOLERANCE = 1.03
 
