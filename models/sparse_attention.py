@@ -99,11 +99,11 @@ def choose_execution(pattern: AttentionPattern, layout: TokenLayout, q: Tensor, 
     On a CPU in float32/64 without attention dropout: ``matmul`` for cluster forms, unless their blocks
     reach 768 queries (long clips), where the fused kernel's 256-row tiles make ``fused_cpu`` faster;
     ``matmul_windows`` with one row per block for band forms (their overlapping windows read in place;
-    grouping rows costs masked work). In 16-bit floats on a CPU: ``fused_cpu``, which computes them natively. Attention
-    dropout, other devices and tracing (TorchScript and ONNX export, whose tracers record functional
-    operations faithfully but not the in-place and ``out=`` writes of the matmul kernels): ``sdpa``. With
-    ``fused_cpu`` and ``sdpa``, band forms take the number of rows per block with the
-    lowest modelled cost (:func:`_modelled_cost`).
+    grouping rows costs masked work). In 16-bit floats on a CPU: ``fused_cpu``, which computes them
+    natively. Attention dropout, other devices and tracing (TorchScript and ONNX export, whose tracers
+    record functional operations faithfully but not the in-place and ``out=`` writes of the matmul
+    kernels): ``sdpa``. With ``fused_cpu`` and ``sdpa``, band forms take the number of rows per block with
+    the lowest modelled cost (:func:`_modelled_cost`).
     """
     portable = dropout_p > 0 or torch.jit.is_tracing()
     return _choose(pattern, layout.n_global, layout.row_counts, q.device.type, q.dtype, portable)
@@ -118,21 +118,19 @@ def _choose(
     dtype: torch.dtype,
     portable: bool,
 ) -> Execution:
+    offsets = _offsets(n_global, row_counts)
+    fused = "fused_cpu" if hasattr(torch.ops.aten, _FUSED_CPU) else "sdpa"
     if device_type != "cpu" or portable:
         kernel = "sdpa"
-    elif dtype in (torch.float32, torch.float64) and pattern.kind == "band":
+    elif dtype not in (torch.float32, torch.float64):
+        kernel = fused
+    elif pattern.kind == "band":
         return Execution("matmul_windows")
-    elif dtype in (torch.float32, torch.float64):
-        blocks = _cluster_blocks(pattern, _offsets(n_global, row_counts))
-        longest = max((block.shape[0] for block in blocks), default=0)
-        return Execution(
-            "fused_cpu" if longest >= _FUSED_LONG_BLOCK and hasattr(torch.ops.aten, _FUSED_CPU) else "matmul"
-        )
     else:
-        kernel = "fused_cpu" if hasattr(torch.ops.aten, _FUSED_CPU) else "sdpa"
+        longest = max((block.shape[0] for block in _cluster_blocks(pattern, offsets)), default=0)
+        return Execution(fused if longest >= _FUSED_LONG_BLOCK else "matmul")
     if pattern.kind != "band":
         return Execution(kernel)
-    offsets = _offsets(n_global, row_counts)
     costs = []
     for group_rows in range(1, _MAX_GROUP_ROWS + 1):
         blocks = _band_blocks(pattern.size, offsets, group_rows)
@@ -588,8 +586,7 @@ def _probability_chunks(queries: Tensor, keys: Tensor, call: _Call, buffer: Tens
     probabilities are computed in place in ``buffer`` (:func:`_score_buffer`)."""
     n_items, block_queries, head_dim = queries.shape
     block_keys = keys.shape[1]
-    rows_per_chunk = min(block_queries, max(1, _CHUNK_SCORES // block_keys))
-    items_per_chunk = min(n_items, max(1, _CHUNK_SCORES // (rows_per_chunk * block_keys)))
+    items_per_chunk, rows_per_chunk = _chunk_sizes(n_items, block_queries, block_keys)
     blocked = None
     if call.mask is not None:  # items run blocks fastest: a chunk is one block or whole runs of all blocks
         blocked = ~call.mask[:, 0]
@@ -612,6 +609,13 @@ def _probability_chunks(queries: Tensor, keys: Tensor, call: _Call, buffer: Tens
             yield items, rows, scores
 
 
+def _chunk_sizes(n_items: int, n_queries: int, n_keys: int) -> tuple[int, int]:
+    """(items, query rows) per chunk of about _CHUNK_SCORES scores: whole items (blocks of queries, or
+    (batch, head) pairs) where one item's scores fit, else one item's query rows in runs."""
+    rows = min(n_queries, max(1, _CHUNK_SCORES // n_keys))
+    return min(n_items, max(1, _CHUNK_SCORES // (rows * n_keys))), rows
+
+
 # scores per chunk of the matmul kernel: 3 MiB of float32, measured best on blocks of one to six frequency
 # rows (smaller chunks pay per-call overhead, larger ones spill the scores out of cache)
 _CHUNK_SCORES = 3 << 18
@@ -631,11 +635,8 @@ def _matmul_windows_forward(q: Tensor, k: Tensor, v: Tensor, plan: _Plan) -> Ten
             spans = _key_spans(window, n_global)
             for pairs, rows, probabilities in _window_probability_chunks(queries, keys, window, n_global, scores):
                 chunk_out = outputs[pairs, rows]
-                for index, (tokens, columns) in enumerate(spans):
-                    if index == 0:
-                        torch.bmm(probabilities[:, :, columns], values[pairs, tokens], out=chunk_out)
-                    else:
-                        chunk_out.baddbmm_(probabilities[:, :, columns], values[pairs, tokens])
+                for index, (tokens, columns) in enumerate(spans):  # the first span overwrites, beta=0
+                    chunk_out.baddbmm_(probabilities[:, :, columns], values[pairs, tokens], beta=float(index > 0))
     return out
 
 
@@ -666,10 +667,7 @@ def _matmul_windows_backward(q: Tensor, k: Tensor, v: Tensor, out: Tensor, grad_
                     grad_keys[pairs, tokens].baddbmm_(
                         grad_scores[:, :, columns].transpose(1, 2), chunk_queries, alpha=scale
                     )
-                    if index == 0:
-                        torch.bmm(grad_scores[:, :, columns], keys[pairs, tokens], out=chunk_grad_q)
-                    else:
-                        chunk_grad_q.baddbmm_(grad_scores[:, :, columns], keys[pairs, tokens])
+                    chunk_grad_q.baddbmm_(grad_scores[:, :, columns], keys[pairs, tokens], beta=float(index > 0))
                 chunk_grad_q.mul_(scale)
     return grad_q, grad_k, grad_v
 
@@ -695,8 +693,7 @@ def _window_probability_chunks(queries: Tensor, keys: Tensor, window: _Window, n
     head_dim = queries.shape[-1]
     n_queries = window.queries.stop - window.queries.start
     n_keys = n_global + window.keys.stop - window.keys.start
-    rows_per_chunk = min(n_queries, max(1, _CHUNK_SCORES // n_keys))
-    pairs_per_chunk = min(n_pairs, max(1, _CHUNK_SCORES // (rows_per_chunk * n_keys)))
+    pairs_per_chunk, rows_per_chunk = _chunk_sizes(n_pairs, n_queries, n_keys)
     for first_pair in range(0, n_pairs, pairs_per_chunk):
         pairs = slice(first_pair, min(first_pair + pairs_per_chunk, n_pairs))
         for first_row in range(0, n_queries, rows_per_chunk):
