@@ -91,6 +91,18 @@ def forward_backward(executor, inputs, weights):
     return out.detach(), [t.grad for t in (q, k, v)]
 
 
+def uneven_case(form: str):
+    """Inputs on the tokens_removed layout and the plain-softmax output and gradients they should give."""
+    torch.manual_seed(0)
+    kept_rows, n_rows, n_global = LAYOUTS["tokens_removed"]
+    layout = rows_layout(kept_rows, n_rows, n_global)
+    mask = rule_mask(form, layout.token_rows.tolist(), n_rows)
+    inputs = torch.randn(3, 2, 3, layout.n_tokens, 8).unbind(0)
+    weights = torch.randn(2, 3, layout.n_tokens, 8)
+    expected, expected_grads = forward_backward(lambda q, k, v: plain_attention(q, k, v, mask), inputs, weights)
+    return layout, parse_rf_norm_t(form), inputs, weights, expected, expected_grads
+
+
 CASES = [(form, execution) for form in FORMS for execution in executions(form)]
 
 
@@ -138,14 +150,7 @@ def low_precision_dtypes():
 def test_matmul_kernels_are_exact_for_any_chunking(form, chunk_scores, kernel, monkeypatch):
     """Chunks smaller than one block's scores split its query rows; larger ones span (batch, head) pairs."""
     monkeypatch.setattr(sparse_attention_module, "_CHUNK_SCORES", chunk_scores)
-    torch.manual_seed(0)
-    kept_rows, n_rows, n_global = LAYOUTS["tokens_removed"]
-    layout = rows_layout(kept_rows, n_rows, n_global)
-    pattern = parse_rf_norm_t(form)
-    mask = rule_mask(form, layout.token_rows.tolist(), n_rows)
-    inputs = torch.randn(3, 2, 3, layout.n_tokens, 8).unbind(0)
-    weights = torch.randn(2, 3, layout.n_tokens, 8)
-    expected, expected_grads = forward_backward(lambda q, k, v: plain_attention(q, k, v, mask), inputs, weights)
+    layout, pattern, inputs, weights, expected, expected_grads = uneven_case(form)
     for group_rows in (1, 2):
         out, grads = forward_backward(
             lambda q, k, v, rows=group_rows: blockwise_attention(
@@ -322,14 +327,7 @@ def test_bad_execution_is_refused_with_the_choices():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("form", ["per_row", "per_row_3", "high_low", "row_overlap_2", "row_overlap_4"])
 def test_sparse_executor_on_gpu_equals_plain_softmax(form):
-    torch.manual_seed(0)
-    kept_rows, n_rows, n_global = LAYOUTS["tokens_removed"]
-    layout = rows_layout(kept_rows, n_rows, n_global)
-    pattern = parse_rf_norm_t(form)
-    mask = rule_mask(form, layout.token_rows.tolist(), n_rows)
-    inputs = torch.randn(3, 2, 3, layout.n_tokens, 8).unbind(0)
-    weights = torch.randn(2, 3, layout.n_tokens, 8)
-    expected, expected_grads = forward_backward(lambda q, k, v: plain_attention(q, k, v, mask), inputs, weights)
+    layout, pattern, inputs, weights, expected, expected_grads = uneven_case(form)
     cuda_inputs = [t.cuda() for t in inputs]
     for group_rows in (1, 2):
         out, grads = forward_backward(
