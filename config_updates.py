@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from models.passt import ARCHITECTURES
+from models.architectures import ARCHITECTURES
 
 # The CPU preset: a small transformer on 2-second clips. The experiments use it for the demo data too.
 CPU_TINY_ARCH = "passt_mini"

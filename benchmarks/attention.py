@@ -24,8 +24,11 @@ from collections.abc import Callable, Iterable
 import torch
 import torch.nn.functional as F
 
-from models.attention import TokenLayout, masked_attention, parse_rf_norm_t
-from models.sparse_attention import BLOCK_KERNELS, Execution, blockwise_attention, sparse_attention
+from models.attention import masked_attention
+from models.patterns import TokenLayout, parse_rf_norm_t
+from models.sparse_attention import blockwise_attention, sparse_attention
+from models.sparse_choice import Execution
+from models.sparse_kernels import BLOCK_KERNELS
 
 FORMS = ("per_row_1", "per_row_3", "per_row_6", "row_overlap_2", "row_overlap_4")
 GRID = (12, 99)  # PaSST-S on 10 s clips: 12 frequency rows x 99 time frames of patches
@@ -85,7 +88,7 @@ def make_run(executor, pattern, layout, batch: int, training: bool, device, dtyp
 
 def candidate_executions(pattern, device) -> Iterable[Execution]:
     """Every execution the sparse executor could choose here."""
-    group_rows = (1, 2, 3, 4) if pattern.kind == "band" else (1,)
+    group_rows = (1, 2, 3, 4) if pattern.is_band else (1,)
     for kernel in BLOCK_KERNELS:
         if kernel == "fused_cpu" and device.type != "cpu":
             continue

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, RandomSampler
 
 from datasets import dcase20, nsynth
-from models.passt import get_model
+from models.network import get_model
 from models.preprocess import AugmentMelSTFT
 
 DATASETS = {"dcase20": dcase20, "nsynth": nsynth}

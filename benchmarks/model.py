@@ -28,7 +28,8 @@ import sys
 import torch
 
 from benchmarks.attention import median_times, original_attention
-from models.passt import get_model
+from models.network import get_model
+from models.preprocess import clip_frames
 
 FORMS = ("per_row_1", "per_row_3", "per_row_6", "row_overlap_2", "row_overlap_4")
 SAMPLE_RATE, HOP = 32000, 320
@@ -36,8 +37,8 @@ LENGTH_VARIANTS = ("unrestricted", "masked:per_row_1", *FORMS)
 
 
 def frames(seconds: float) -> int:
-    """Log-mel frames of a clip (centred STFT), as models.preprocess produces them."""
-    return int(seconds * SAMPLE_RATE) // HOP + 1
+    """Log-mel frames of a clip at PaSST-S's front-end settings (1000 for 10 s)."""
+    return clip_frames(seconds, SAMPLE_RATE, HOP)
 
 
 def build(variant: str, seconds: float) -> torch.nn.Module:

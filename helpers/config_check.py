@@ -18,8 +18,8 @@ from typing import Any
 from sacred.utils import SacredError
 
 from helpers.schedule import lr_schedule
-from models.attention import parse_rf_norm_t
-from models.passt import ARCHITECTURES
+from models.architectures import ARCHITECTURES
+from models.patterns import parse_rf_norm_t
 from models.preprocess import AugmentMelSTFT
 
 # Keys Sacred itself puts into every config: the seed, and the docstring of a named config scope.

@@ -69,9 +69,9 @@ from helpers.trainer import (
     wait_for_child_processes,
 )
 from helpers.training_module import AudioClassifier
-from models.passt import get_model
+from models.network import get_model
 from models.preprocess import AugmentMelSTFT
-from models.pretrained import FRITO_VERSION
+from helpers.checkpoint import FRITO_VERSION, build_network, rebuild_network
 
 logger = logging.getLogger(__name__)
 
@@ -210,7 +210,8 @@ def config_sections(ex: Experiment, dataset: ModuleType) -> Section:
     defaults, _ = chain_evaluate_config_scopes(ex.configurations)
     top: dict[str, Section | None] = dict.fromkeys(defaults)
     top["models"] = Section(
-        {"net": Section(keywords_of(get_model), "keywords of models.passt.get_model"),
+        {"net": Section({**keywords_of(get_model), "pretrained_weights": None},
+                        "keywords of models.network.get_model, and pretrained_weights"),
          "mel": Section(keywords_of(AugmentMelSTFT), "keywords of models.preprocess.AugmentMelSTFT")},
         "the network and its mel front-end",
     )
@@ -230,7 +231,7 @@ def train(dataset: ModuleType, run, config: dict, resume: str | None = None) -> 
     pl.seed_everything(config["seed"], workers=True)
     run_dir = run_folder(run)
     resume_path = resume_checkpoint(resume, run, run_dir)
-    net = get_model(**config["models"]["net"])  # before any data is read: pretrained weights fail fast
+    net = build_network(config["models"]["net"])  # before any data is read: pretrained weights fail fast
     data = prepared_data(dataset, config)
     module = build_module(config, data, net)
     if resume_path is not None:
@@ -426,7 +427,7 @@ def finish(run, run_dir: Path, module: AudioClassifier, domain_kind: str, title:
 
 def attention_mask_plot(net_config: Mapping[str, Any], path: Path) -> Path:
     """The plot_attention_mask command: the configured pattern over the network's patch grid."""
-    net = get_model(**{**net_config, "pretrained": False, "pretrained_path": None})  # for its patch grid
+    net = rebuild_network(net_config)  # for its patch grid
     write_attention_mask_plot(net_config["rf_norm_t"], net.n_rows, net.n_cols, path)
     print(f"attention mask of rf_norm_t={net_config['rf_norm_t']!r} over {net.n_rows} x {net.n_cols} patches: {path}")
     return path
@@ -451,7 +452,7 @@ def speed_test(config: dict, batch_size: int, steps: int) -> dict[str, float]:
     """The model_speed_test command: spectrograms per second through mel, forward, backward, AdamW step."""
     pl.seed_everything(config["seed"])
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    net = get_model(**config["models"]["net"]).to(device).train()
+    net = build_network(config["models"]["net"]).to(device).train()
     mel = AugmentMelSTFT(**config["models"]["mel"]).to(device).train()
     precision = translate_trainer_config(config["trainer"], device.type == "cuda").kwargs.get("precision", "32")
     autocast_dtype = {"16-mixed": torch.float16, "bf16-mixed": torch.bfloat16}.get(str(precision))
@@ -519,7 +520,7 @@ def build_module(config: Mapping[str, Any], data, net: torch.nn.Module | None = 
         "version": FRITO_VERSION,
     }
     return AudioClassifier(
-        net=net if net is not None else get_model(**net_config),
+        net=net if net is not None else build_network(net_config),
         mel=AugmentMelSTFT(**mel_config),
         class_names=data.class_names,
         domain_names=data.domain_names,

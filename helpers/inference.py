@@ -31,9 +31,10 @@ from torch import Tensor
 
 from datasets.audio import AudioError, load_audio
 from helpers.files import atomic_write
-from models.passt import PATCH_SIZE, PaSST, get_model
+from helpers.checkpoint import frito_weights, rebuild_network
+from models.passt import PATCH_SIZE, PaSST
 from models.preprocess import AugmentMelSTFT
-from models.pretrained import PretrainedError, frito_weights, read_checkpoint
+from models.weight_files import PretrainedError, read_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ def load_model(
     for key in ("mel", "class_names", "sample_rate", "clip_length"):
         if key not in meta:
             raise PretrainedError(f"{path}: its 'frito' entry lacks {key!r}; it was not written by frito's training")
-    net = get_model(**{**meta["net"], "pretrained": False, "pretrained_path": None})
+    net = rebuild_network(meta["net"])
     try:
         net.load_state_dict(selected.state_dict, strict=True)
     except RuntimeError as error:

@@ -10,7 +10,7 @@ from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 
 from helpers.files import atomic_write
-from models.attention import attention_mask
+from models.patterns import attention_mask
 
 GLOBAL_TOKENS = 2  # cls and distillation tokens of PaSST
 MASK_COLOURS = ListedColormap(["#f2f2f2", "#1f4e79"])  # masked, allowed

@@ -1,151 +1,20 @@
 """PaSST: a vision transformer over log-mel patches, with patchout and frequency-restricted attention.
 
-``get_model`` builds the network from an architecture name in :data:`ARCHITECTURES` and the keywords
-of the original FRITO code, so ``models.net.<key>=...`` command lines carry over.
+The modules of the network only; :func:`models.network.get_model` builds one from an architecture name
+(:mod:`models.architectures`) and the original FRITO code's keywords.
 """
 
 from __future__ import annotations
-
-import logging
-from dataclasses import dataclass
 
 import torch
 from timm.layers import DropPath, Mlp, trunc_normal_
 from torch import Tensor, nn
 
-from models.attention import (
-    ATTENTION_IMPLS,
-    AttentionPattern,
-    FrequencyAttention,
-    TokenLayout,
-    parse_rf_norm_t,
-)
-
-logger = logging.getLogger(__name__)
+from models.attention import ATTENTION_IMPLS, FrequencyAttention
+from models.patterns import AttentionPattern, TokenLayout, parse_rf_norm_t
 
 PATCH_SIZE = 16
 N_GLOBAL_TOKENS = 2  # cls and distillation tokens
-
-
-@dataclass(frozen=True)
-class ArchSpec:
-    """An architecture: transformer size, the strides and input length its release was trained with."""
-
-    embed_dim: int
-    depth: int
-    num_heads: int
-    fstride: int = 10
-    tstride: int = 10
-    input_tdim: int = 998
-    url: str = ""
-
-
-_RELEASES = "https://github.com/kkoutini/PaSST/releases/download/"
-
-
-def _passt_s(fstride: int = 10, tstride: int = 10, input_tdim: int = 998, url: str = "") -> ArchSpec:
-    return ArchSpec(768, 12, 12, fstride, tstride, input_tdim, _RELEASES + url)
-
-
-ARCHITECTURES: dict[str, ArchSpec] = {
-    # PaSST-S (AudioSet releases of the original PaSST code; names as there)
-    "passt_s_swa_p16_128_ap476": _passt_s(url="v0.0.1-audioset/passt-s-f128-p16-s10-ap.476-swa.pt"),
-    "passt_s_swa_p16_128_ap4761": _passt_s(url="v0.0.2-audioset/passt-s-f128-p16-s10-ap.4761-swa.pt"),
-    "passt_s_p16_128_ap472": _passt_s(url="v0.0.2-audioset/passt-s-f128-p16-s10-ap.472.pt"),
-    "passt_s_p16_s16_128_ap468": _passt_s(16, 16, url="v0.0.2-audioset/passt-s-f128-p16-s16-ap.468.pt"),
-    "passt_s_swa_p16_s16_128_ap473": _passt_s(16, 16, url="v0.0.2-audioset/passt-s-f128-p16-s16-ap.473-swa.pt"),
-    "passt_s_swa_p16_s14_128_ap471": _passt_s(14, 14, url="v0.0.2-audioset/passt-s-f128-p16-s14-ap.471-swa.pt"),
-    "passt_s_p16_s14_128_ap469": _passt_s(14, 14, url="v0.0.2-audioset/passt-s-f128-p16-s14-ap.469.pt"),
-    "passt_s_swa_p16_s12_128_ap473": _passt_s(12, 12, url="v0.0.2-audioset/passt-s-f128-p16-s12-ap.473-swa.pt"),
-    "passt_s_p16_s12_128_ap470": _passt_s(12, 12, url="v0.0.2-audioset/passt-s-f128-p16-s12-ap.470.pt"),
-    "passt_s_swa_f128_stfthop100_p16_s10_ap473": _passt_s(
-        input_tdim=3200, url="v0.0.3-audioset/passt-s-f128-stfthop100-p16-s10-ap.473-swa.pt"
-    ),
-    "passt_s_swa_f128_stfthop160_p16_s10_ap473": _passt_s(
-        input_tdim=2000, url="v0.0.3-audioset/passt-s-f128-stfthop160-p16-s10-ap.473-swa.pt"
-    ),
-    "passt_s_f128_20sec_p16_s10_ap474_swa": _passt_s(
-        input_tdim=2000, url="v0.0.5/passt-s-f128-20sec-p16-s10-ap.474-swa.pt"
-    ),
-    "passt_s_f128_30sec_p16_s10_ap473_swa": _passt_s(
-        input_tdim=3000, url="v0.0.5/passt-s-f128-30sec-p16-s10-ap.473-swa.pt"
-    ),
-    # Small transformers that train on a laptop CPU (no published weights)
-    "passt_tiny": ArchSpec(192, 4, 3),
-    "passt_mini": ArchSpec(96, 2, 2),
-}
-
-
-def get_model(
-    arch: str = "passt_s_swa_p16_128_ap476",
-    pretrained: bool = False,
-    n_classes: int = 527,
-    in_channels: int = 1,
-    fstride: int = 10,
-    tstride: int = 10,
-    input_fdim: int = 128,
-    input_tdim: int = 998,
-    u_patchout: int = 0,
-    s_patchout_t: int = 0,
-    s_patchout_f: int = 0,
-    rf_norm_t: str = "",
-    attention_impl: str = "auto",
-    pretrained_path: str | None = None,
-    pretrained_source: str = "audioset",
-    pretrained_weights: str = "auto",
-) -> PaSST:
-    """Build a PaSST network.
-
-    Args:
-        arch: a name in ARCHITECTURES (transformer width, depth and heads).
-        pretrained: start from pretrained weights (see models.pretrained): the arch's AudioSet release,
-            downloaded once into the torch hub cache, or the file pretrained_path.
-        n_classes: classifier outputs.
-        in_channels: spectrogram channels (1 for a log-mel spectrogram).
-        fstride, tstride: patch strides along frequency (mel bins) and time (frames).
-        input_fdim, input_tdim: mel bins and frames of the longest input; sizes the positional encodings.
-        u_patchout: patch tokens dropped at random while training (unstructured patchout).
-        s_patchout_t, s_patchout_f: time columns / frequency rows of the patch grid dropped while training.
-        rf_norm_t: frequency restriction of attention ("" for none; see models.attention.ACCEPTED_FORMS).
-        attention_impl: "auto", "sparse" or "masked" execution of the restriction.
-        pretrained_path: a local checkpoint to start from (the offline route): a PaSST release, an
-            ImageNet DeiT state dict, or a checkpoint written by frito; its contents tell which.
-        pretrained_source: what to download without pretrained_path: "audioset" or "imagenet" (DeiT).
-        pretrained_weights: for frito checkpoints, "swa", "plain", or "auto" (SWA when averaged).
-    """
-    # imported here because models.pretrained builds on this module
-    from models.pretrained import check_options, load_pretrained, read_pretrained
-
-    if arch not in ARCHITECTURES:
-        raise ValueError(f"Unknown arch {arch!r}. Known architectures: {', '.join(ARCHITECTURES)}")
-    pattern = parse_rf_norm_t(rf_norm_t)
-    check_options(pretrained_source, pretrained_weights)
-    if pretrained_path is not None and not pretrained:
-        raise ValueError(
-            f"models.net.pretrained_path={pretrained_path!r} is set but models.net.pretrained=False: set "
-            "pretrained=True to start from that file, or drop pretrained_path to train from scratch"
-        )
-    checkpoint, origin = read_pretrained(arch, pretrained_source, pretrained_path) if pretrained else (None, "")
-    spec = ARCHITECTURES[arch]
-    model = PaSST(
-        n_classes=n_classes,
-        in_channels=in_channels,
-        fstride=fstride,
-        tstride=tstride,
-        input_fdim=input_fdim,
-        input_tdim=input_tdim,
-        embed_dim=spec.embed_dim,
-        depth=spec.depth,
-        num_heads=spec.num_heads,
-        u_patchout=u_patchout,
-        s_patchout_t=s_patchout_t,
-        s_patchout_f=s_patchout_f,
-        pattern=pattern,
-        attention_impl=attention_impl,
-    )
-    if checkpoint is not None:
-        load_pretrained(model, arch, checkpoint, origin, pretrained_weights)
-    return model
 
 
 class PaSST(nn.Module):
@@ -269,8 +138,12 @@ class PaSST(nn.Module):
             tokens = tokens[:, kept.to(device)]
             token_rows = token_rows[kept]
 
-        global_tokens = torch.cat([self.cls_token, self.dist_token], dim=1) + self.global_pos_embed
-        tokens = torch.cat([global_tokens.expand(tokens.shape[0], -1, -1), tokens], dim=1)
+        # each global token expanded over the batch on its own: its gradient is then a fresh tensor laid out
+        # as the parameter, as DDP's gradient buckets expect (a slice of a concatenation is a strided view)
+        batch = tokens.shape[0]
+        cls_token = (self.cls_token + self.global_pos_embed[:, :1]).expand(batch, -1, -1)
+        dist_token = (self.dist_token + self.global_pos_embed[:, 1:]).expand(batch, -1, -1)
+        tokens = torch.cat([cls_token, dist_token, tokens], dim=1)
         layout = TokenLayout.from_kept(token_rows, self.n_rows, N_GLOBAL_TOKENS)
         return self.pos_drop(tokens), layout
 
@@ -342,17 +215,16 @@ class Block(nn.Module):
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
     def _branched_attention(self, x: Tensor, layout: TokenLayout) -> Tensor:
-        n_global = layout.n_global
-        _, split = layout.token_span(0, layout.n_rows // 2)
+        n_global, half = layout.n_global, layout.n_rows // 2
         branches = (
-            (self.norm1, self.attn, slice(n_global, split)),
-            (self.norm1_upper, self.attn_upper, slice(split, layout.n_tokens)),
+            (self.norm1, self.attn, layout.only_rows(0, half), slice(*layout.token_span(0, half))),
+            (self.norm1_upper, self.attn_upper, layout.only_rows(half, layout.n_rows),
+             slice(*layout.token_span(half, layout.n_rows))),
         )
         global_outputs, patch_outputs = [], []
-        for norm, attention, patch_span in branches:
+        for norm, attention, branch_layout, patch_span in branches:
             branch_tokens = torch.cat([x[:, :n_global], x[:, patch_span]], dim=1)
-            branch_rows = torch.cat([layout.token_rows[:n_global], layout.token_rows[patch_span]])
-            out = attention(norm(branch_tokens), TokenLayout(branch_rows, layout.n_rows))
+            out = attention(norm(branch_tokens), branch_layout)
             global_outputs.append(out[:, :n_global])
             patch_outputs.append(out[:, n_global:])
         return torch.cat([(global_outputs[0] + global_outputs[1]) / 2, *patch_outputs], dim=1)

@@ -123,7 +123,7 @@ class AugmentMelSTFT(nn.Module):
         if n_samples < min_samples:
             raise ValueError(f"AugmentMelSTFT: a waveform of {n_samples} samples is too short for the "
                              f"centred STFT with n_fft={self.n_fft}; pass at least {min_samples} samples.")
-        return (n_samples - 1) // self.hopsize + 1
+        return frame_count(n_samples, self.hopsize)
 
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
         """(batch, samples) waveform -> (batch, n_mels, frames) normalised log-mel, float32."""
@@ -168,6 +168,17 @@ class AugmentMelSTFT(nn.Module):
         self.eval_bank = kaldi_mel_bank(self.n_mels, self.n_fft, self.sr, self.fmin, self.fmax).to(device)
         self._train_banks.clear()
         return self
+
+
+def clip_frames(seconds: float, sample_rate: int, hopsize: int) -> int:
+    """Frames of the log-mel of a clip of ``seconds`` at ``sample_rate`` Hz (e.g. 1000 for 10 s at 32 kHz
+    with a hop of 320): the number every part of frito sizes inputs by."""
+    return frame_count(round(seconds * sample_rate), hopsize)
+
+
+def frame_count(n_samples: int, hopsize: int) -> int:
+    """Frames of the centred STFT of ``n_samples`` samples after pre-emphasis (one sample fewer)."""
+    return (n_samples - 1) // hopsize + 1
 
 
 def kaldi_mel_bank(n_mels: int, n_fft: int, sr: int, fmin: float, fmax: float) -> torch.Tensor:

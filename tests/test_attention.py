@@ -5,14 +5,8 @@ import itertools
 import pytest
 import torch
 
-from models.attention import (
-    FrequencyAttention,
-    TokenLayout,
-    attention_mask,
-    masked_attention,
-    parse_rf_norm_t,
-    select_executor,
-)
+from models.attention import FrequencyAttention, masked_attention, select_executor
+from models.patterns import TokenLayout, attention_mask, parse_rf_norm_t
 
 FORMS = [
     "",
@@ -122,21 +116,23 @@ def test_global_tokens_attend_and_are_attended_by_all():
 
 
 @pytest.mark.parametrize(
-    "form,kind,size,sparse,branched",
+    "form,restricted,cluster_size,band_width,branched",
     [
-        ("", "full", 0, False, False),
-        ("per_row", "clusters", 1, False, False),
-        ("per_row_4", "clusters", 4, False, False),
-        ("sparse_row_6", "clusters", 6, True, False),
-        ("row_overlap", "band", 2, False, False),
-        ("row_overlap_8", "band", 8, False, False),
-        ("high_low", "halves", 0, False, False),
-        ("high_low_branch", "halves", 0, False, True),
+        ("", False, None, None, False),
+        ("per_row", True, 1, None, False),
+        ("per_row_4", True, 4, None, False),
+        ("sparse_row_6", True, 6, None, False),
+        ("row_overlap", True, None, 2, False),
+        ("row_overlap_8", True, None, 8, False),
+        ("high_low", True, None, None, False),
+        ("high_low_branch", True, None, None, True),
     ],
 )
-def test_parse_accepted_forms(form, kind, size, sparse, branched):
+def test_parse_accepted_forms(form, restricted, cluster_size, band_width, branched):
     pattern = parse_rf_norm_t(form)
-    assert (pattern.kind, pattern.size, pattern.sparse, pattern.branched) == (kind, size, sparse, branched)
+    assert (pattern.is_restricted, pattern.cluster_size, pattern.band_width, pattern.branched) == (
+        restricted, cluster_size, band_width, branched)
+    assert pattern.is_band == (band_width is not None)
     assert pattern.name == form
 
 

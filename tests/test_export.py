@@ -9,7 +9,7 @@ import torch
 
 from helpers.export import DftLogMel, ExportError, export
 from helpers.inference import Predictor
-from models.passt import get_model
+from models.network import get_model
 from models.preprocess import AugmentMelSTFT
 
 RATE = 16000

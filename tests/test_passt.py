@@ -5,8 +5,10 @@ import io
 import pytest
 import torch
 
-from models.attention import attention_mask
-from models.passt import ARCHITECTURES, get_model
+from models.architectures import ARCHITECTURES
+from models.network import get_model
+from models.patterns import attention_mask
+from models.preprocess import AugmentMelSTFT, clip_frames
 
 FORMS = ["", "per_row", "per_row_3", "high_low", "row_overlap_2", "row_overlap_8", "sparse_row_6",
          "high_low_branch"]
@@ -29,7 +31,8 @@ def test_passt_s_on_ten_seconds_gives_12_by_99_patches():
     model = get_model(n_classes=10)
     assert (model.n_rows, model.n_cols) == ((128 - 16) // 10 + 1, (998 - 16) // 10 + 1) == (12, 99)
     assert sum(p.numel() for p in model.parameters()) > 80_000_000
-    frames_10s = 32000 * 10 // 320 + 1  # centred STFT at hop 320
+    frames_10s = clip_frames(10.0, 32000, 320)
+    assert frames_10s == AugmentMelSTFT(sr=32000).eval()(torch.zeros(1, 320000)).shape[-1] == 1000
     with torch.no_grad():
         logits, embedding = model.eval()(torch.randn(1, 1, 128, frames_10s))
     assert logits.shape == (1, 10) and embedding.shape == (1, 768)
@@ -105,7 +108,7 @@ def test_high_low_mask_under_row_patchout_follows_the_original_rows():
     model = row_marking_model(s_patchout_f=2)
     model.pattern = model.blocks[0].pattern  # unrestricted model: we only need its layout here
     _, layout = model.embed_tokens(torch.randn(1, 1, 64, 200))
-    from models.attention import parse_rf_norm_t
+    from models.patterns import parse_rf_norm_t
 
     mask = parse_rf_norm_t("high_low").token_mask(layout)
     rows = layout.token_rows

@@ -12,17 +12,12 @@ import timm
 import torch
 from safetensors.torch import save_file
 
-from models.passt import ARCHITECTURES, get_model
-from models.pretrained import (
-    PretrainedError,
-    adapt_freq_encodings,
-    adapt_time_encodings,
-    fetch_checkpoint,
-    frito_weights,
-    load_pretrained,
-    read_pretrained,
-    split_image_pos_grid,
-)
+from models.architectures import ARCHITECTURES
+from models.network import get_model
+from helpers.checkpoint import build_network, frito_weights
+from models.conversion import split_image_pos_grid
+from models.pretrained import adapt_freq_encodings, adapt_time_encodings, load_pretrained, read_pretrained
+from models.weight_files import PretrainedError, fetch_checkpoint
 
 RELEASE_NAMES = {"global_pos_embed": "new_pos_embed", "freq_pos_embed": "freq_new_pos_embed",
                  "time_pos_embed": "time_new_pos_embed"}
@@ -41,6 +36,11 @@ def no_network(monkeypatch, tmp_path):
 
 def mini(**kwargs):
     return get_model(**{**MINI, **kwargs})
+
+
+def mini_from_config(**kwargs):
+    """The network of a run's models.net config (frito checkpoints as pretrained_path go through here)."""
+    return build_network({**MINI, **kwargs})
 
 
 def release_file(model, path, head_dist=True):
@@ -246,20 +246,20 @@ def plain_and_swa():
 def test_frito_checkpoint_selects_plain_or_swa_weights(tmp_path, plain_and_swa, weights, n_averaged, expected):
     plain, swa = plain_and_swa
     frito_file(tmp_path / "run.ckpt", plain, swa, n_averaged)
-    model = mini(pretrained=True, pretrained_path=str(tmp_path / "run.ckpt"), pretrained_weights=weights)
+    model = mini_from_config(pretrained=True, pretrained_path=str(tmp_path / "run.ckpt"), pretrained_weights=weights)
     assert_same_parameters(model, swa if expected == "swa" else plain)
 
 
 def test_frito_swa_weights_that_are_not_an_average_yet_are_refused(tmp_path, plain_and_swa):
     frito_file(tmp_path / "run.ckpt", *plain_and_swa, n_averaged=0)
     with pytest.raises(ValueError, match="no averaged SWA"):
-        mini(pretrained=True, pretrained_path=str(tmp_path / "run.ckpt"), pretrained_weights="swa")
+        mini_from_config(pretrained=True, pretrained_path=str(tmp_path / "run.ckpt"), pretrained_weights="swa")
 
 
 def test_frito_checkpoint_without_swa_refuses_swa(tmp_path, plain_and_swa):
     frito_file(tmp_path / "run.ckpt", plain_and_swa[0])
     with pytest.raises(ValueError, match=r"offers \['plain'\]"):
-        mini(pretrained=True, pretrained_path=str(tmp_path / "run.ckpt"), pretrained_weights="swa")
+        mini_from_config(pretrained=True, pretrained_path=str(tmp_path / "run.ckpt"), pretrained_weights="swa")
     state = torch.load(tmp_path / "run.ckpt", weights_only=True)
     assert frito_weights(state).weights == "plain"
 
@@ -267,7 +267,7 @@ def test_frito_checkpoint_without_swa_refuses_swa(tmp_path, plain_and_swa):
 def test_frito_checkpoint_fine_tunes_with_other_classes_and_longer_input(tmp_path, plain_and_swa):
     plain = plain_and_swa[0]
     frito_file(tmp_path / "run.ckpt", plain)
-    model = mini(n_classes=2, input_tdim=300, pretrained=True, pretrained_path=str(tmp_path / "run.ckpt"))
+    model = mini_from_config(n_classes=2, input_tdim=300, pretrained=True, pretrained_path=str(tmp_path / "run.ckpt"))
     # 300 frames: 29 columns; the checkpoint's 19 are stretched over them (first and last kept)
     assert model.time_pos_embed.shape[-1] == 29
     assert torch.allclose(model.time_pos_embed[..., [0, -1]], plain.time_pos_embed[..., [0, -1]])
@@ -376,8 +376,7 @@ def test_missing_keys_are_errors(tmp_path):
 
 
 @pytest.mark.parametrize("checkpoint, match", [
-    ({"state_dict": {"net.x": torch.zeros(1)}}, "no 'frito' entry"),
-    ({"state_dict": {"net.x": torch.zeros(1)}, "frito": {"version": 9, "net": {}}}, "not version 1"),
+    ({"state_dict": {"net.x": torch.zeros(1)}}, "Lightning checkpoint, not a PaSST release"),
     ({"weights": torch.zeros(3)}, "unrecognised checkpoint"),
     ({"pos_embed": torch.zeros(1, 2 + 6, 96), "dist_token": torch.zeros(1, 1, 96)}, "square grid"),
 ])
@@ -391,8 +390,16 @@ def test_unrecognised_checkpoints_are_errors(tmp_path, checkpoint, match):
     ({"pretrained": True}, "passt_mini' has no published pretrained weights.*models.net.pretrained_path"),
     ({"pretrained_path": "x.pt"}, "pretrained=True"),
     ({"pretrained": True, "pretrained_source": "imagenet21k"}, "pretrained_source"),
-    ({"pretrained": True, "pretrained_weights": "ema"}, "ema"),
 ])
 def test_option_errors(kwargs, match):
     with pytest.raises(ValueError, match=match):
         mini(**kwargs)
+
+
+def test_frito_checkpoint_of_another_version_and_unknown_weight_choices_are_errors(tmp_path, plain_and_swa):
+    torch.save({"state_dict": {"net.x": torch.zeros(1)}, "frito": {"version": 9, "net": {}}}, tmp_path / "v9.ckpt")
+    with pytest.raises(ValueError, match="not version 1"):
+        mini_from_config(pretrained=True, pretrained_path=str(tmp_path / "v9.ckpt"))
+    frito_file(tmp_path / "run.ckpt", plain_and_swa[0])
+    with pytest.raises(ValueError, match="ema"):
+        mini_from_config(pretrained=True, pretrained_path=str(tmp_path / "run.ckpt"), pretrained_weights="ema")

@@ -5,16 +5,13 @@ import torch
 import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from models import sparse_attention as sparse_attention_module
-from models.attention import TokenLayout, masked_attention, parse_rf_norm_t, select_executor
-from models.passt import get_model
-from models.sparse_attention import (
-    BLOCK_KERNELS,
-    Execution,
-    blockwise_attention,
-    choose_execution,
-    sparse_attention,
-)
+from models import sparse_kernels
+from models.attention import masked_attention, select_executor
+from models.network import get_model
+from models.patterns import TokenLayout, parse_rf_norm_t
+from models.sparse_attention import blockwise_attention, sparse_attention
+from models.sparse_choice import Execution, choose_execution
+from models.sparse_kernels import BLOCK_KERNELS
 
 CLUSTER_FORMS = ["per_row", "per_row_2", "per_row_3", "per_row_5", "high_low", "sparse_row_2", "sparse_row_6"]
 BAND_FORMS = ["row_overlap", "row_overlap_1", "row_overlap_3", "row_overlap_8"]
@@ -149,7 +146,7 @@ def low_precision_dtypes():
 @pytest.mark.parametrize("form", ["per_row_2", "high_low", "row_overlap_3"])
 def test_matmul_kernels_are_exact_for_any_chunking(form, chunk_scores, kernel, monkeypatch):
     """Chunks smaller than one block's scores split its query rows; larger ones span (batch, head) pairs."""
-    monkeypatch.setattr(sparse_attention_module, "_CHUNK_SCORES", chunk_scores)
+    monkeypatch.setattr(sparse_kernels, "_CHUNK_SCORES", chunk_scores)
     layout, pattern, inputs, weights, expected, expected_grads = uneven_case(form)
     for group_rows in (1, 2):
         out, grads = forward_backward(
