@@ -8,11 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from helpers.defaults import CPU_TINY_ARCH, CPU_TINY_CLIP_LENGTH
 from models.architectures import ARCHITECTURES
-
-# The CPU preset: a small transformer on 2-second clips. The experiments use it for the demo data too.
-CPU_TINY_ARCH = "passt_mini"
-CPU_TINY_CLIP_LENGTH = 2.0
 
 
 @dataclass(frozen=True)
@@ -32,9 +29,8 @@ def _frito(rf_norm_t: str, what: str) -> NamedConfig:
 
 
 def _passt_s(arch: str, what: str) -> NamedConfig:
-    spec = ARCHITECTURES[arch]
-    return NamedConfig(f"PaSST-S {arch} (patch stride {spec.fstride}x{spec.tstride}; {what})",
-                       _net(arch=arch, fstride=spec.fstride, tstride=spec.tstride))
+    spec = ARCHITECTURES[arch]  # its strides are the model's unless models.net.fstride/tstride are given
+    return NamedConfig(f"PaSST-S {arch} (patch stride {spec.fstride}x{spec.tstride}; {what})", _net(arch=arch))
 
 
 NAMED_CONFIGS: dict[str, NamedConfig] = {

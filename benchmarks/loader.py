@@ -18,10 +18,11 @@ import argparse
 import time
 
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader, RandomSampler
 
+from benchmarks.speed import training_step_seconds
 from datasets import dcase20, nsynth
+from models.audio_model import AudioModel
 from models.network import get_model
 from models.preprocess import AugmentMelSTFT
 
@@ -70,34 +71,12 @@ def loader_rate(dataset, batch_size: int, batches: int, workers: int) -> float:
 def training_rate(data, batch: dict, args: argparse.Namespace) -> tuple[float, str]:
     """Clips per second of training steps on one batch of real clips."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    mel = AugmentMelSTFT(sr=data.sample_rate).to(device).train()
-    frames = mel.frames_for(data.clip_samples)
-    net = get_model(arch=args.arch, n_classes=len(data.class_names), input_tdim=frames).to(device).train()
-    optimizer = torch.optim.AdamW(net.parameters(), lr=1e-4)
+    mel = AugmentMelSTFT(sr=data.sample_rate)
+    net = get_model(arch=args.arch, n_classes=len(data.class_names), input_tdim=mel.frames_for(data.clip_samples))
+    model = AudioModel(mel, net).to(device)
     waveform, labels = batch["waveform"].to(device), batch["label"].to(device)
-
-    def step():
-        logits, _ = net(mel(waveform).unsqueeze(1))
-        loss = F.cross_entropy(logits, labels)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-
-    step()
-    seconds = []
-    for _ in range(args.repeats):
-        _synchronize(device)
-        start = time.perf_counter()
-        for _ in range(args.steps):
-            step()
-        _synchronize(device)
-        seconds.append(time.perf_counter() - start)
-    return args.steps * len(waveform) / min(seconds), device.type
-
-
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    seconds = training_step_seconds(model, waveform, labels, args.steps, repeats=args.repeats, warm_up_steps=1)
+    return len(waveform) / seconds, device.type
 
 
 def _parser() -> argparse.ArgumentParser:

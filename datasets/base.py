@@ -82,7 +82,8 @@ class CachedData:
     """
 
     name: ClassVar[str]
-    domain_kind: ClassVar[str]
+    domain_kind: ClassVar[str]  # what a domain is: "device", "instrument_source", ...
+    group_names: ClassVar[tuple[str, str]]  # how reports name the domains trained on, and the others
     native_clip_length: ClassVar[float]
     demo_clip_length: ClassVar[float | None] = None
     demo_folder: ClassVar[str | None] = None  # folder of the generated demo data; None: the dataset has none

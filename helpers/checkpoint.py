@@ -1,47 +1,109 @@
-"""The frito checkpoint format: its version, reading with validation, and the network it describes.
+"""The frito checkpoint format: its version, writing, reading with validation, and the model it describes.
 
 A frito checkpoint is a Lightning checkpoint of the training module (helpers.training_module) with a
-"frito" entry: the network and front-end settings, class and domain names, the domains trained on, the
-sample rate and clip length. Everything that reads one goes through this module.
+"frito" entry describing the model and data it was trained with::
+
+    {"version": 2,
+     "net": {...},           # keywords of models.network.get_model as the network was built (resolved)
+     "mel": {...},           # keywords of models.preprocess.AugmentMelSTFT (sample rate included)
+     "class_names": [...], "domain_names": [...], "seen_domains": [...],   # seen: the domains trained on
+     "sample_rate": 32000, "clip_length": 10.0}
+
+and the weights under ``model.net.`` (the network), ``net_swa.module.`` and ``net_swa.n_averaged`` (the
+stochastic weight average, when the run keeps one). Version 1 (``net.``, ``net_swa.``, ``swa_n_averaged``;
+"net" as the run's config) is still read: its keys are renamed on reading.
+
+Everything that reads or writes a checkpoint goes through this module: training writes through
+:class:`CheckpointIO` (atomically), resume, evaluate_only, predict, export and
+``models.net.pretrained_path=<frito checkpoint>`` read through :func:`read_checkpoint`, which validates
+once and names the file and the fix in every error (:class:`CheckpointError`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import os
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
+import torch
+from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from torch import Tensor
 
+from helpers.files import atomic_write
+from models.audio_model import AudioModel
 from models.conversion import NetworkWeights
 from models.network import get_model
 from models.passt import PaSST
-from models.pretrained import fit_weights
-from models.weight_files import PretrainedError, read_checkpoint
+from models.preprocess import AugmentMelSTFT
+from models.weight_files import PretrainedError
+from models.weight_files import read_checkpoint as read_weights_file
 
-FRITO_VERSION = 1
+FORMAT_VERSION = 2
+ENTRY = "frito"  # the checkpoint's entry describing model and data
 CHECKPOINT_WEIGHTS = ("auto", "swa", "plain")
-FRITO_PREFIXES = {"plain": "net.", "swa": "net_swa."}
+NETWORK_PREFIXES = {"plain": "model.net.", "swa": "net_swa.module."}
+SWA_COUNT = "net_swa.n_averaged"
 PRETRAINED_KEYS = ("pretrained", "pretrained_path", "pretrained_source", "pretrained_weights")
+# Version 1 key prefixes, in the order they are renamed (the longest first)
+_VERSION_1_RENAMES = (("swa_n_averaged", SWA_COUNT), ("net_swa.", "net_swa.module."), ("net.", "model.net."))
+_RESUME_SETTINGS = (("net", "models.net"), ("mel", "models.mel"), ("class_names", "classes"),
+                    ("domain_names", "domains"), ("sample_rate", "basedataset.sample_rate"),
+                    ("clip_length", "basedataset.clip_length"), ("seen_domains", "basedataset.train_domains"))
 
 
-def build_network(net_config: Mapping) -> PaSST:
-    """The network of a run's ``models.net`` config, with its pretrained weights: the arch's release, a DeiT,
-    or (``pretrained_path`` naming one) a checkpoint written by frito, whose ``pretrained_weights`` choose
-    its plain or SWA network."""
-    settings = {key: value for key, value in net_config.items() if key != "pretrained_weights"}
-    weights = net_config.get("pretrained_weights", "auto")
-    if weights not in CHECKPOINT_WEIGHTS:
-        raise PretrainedError(f"pretrained weights choice {weights!r} is not one of {CHECKPOINT_WEIGHTS}")
-    path = settings.get("pretrained_path")
-    if not (settings.get("pretrained") and path is not None):
-        return get_model(**settings)
-    checkpoint = read_checkpoint(path)
-    if not is_frito_checkpoint(checkpoint):
-        return get_model(**settings)
-    network = rebuild_network(settings)
-    selected = frito_weights(checkpoint, weights, origin=str(path))
-    fit_weights(network, _network_weights(selected), f"{settings['arch']} from {path}")
-    return network
+class CheckpointError(ValueError):
+    """A checkpoint that is missing, unreadable, not frito's, or does not fit what it is used for."""
+
+
+def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
+    """The frito checkpoint at ``path``, read once and validated (version 1 renamed to the current keys)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {str(path)!r} does not exist; give the path of a .ckpt file, e.g. "
+                              "runs/<id>/checkpoints/best.ckpt")
+    try:
+        contents = read_weights_file(path)
+    except PretrainedError as error:
+        raise CheckpointError(f"checkpoint {path} is not a readable checkpoint (truncated?): {error}") from None
+    return checkpoint_from_contents(contents, path)
+
+
+def checkpoint_from_contents(contents: Mapping, path: str | os.PathLike) -> Checkpoint:
+    """The frito checkpoint in ``contents``, the dict read from the file ``path``, validated."""
+    entry = contents.get(ENTRY)
+    version = entry.get("version") if isinstance(entry, Mapping) else None
+    if version not in (1, FORMAT_VERSION) or not isinstance(contents.get("state_dict"), Mapping):
+        found = f"its '{ENTRY}' entry is version {version}" if version is not None else f"it has no '{ENTRY}' entry"
+        raise CheckpointError(
+            f"checkpoint {path} is not a frito checkpoint this version reads ({found}; versions 1 and "
+            f"{FORMAT_VERSION} are read); give checkpoints/best.ckpt or last.ckpt of a frito run."
+        )
+    missing = [key for key in ("net", "mel", "class_names", "sample_rate", "clip_length") if key not in entry]
+    if missing or not isinstance(entry["net"], Mapping):
+        raise CheckpointError(f"checkpoint {path}: its '{ENTRY}' entry lacks {missing or ['net']}; it was edited or "
+                              "written by another program")
+    lightning = dict(contents)
+    if version == 1:
+        lightning["state_dict"] = {_current_key(key): value for key, value in contents["state_dict"].items()}
+        lightning[ENTRY] = {**entry, "net": _resolved_network_settings(entry["net"]), "version": FORMAT_VERSION}
+    return Checkpoint(Path(path), lightning)
+
+
+def checkpoint_entry(net: Mapping, mel: Mapping, class_names, domain_names, seen_domains, sample_rate: int,
+                     clip_length: float) -> dict[str, Any]:
+    """The "frito" entry of the checkpoints of a training (see the module docstring)."""
+    return {
+        "version": FORMAT_VERSION,
+        "net": {key: value for key, value in net.items() if key not in PRETRAINED_KEYS},
+        "mel": dict(mel),
+        "class_names": list(class_names),
+        "domain_names": list(domain_names),
+        "seen_domains": list(seen_domains),
+        "sample_rate": sample_rate,
+        "clip_length": clip_length,
+    }
 
 
 def rebuild_network(net_settings: Mapping) -> PaSST:
@@ -50,72 +112,145 @@ def rebuild_network(net_settings: Mapping) -> PaSST:
 
 
 @dataclass(frozen=True)
-class FritoCheckpoint:
-    """The network weights and settings of a checkpoint written by frito's training module.
+class Checkpoint:
+    """A validated frito checkpoint: ``lightning`` is the whole dict Lightning wrote (current key names),
+    for resuming; ``entry`` its "frito" entry; ``state_dict`` the training module's weights."""
 
-    state_dict: the network's parameters (prefix removed); weights: "plain" or "swa", the copy taken;
-    meta: the checkpoint's "frito" entry (net and mel settings, class names, sample rate, clip length).
-    """
+    path: Path
+    lightning: dict
 
-    state_dict: dict[str, Tensor]
-    weights: str
-    meta: dict
-    ignored: tuple[str, ...]
+    @property
+    def entry(self) -> dict:
+        return self.lightning[ENTRY]
+
+    @property
+    def state_dict(self) -> dict[str, Tensor]:
+        return self.lightning["state_dict"]
+
+    @property
+    def can_resume(self) -> bool:
+        """Whether it holds the optimizer and loop state a training continues from (not weights only)."""
+        return "optimizer_states" in self.lightning and "loops" in self.lightning
+
+    @property
+    def has_swa(self) -> bool:
+        """Whether the run kept a stochastic weight average (averaged yet or not)."""
+        return any(key.startswith(NETWORK_PREFIXES["swa"]) for key in self.state_dict)
+
+    def choose_weights(self, weights: str = "auto") -> str:
+        """"plain" or "swa": the network ``weights`` ("auto": the SWA average when it holds one) selects."""
+        if weights not in CHECKPOINT_WEIGHTS:
+            raise CheckpointError(f"weights={weights!r} is not one of {CHECKPOINT_WEIGHTS}")
+        averaged = self.has_swa and int(self.state_dict.get(SWA_COUNT, 1)) > 0
+        available = ["plain", "swa"] if self.has_swa else ["plain"]
+        if weights == "auto":
+            return "swa" if averaged else "plain"
+        if weights == "swa" and not averaged:
+            reason = "has no averaged SWA weights yet" if self.has_swa else "has no such weights"
+            raise CheckpointError(f"{self.path} {reason} ({NETWORK_PREFIXES['swa']}*); it offers {available}: "
+                                  "choose one of those, or 'auto'")
+        return weights
+
+    def network_state(self, weights: str = "auto") -> dict[str, Tensor]:
+        """The state dict of the plain or SWA network (see :meth:`choose_weights`)."""
+        prefix = NETWORK_PREFIXES[self.choose_weights(weights)]
+        return {key[len(prefix):]: value for key, value in self.state_dict.items() if key.startswith(prefix)}
+
+    def network_weights(self, weights: str = "auto") -> NetworkWeights:
+        """The plain or SWA network as pretrained weights for another model (models.pretrained.fit_weights)."""
+        choice = self.choose_weights(weights)
+        net = self.entry["net"]
+        strides = (net["fstride"], net["tstride"])
+        description = (f"frito checkpoint, {choice} weights of {net['arch']} rf_norm_t={net.get('rf_norm_t', '')!r}, "
+                       f"strides {strides[0]}x{strides[1]}")
+        other = NETWORK_PREFIXES["swa" if choice == "plain" else "plain"]
+        ignored = [f"{other}* ({sum(key.startswith(other) for key in self.state_dict)} keys)"] if self.has_swa else []
+        return NetworkWeights(self.network_state(choice), description, strides, ignored)
+
+    def build_model(self, weights: str = "auto") -> AudioModel:
+        """The front-end and the plain or SWA network the checkpoint describes, with its weights."""
+        network = rebuild_network(self.entry["net"])
+        state = self.network_state(weights)
+        try:
+            network.load_state_dict(state, strict=True)
+        except RuntimeError as error:
+            raise CheckpointError(f"{self.path}: the {self.choose_weights(weights)} weights do not fit the network "
+                                  f"its '{ENTRY}' entry describes ({error})") from None
+        return AudioModel(AugmentMelSTFT(**self.entry["mel"]), network)
+
+    def load_into(self, module: torch.nn.Module) -> None:
+        """Load the weights into a training module built with the checkpoint's settings."""
+        mismatch = weight_mismatch(module.state_dict(), self.state_dict)
+        if mismatch:
+            raise CheckpointError(f"checkpoint {self.path} does not fit the model rebuilt from its own settings: "
+                                  f"{mismatch}.")
+        module.load_state_dict(self.state_dict)
+
+    def resume_differences(self, entry: Mapping, module: torch.nn.Module, keeps_swa: bool) -> list[str]:
+        """Why a training configured as ``entry`` (with or without SWA) cannot continue from this checkpoint:
+        each setting that differs, named as in the config; empty when it can."""
+        differences = [
+            f"{name}: checkpoint {saved!r}, config {wanted!r}"
+            for key, setting in _RESUME_SETTINGS
+            if key in self.entry  # seen_domains: checkpoints of earlier frito versions do not record them
+            for name, saved, wanted in _differences(setting, self.entry.get(key), entry.get(key))
+        ]
+        if self.has_swa != keeps_swa:
+            differences.append(f"swa: checkpoint {self.has_swa}, config {keeps_swa}")
+        else:
+            mismatch = weight_mismatch(module.state_dict(), self.state_dict)
+            if mismatch:
+                differences.append(f"weights: {mismatch}")
+        return differences
 
 
-def frito_weights(checkpoint: Mapping, weights: str = "auto", origin: str = "checkpoint") -> FritoCheckpoint:
-    """Pick the plain or SWA network of a frito Lightning checkpoint and validate its "frito" entry."""
-    if weights not in CHECKPOINT_WEIGHTS:
-        raise PretrainedError(f"weights={weights!r} is not one of {CHECKPOINT_WEIGHTS}")
-    if not is_frito_checkpoint(checkpoint):
-        raise PretrainedError(
-            f"{origin} is not a frito checkpoint (expected a Lightning checkpoint with 'state_dict' and a "
-            f"'frito' entry; top-level keys: {sorted(map(str, checkpoint))[:8]})"
-        )
-    meta = checkpoint["frito"]
-    valid = isinstance(meta, Mapping) and meta.get("version") == FRITO_VERSION and isinstance(meta.get("net"), Mapping)
-    if not valid:
-        raise PretrainedError(
-            f"{origin}: its 'frito' entry is not version {FRITO_VERSION} with a 'net' config dict; "
-            "it was written by another frito version or edited"
-        )
-    state = checkpoint["state_dict"]
-    available = [name for name, prefix in FRITO_PREFIXES.items() if any(key.startswith(prefix) for key in state)]
-    averaged = state.get("swa_n_averaged")
-    swa_is_average = "swa" in available and (averaged is None or int(averaged) > 0)
-    if weights == "auto":
-        weights = "swa" if swa_is_average else "plain"
-    if weights not in available or (weights == "swa" and not swa_is_average):
-        reason = "has no averaged SWA weights yet" if weights == "swa" and "swa" in available else "has no such weights"
-        raise PretrainedError(
-            f"{origin} {reason} ({FRITO_PREFIXES[weights]}*); it offers {available or 'no network weights'}: "
-            "choose one of those, or 'auto'"
-        )
-    prefix = FRITO_PREFIXES[weights]
-    selected = {key[len(prefix):]: value for key, value in state.items() if key.startswith(prefix)}
-    ignored = tuple(key for key in state if not key.startswith(prefix))
-    return FritoCheckpoint(selected, weights, dict(meta), ignored)
+class CheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint files, written atomically (a temporary file in the folder, renamed into place,
+    so a crash never leaves a half-written checkpoint) and, for the checkpoint a training resumes from,
+    read once: the one :func:`read_checkpoint` validated already is handed over instead of read again."""
+
+    def __init__(self, resumed: Checkpoint | None = None):
+        super().__init__()
+        self._resumed = resumed
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options=None) -> None:
+        atomic_write(Path(path), lambda stream: torch.save(checkpoint, stream))
+
+    def load_checkpoint(self, path, map_location=None, weights_only=None) -> dict[str, Any]:
+        if self._resumed is not None and Path(path).resolve() == self._resumed.path.resolve():
+            return self._resumed.lightning
+        return read_checkpoint(path).lightning
 
 
-def is_frito_checkpoint(checkpoint: Mapping) -> bool:
-    return isinstance(checkpoint.get("state_dict"), Mapping) and "frito" in checkpoint
+def weight_mismatch(own: Mapping[str, Tensor], state: Mapping[str, Tensor]) -> str:
+    """How a state dict differs from a module's (missing, unexpected, reshaped keys); empty when it fits."""
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    mismatched = sorted(key for key in set(own) & set(state) if own[key].shape != state[key].shape)
+    if not (missing or unexpected or mismatched):
+        return ""
+    return f"missing {missing[:5]}, unexpected {unexpected[:5]}, different shapes {mismatched[:5]}"
 
 
-def _network_weights(selected: FritoCheckpoint) -> NetworkWeights:
-    net = selected.meta["net"]
-    strides = (int(net.get("fstride", 10)), int(net.get("tstride", 10)))
-    description = (
-        f"frito checkpoint, {selected.weights} weights of {net.get('arch')} rf_norm_t={net.get('rf_norm_t', '')!r}, "
-        f"strides {strides[0]}x{strides[1]}"
-    )
-    return NetworkWeights(selected.state_dict, description, strides, _prefix_counts(selected.ignored))
+def _current_key(key: str) -> str:
+    for old, new in _VERSION_1_RENAMES:
+        if key.startswith(old):
+            return new + key[len(old):]
+    return key
 
 
-def _prefix_counts(keys: tuple[str, ...]) -> list[str]:
-    """Keys grouped by their first component: ["net_swa.* (38 keys)", "swa_n_averaged"]."""
-    groups: dict[str, int] = {}
-    for key in keys:
-        head, dot, _ = key.partition(".")
-        name = head + ".*" if dot else head
-        groups[name] = groups.get(name, 0) + 1
-    return [f"{name} ({count} keys)" if name.endswith("*") else name for name, count in groups.items()]
+def _resolved_network_settings(net: Mapping) -> dict[str, Any]:
+    """A version 1 entry's "net" (the run's config) as the current format records it: the strides a
+    version 1 network was built with (10 unless given), no pretrained-weight options."""
+    settings = {key: value for key, value in net.items() if key not in PRETRAINED_KEYS}
+    return {"fstride": 10, "tstride": 10, **settings}
+
+
+def _differences(name: str, saved, wanted) -> Iterator[tuple[str, Any, Any]]:
+    """(dotted name, saved, wanted) for each setting that differs, descending into dicts."""
+    if isinstance(saved, Mapping) and isinstance(wanted, Mapping):
+        for key in sorted(set(saved) | set(wanted)):
+            yield from _differences(f"{name}.{key}", saved.get(key), wanted.get(key))
+    elif saved != wanted:
+        yield name, saved, wanted
+

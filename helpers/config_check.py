@@ -3,8 +3,8 @@
 Sacred accepts unknown keys inside nested config entries silently (``models.net.rf_norm_tt=...`` would
 be ignored). :func:`check_keys` compares the final config with a :class:`Section` tree of the keys each
 component accepts and names the closest valid key of every unknown one. :func:`check_values` catches
-values the components would reject later (an ``rf_norm_t`` form, an architecture, the mel settings),
-before data is touched.
+values the components would reject later (an ``rf_norm_t`` form, an architecture, the mel settings,
+a setting that contradicts what the model derives from the data), before data is touched.
 """
 
 from __future__ import annotations
@@ -13,12 +13,18 @@ import difflib
 import inspect
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from types import ModuleType
 from typing import Any
 
+from sacred import Experiment
+from sacred.config import chain_evaluate_config_scopes
 from sacred.utils import SacredError
 
+from helpers.model_config import SettingsError, derived_settings, mel_settings
 from helpers.schedule import lr_schedule
-from models.architectures import ARCHITECTURES
+from helpers.trainer import trainer_keys
+from models.architectures import architecture
+from models.network import get_model
 from models.patterns import parse_rf_norm_t
 from models.preprocess import AugmentMelSTFT
 
@@ -39,7 +45,7 @@ class Section:
     """The keys one config entry accepts.
 
     keys: key -> nested Section, or None for a value of any shape.
-    accepts: what the keys are, for the error message (e.g. "keywords of models.passt.get_model").
+    accepts: what the keys are, for the error message (e.g. "keywords of models.network.get_model").
     """
 
     keys: Mapping[str, Section | None] = field(default_factory=dict)
@@ -62,42 +68,41 @@ def check_keys(config: Mapping[str, Any], section: Section, path: str = "") -> N
 
 def check_values(config: Mapping[str, Any]) -> None:
     """Raise ConfigurationError for values of ``models`` and the schedule that their components reject,
-    and for a network input that does not match the front-end and clip length."""
-    net, mel, dataset = config["models"]["net"], config["models"]["mel"], config["basedataset"]
+    and for settings that contradict what the model derives from the data (helpers.model_config)."""
+    net = config["models"]["net"]
     checks = (
         ("models.net.rf_norm_t", lambda: parse_rf_norm_t(net.get("rf_norm_t", ""))),
-        ("models.net.arch", lambda: _known(net.get("arch"), ARCHITECTURES, "models.net.arch")),
-        ("models.mel", lambda: AugmentMelSTFT(**mel)),
+        ("models.net.arch", lambda: architecture(net.get("arch"))),
+        ("models.mel", lambda: AugmentMelSTFT(**mel_settings(config))),
         ("schedule", lambda: lr_schedule(config["schedule_mode"], config["warm_up_len"], config["ramp_down_start"],
                                          config["ramp_down_len"], config["last_lr_value"])),
     )
     for where, check in checks:
         try:
             check()
+        except SettingsError as error:
+            raise ConfigurationError(str(error)) from error
         except ValueError as error:
             raise ConfigurationError(f"{where}: {error}") from error
-    if net.get("input_fdim") != mel.get("n_mels"):
-        raise ConfigurationError(
-            f"models.net.input_fdim={net.get('input_fdim')} differs from models.mel.n_mels={mel.get('n_mels')}: "
-            "the network's frequency axis is the mel axis; set both to the same value."
-        )
-    if mel.get("sr") != dataset.get("sample_rate"):
-        raise ConfigurationError(
-            f"models.mel.sr={mel.get('sr')} differs from basedataset.sample_rate={dataset.get('sample_rate')}: "
-            "the front-end reads the dataset's audio; set both to the same rate."
-        )
-    clip_length = dataset.get("clip_length")
-    if not isinstance(clip_length, (int, float)) or clip_length <= 0:
-        raise ConfigurationError(
-            f"basedataset.clip_length={clip_length!r}: the experiments need the clip length in seconds "
-            "(it sizes models.net.input_tdim), e.g. basedataset.clip_length=10.0."
-        )
-    frames = AugmentMelSTFT(**mel).frames_for(round(clip_length * dataset["sample_rate"]))
-    if frames > (net.get("input_tdim") or 0):
-        raise ConfigurationError(
-            f"models.net.input_tdim={net.get('input_tdim')} is shorter than the {frames} frames of a "
-            f"{clip_length} s clip; leave input_tdim unset (it follows the clip) or raise it to {frames}."
-        )
+    try:
+        derived_settings(config)
+    except SettingsError as error:
+        raise ConfigurationError(str(error)) from error
+
+
+def config_sections(ex: Experiment, dataset: ModuleType) -> Section:
+    """The keys an experiment's config accepts, section by section."""
+    defaults, _ = chain_evaluate_config_scopes(ex.configurations)
+    top: dict[str, Section | None] = dict.fromkeys(defaults)
+    top["models"] = Section(
+        {"net": Section({**keywords_of(get_model), "pretrained_weights": None},
+                        "keywords of models.network.get_model, and pretrained_weights"),
+         "mel": Section(keywords_of(AugmentMelSTFT), "keywords of models.preprocess.AugmentMelSTFT")},
+        "the network and its mel front-end",
+    )
+    top["basedataset"] = Section(dict.fromkeys(dataset.DEFAULTS), f"the keys of {dataset.__name__}.DEFAULTS")
+    top["trainer"] = Section(dict.fromkeys(trainer_keys()), "pl.Trainer keywords and the translated Lightning 1.x keys")
+    return Section(top, "see print_config")
 
 
 def closest(key: str, candidates: Iterable[str]) -> str | None:
@@ -132,10 +137,3 @@ def _unknown_key_message(key: str, where: str, section: Section, path: str) -> s
     scope = path or "the top level"
     accepts = f" ({section.accepts})" if section.accepts else ""
     return f"Unknown config key {where!r}.{hint} Valid keys under {scope}{accepts}: {listing}"
-
-
-def _known(name: Any, registry: Mapping[str, Any], where: str) -> None:
-    if name not in registry:
-        suggestion = closest(str(name), registry)
-        hint = f" Did you mean {suggestion!r}?" if suggestion else ""
-        raise ValueError(f"unknown {where} {name!r}.{hint} Known: {', '.join(registry)}")

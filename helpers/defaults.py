@@ -10,7 +10,10 @@ may change it; values from the command line and from named configs always win):
   shared_defaults   the network, front-end, trainer and training options every experiment starts from
   <its own>         basedataset, the number of classes, learning rate, schedule, batch size, ...
   demo_preset       without basedataset.base_dir, for a dataset with demo data: the CPU-sized preset
-  derived_inputs    the front-end's sample rate and the network's input size, from the data settings
+
+Values that follow from others (the front-end's sample rate, the network's input size, the architecture's
+strides) are not config entries: they are derived where the model is built (helpers.model_config), and
+print_config shows them.
 
 Sacred reads a config scope's local variables as config entries, the comment beside a top-level entry as
 its documentation (print_config), and a scope's docstring as the config's docstring: the scopes that run
@@ -25,7 +28,9 @@ from types import ModuleType
 
 from sacred import Experiment
 
-from config_updates import CPU_TINY_ARCH, CPU_TINY_CLIP_LENGTH
+# The CPU preset: a small transformer on 2-second clips (named config cpu_tiny, and the demo preset).
+CPU_TINY_ARCH = "passt_mini"
+CPU_TINY_CLIP_LENGTH = 2.0
 
 
 def add_config(ex: Experiment, dataset: ModuleType, own_defaults) -> None:
@@ -38,21 +43,12 @@ def add_config(ex: Experiment, dataset: ModuleType, own_defaults) -> None:
     ex.config(own_defaults)
     if dataset.Data.has_demo():
         ex.config(demo_preset)
-    ex.config(derived_inputs)
-
-
-def clip_frames(clip_length: float | None, sample_rate: int, hopsize: int) -> int | None:
-    """Mel frames of a clip of ``clip_length`` seconds, as AugmentMelSTFT.frames_for counts them
-    (None without a clip length; the config check then asks for one)."""
-    if not isinstance(clip_length, (int, float)):
-        return None
-    return (round(clip_length * sample_rate) - 1) // hopsize + 1
 
 
 def shared_defaults():
     """Defaults every experiment shares."""
     models = {
-        "net": dict(  # keywords of models.passt.get_model
+        "net": dict(  # keywords of models.network.get_model (input_fdim/input_tdim follow the front-end and clip)
             arch="passt_s_swa_p16_128_ap476",
             pretrained=False,  # the arch's AudioSet weights: pretrained=True (or pretrained_path=FILE, offline)
             pretrained_path=None,
@@ -60,15 +56,15 @@ def shared_defaults():
             pretrained_weights="auto",
             n_classes=None,  # set by the experiment (from its dataset)
             in_channels=1,
-            fstride=10,
-            tstride=10,
+            fstride=None,  # patch stride along frequency; None: the arch's own
+            tstride=None,  # patch stride along time; None: the arch's own
             u_patchout=0,
             s_patchout_t=0,
             s_patchout_f=0,
             rf_norm_t="",
             attention_impl="auto",
         ),
-        "mel": dict(  # keywords of models.preprocess.AugmentMelSTFT
+        "mel": dict(  # keywords of models.preprocess.AugmentMelSTFT (sr follows basedataset.sample_rate)
             n_mels=128, win_length=800, hopsize=320, n_fft=1024, freqm=48, timem=80, htk=False,
             fmin=0.0, fmax=None, norm=1, fmin_aug_range=10, fmax_aug_range=2000,
         ),
@@ -99,12 +95,3 @@ def demo_preset(basedataset, models, trainer):
         ramp_down_len = 12
         last_lr_value = 0.05
         swa_epoch_start = 14
-
-
-def derived_inputs(basedataset, models):
-    # The front-end runs at the data's sample rate; the network's input follows the front-end and clip length.
-    models["mel"]["sr"] = basedataset["sample_rate"]
-    models["net"]["input_fdim"] = models["mel"]["n_mels"]
-    models["net"]["input_tdim"] = clip_frames(
-        basedataset["clip_length"], basedataset["sample_rate"], models["mel"]["hopsize"]
-    )

@@ -42,6 +42,7 @@ from torch import Tensor, nn
 
 from helpers.files import atomic_write
 from helpers.inference import Predictor, load_model
+from models.audio_model import AudioModel
 from models.preprocess import LOG_OFFSET, NORM_SCALE, NORM_SHIFT, PREEMPHASIS, AugmentMelSTFT
 
 logger = logging.getLogger(__name__)
@@ -87,11 +88,11 @@ def export(
         raise FileExistsError(f"{existing} exist; choose another folder or allow overwriting them")
     predictor = model if isinstance(model, Predictor) else load_model(model, device="cpu", weights=weights)
     samples = _example_samples(predictor, example_seconds)
-    net, mel = copy.deepcopy(predictor.net).cpu().eval(), copy.deepcopy(predictor.mel).cpu().eval()
-    wrapper = WaveformClassifier(net, mel).eval()
+    trained = copy.deepcopy(predictor.model).cpu().eval()
+    wrapper = AudioModel(DftLogMel(trained.front_end), trained.net).eval()
     example = torch.randn(2, samples, generator=torch.Generator().manual_seed(0)) * 0.1
     with torch.no_grad():
-        expected = net(mel(example).unsqueeze(1))
+        expected = trained(example)
     for name in formats:
         exported = EXPORTERS[name](wrapper, example)
         actual = VERIFIERS[name](exported, example)
@@ -137,18 +138,6 @@ class DftLogMel(nn.Module):
         return (torch.log(torch.matmul(self.bank, power) + LOG_OFFSET) + NORM_SHIFT) / NORM_SCALE
 
 
-class WaveformClassifier(nn.Module):
-    """waveform (batch, samples) -> (logits, embedding): the eval-mode front-end and network in one module."""
-
-    def __init__(self, net: nn.Module, mel: AugmentMelSTFT):
-        super().__init__()
-        self.front_end = DftLogMel(mel)
-        self.net = net
-
-    def forward(self, waveform: Tensor) -> tuple[Tensor, Tensor]:
-        return self.net(self.front_end(waveform).unsqueeze(1))
-
-
 class _LengthChecked(nn.Module):
     """A traced model behind a check that the input has the traced number of samples."""
 
@@ -166,7 +155,7 @@ class _LengthChecked(nn.Module):
         return self.traced(waveform)
 
 
-def _export_torchscript(wrapper: WaveformClassifier, example: Tensor) -> bytes:
+def _export_torchscript(wrapper: AudioModel, example: Tensor) -> bytes:
     with _quiet_tracing(), torch.no_grad():
         traced = torch.jit.trace(wrapper, (example,), check_trace=False)
         scripted = torch.jit.script(_LengthChecked(traced, example.shape[1]))
@@ -175,7 +164,7 @@ def _export_torchscript(wrapper: WaveformClassifier, example: Tensor) -> bytes:
     return buffer.getvalue()
 
 
-def _export_onnx(wrapper: WaveformClassifier, example: Tensor) -> bytes:
+def _export_onnx(wrapper: AudioModel, example: Tensor) -> bytes:
     buffer = io.BytesIO()
     with _quiet_tracing(), torch.no_grad():
         torch.onnx.export(
@@ -205,7 +194,7 @@ def _run_onnx(data: bytes, example: Tensor) -> list[np.ndarray]:
     return session.run(list(OUTPUT_NAMES), {INPUT_NAME: example.numpy()})
 
 
-EXPORTERS: dict[str, Callable[[WaveformClassifier, Tensor], bytes]] = {
+EXPORTERS: dict[str, Callable[[AudioModel, Tensor], bytes]] = {
     "torchscript": _export_torchscript,
     "onnx": _export_onnx,
 }
@@ -231,7 +220,7 @@ def _example_samples(predictor: Predictor, example_seconds: float | None) -> int
     if example_seconds is None:
         return predictor.window_samples
     samples = round(example_seconds * predictor.sample_rate)
-    shortest = predictor.mel.hopsize * 15 + 1  # 16 frames: one patch
+    shortest = predictor.model.front_end.hopsize * 15 + 1  # 16 frames: one patch
     if not shortest <= samples <= predictor.window_samples:
         raise ValueError(
             f"example_seconds={example_seconds} gives {samples} samples; the model takes "
@@ -252,7 +241,7 @@ def _check_outputs(name: str, expected: tuple[Tensor, Tensor], actual: list[np.n
 
 
 def _metadata(predictor: Predictor, samples: int, formats: Sequence[str]) -> dict:
-    pattern = predictor.net.pattern
+    pattern = predictor.model.net.pattern
     return {
         "files": {name: FILE_NAMES[name] for name in formats},
         "class_names": predictor.class_names,
@@ -262,7 +251,7 @@ def _metadata(predictor: Predictor, samples: int, formats: Sequence[str]) -> dic
         "seconds": samples / predictor.sample_rate,
         "input": {"name": INPUT_NAME, "shape": ["batch", samples], "dtype": "float32", "channels": "mono"},
         "outputs": {"logits": ["batch", len(predictor.class_names)],
-                    "embedding": ["batch", predictor.net.embed_dim]},
+                    "embedding": ["batch", predictor.model.net.embed_dim]},
         "probabilities": "softmax of logits",
         "rf_norm_t": pattern.name,
         "onnx_opset": ONNX_OPSET,

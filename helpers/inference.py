@@ -30,11 +30,10 @@ import torch
 from torch import Tensor
 
 from datasets.audio import AudioError, load_audio
+from helpers.checkpoint import read_checkpoint
 from helpers.files import atomic_write
-from helpers.checkpoint import frito_weights, rebuild_network
-from models.passt import PATCH_SIZE, PaSST
-from models.preprocess import AugmentMelSTFT
-from models.weight_files import PretrainedError, read_checkpoint
+from models.audio_model import AudioModel
+from models.passt import PATCH_SIZE
 
 logger = logging.getLogger(__name__)
 
@@ -57,23 +56,13 @@ def load_model(
         weights: "swa", "plain", or "auto" (the SWA average when the checkpoint holds one).
         hop_fraction: step between the windows of a long clip, as a fraction of the window.
     """
-    path = Path(checkpoint)
-    selected = frito_weights(read_checkpoint(path), weights, origin=str(path))
-    meta = selected.meta
-    for key in ("mel", "class_names", "sample_rate", "clip_length"):
-        if key not in meta:
-            raise PretrainedError(f"{path}: its 'frito' entry lacks {key!r}; it was not written by frito's training")
-    net = rebuild_network(meta["net"])
-    try:
-        net.load_state_dict(selected.state_dict, strict=True)
-    except RuntimeError as error:
-        raise PretrainedError(
-            f"{path}: the {selected.weights} weights do not fit the network its 'frito' entry describes ({error})"
-        ) from None
-    mel = AugmentMelSTFT(**meta["mel"])
-    logger.info("Loaded %s (%s weights, %d classes)", path, selected.weights, len(meta["class_names"]))
-    return Predictor(net, mel, meta["class_names"], meta["sample_rate"], meta["clip_length"], device, hop_fraction,
-                     seen_domains=meta.get("seen_domains"))
+    loaded = read_checkpoint(checkpoint)
+    entry = loaded.entry
+    model = loaded.build_model(weights)
+    logger.info("Loaded %s (%s weights, %d classes)", loaded.path, loaded.choose_weights(weights),
+                len(entry["class_names"]))
+    return Predictor(model, entry["class_names"], entry["sample_rate"], entry["clip_length"], device, hop_fraction,
+                     seen_domains=entry.get("seen_domains"))
 
 
 class Predictor:
@@ -81,8 +70,7 @@ class Predictor:
 
     def __init__(
         self,
-        net: PaSST,
-        mel: AugmentMelSTFT,
+        model: AudioModel,
         class_names: Sequence[str],
         sample_rate: int,
         clip_length: float,
@@ -92,8 +80,8 @@ class Predictor:
     ):
         """
         Args:
-            net: log-mel (batch, 1, n_mels, frames) -> (logits, embedding).
-            mel: the front-end the network was trained with (its sr must be sample_rate).
+            model: the front-end (models.preprocess.AugmentMelSTFT; its sr must be sample_rate) and the
+                network (models.passt.PaSST) as trained.
             class_names: meaning of the network's outputs.
             sample_rate: rate in Hz the network was trained at; inputs are resampled to it.
             clip_length: seconds of audio per training clip: the window the network sees.
@@ -101,6 +89,7 @@ class Predictor:
             hop_fraction: step between the windows of a long clip, as a fraction of the window (0, 1].
             seen_domains: the domains (devices, sources, ...) of the training data; None when not recorded.
         """
+        mel, net = model.front_end, model.net
         if mel.sr != sample_rate:
             raise ValueError(f"the front-end expects {mel.sr} Hz but the checkpoint says sample_rate={sample_rate}")
         if len(class_names) != net.n_classes:
@@ -108,8 +97,7 @@ class Predictor:
         if not 0 < hop_fraction <= 1:
             raise ValueError(f"hop_fraction must be in (0, 1], got {hop_fraction}")
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.net = net.eval().to(self.device)
-        self.mel = mel.eval().to(self.device)
+        self.model = model.eval().to(self.device)
         self.class_names = list(class_names)
         self.seen_domains = None if seen_domains is None else list(seen_domains)
         self.sample_rate = int(sample_rate)
@@ -177,8 +165,7 @@ class Predictor:
     def _score(self, windows: Tensor, batch_size: int = WINDOW_BATCH) -> tuple[Tensor, Tensor]:
         logits, embeddings = [], []
         for batch in windows.split(batch_size):
-            spectrogram = self.mel(batch.to(self.device)).unsqueeze(1)
-            batch_logits, batch_embeddings = self.net(spectrogram)
+            batch_logits, batch_embeddings = self.model(batch.to(self.device))
             logits.append(batch_logits.float().cpu())
             embeddings.append(batch_embeddings.float().cpu())
         return torch.cat(logits), torch.cat(embeddings)
@@ -211,7 +198,8 @@ def predict_files(
 ) -> PredictionReport:
     """Classify audio files and folders (searched recursively for wav, flac, ogg and mp3).
 
-    Each file's top-k classes are logged; files that cannot be decoded are reported and skipped. With
+    Files that cannot be decoded are skipped and listed in the report (nothing is logged per file: the
+    caller reports them, e.g. the predict command prints each file once). With
     ``csv_path``, a CSV is written (atomically) with one row per scored file: file, top_1 ... top_k
     class names, then one probability column per class. An existing CSV is only replaced with
     ``overwrite=True``. The windows of consecutive files are scored together, batch_size windows per
@@ -229,11 +217,8 @@ def predict_files(
         best = np.argsort(-probabilities, kind="stable")[:top_k]
         top = [(predictor.class_names[index], float(probabilities[index])) for index in best]
         predictions.append(FilePrediction(str(path), probabilities, top))
-        logger.info("%s: %s", path, ", ".join(f"{name} {probability:.3f}" for name, probability in top))
-    logger.info("Scored %d files, skipped %d", len(predictions), len(skipped))
     if csv_path is not None:
         atomic_write(Path(csv_path), lambda stream: stream.write(_csv_text(predictions, predictor.class_names, top_k)))
-        logger.info("Wrote %s", csv_path)
     return PredictionReport(predictions, skipped)
 
 
@@ -245,7 +230,6 @@ def _readable_clips(
         try:
             yield path, load_audio(path, sample_rate), sample_rate
         except AudioError as error:
-            logger.warning("Skipped %s", error)
             skipped.append((str(path), str(error)))
 
 
@@ -273,7 +257,6 @@ def _audio_files(paths: Iterable[str | os.PathLike]) -> tuple[list[Path], list[t
         elif entry.is_file():
             files.append(entry)
         else:
-            logger.warning("Skipped %s: no such file or folder", entry)
             skipped.append((str(entry), "no such file or folder"))
     if not files and not skipped:
         raise ValueError(f"no audio files ({', '.join(AUDIO_EXTENSIONS)}) found in {[str(p) for p in paths]}")

@@ -16,12 +16,6 @@ from functools import cached_property
 
 import numpy as np
 
-# How each dataset's domain kind names its two groups in reports.
-GROUP_LABELS = {
-    "device": ("seen devices", "unseen devices"),
-    "instrument_source": ("in-domain sources", "out-of-domain sources"),
-}
-
 
 @dataclass(frozen=True)
 class Evaluation:

@@ -10,9 +10,9 @@ from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 
 from helpers.files import atomic_write
+from models.passt import N_GLOBAL_TOKENS
 from models.patterns import attention_mask
 
-GLOBAL_TOKENS = 2  # cls and distillation tokens of PaSST
 MASK_COLOURS = ListedColormap(["#f2f2f2", "#1f4e79"])  # masked, allowed
 
 
@@ -23,7 +23,7 @@ def write_attention_mask_plot(rf_norm_t: str, n_rows: int, n_cols: int, path: Pa
     (global tokens first, then the grid row-major), frequency rows marked and labelled on both axes.
     """
     rows = attention_mask(rf_norm_t, n_rows, 1, n_global=0).numpy()
-    tokens = attention_mask(rf_norm_t, n_rows, n_cols, n_global=GLOBAL_TOKENS).numpy()
+    tokens = attention_mask(rf_norm_t, n_rows, n_cols, n_global=N_GLOBAL_TOKENS).numpy()
     figure = Figure(figsize=(13, 6.2))
     name = rf_norm_t or "unrestricted"
     figure.suptitle(f"rf_norm_t={name}: {n_rows} frequency rows x {n_cols} time steps, "
@@ -48,10 +48,10 @@ def _rows_panel(axes, rows: np.ndarray) -> None:
 
 def _tokens_panel(axes, tokens: np.ndarray, n_rows: int, n_cols: int) -> None:
     axes.imshow(tokens, cmap=MASK_COLOURS, vmin=0, vmax=1, interpolation="nearest")
-    starts = GLOBAL_TOKENS + n_cols * np.arange(n_rows)
-    centres = [GLOBAL_TOKENS / 2 - 0.5, *(starts + n_cols / 2 - 0.5)]
+    starts = N_GLOBAL_TOKENS + n_cols * np.arange(n_rows)
+    centres = [N_GLOBAL_TOKENS / 2 - 0.5, *(starts + n_cols / 2 - 0.5)]
     labels = ["cls/dist", *(f"f{row}" for row in range(n_rows))]
-    for boundary in [GLOBAL_TOKENS, *starts[1:]]:
+    for boundary in [N_GLOBAL_TOKENS, *starts[1:]]:
         axes.axhline(boundary - 0.5, color="#c0392b", linewidth=0.4)
         axes.axvline(boundary - 0.5, color="#c0392b", linewidth=0.4)
     axes.set_xticks(centres, labels, fontsize=7, rotation=90)

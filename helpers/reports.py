@@ -1,4 +1,9 @@
-"""End-of-run reports: confusion matrix and per-domain accuracy table (PNG and CSV), console summary."""
+"""End-of-run reports: confusion matrix and per-domain accuracy table (PNG and CSV), console summary.
+
+Domains are named as the dataset names them: its domain kind ("device", "instrument_source", ...) and
+the names of its two groups, the domains trained on and the others (e.g. "seen devices" and "unseen
+devices"). Group figures are means of per-domain accuracies (helpers.metrics), and say so.
+"""
 
 from __future__ import annotations
 
@@ -10,14 +15,40 @@ from pathlib import Path
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from pytorch_lightning.utilities import rank_zero_only
+from sacred.observers import FileStorageObserver
 
 from helpers.files import atomic_write
-from helpers.metrics import GROUP_LABELS, Evaluation
+from helpers.metrics import Evaluation
 
 SUMMARY_WIDTH = 78
+HEADLINE = ("loss", "acc", "macro_acc", "acc_seen", "acc_unseen")  # the figures a run returns to Sacred
 
 
-def write_reports(result: Evaluation, out_dir: Path, stem: str, domain_kind: str) -> list[Path]:
+def finish(run, run_dir: Path, module, data, title: str, checkpoints: Sequence[Path] = (),
+           best: tuple[int, float] | None = None) -> dict[str, float]:
+    """Reports (PNG/CSV) and the console summary of the module's last evaluation (rank 0 writes them), and
+    its headline figures, the run's result (every figure per epoch is in the run's metrics).
+
+    module: the training module (its ``evaluations``); data: the data module (domain kind, group names);
+    best: (epoch, val/acc) of a training.
+    """
+    figures: dict[str, float] = {}
+    if not module.evaluations:
+        return figures
+    files = list(checkpoints)
+    for name, result in module.evaluations.items():
+        figures.update({f"{name}/{key}": value for key, value in result.scalars().items() if key in HEADLINE})
+        if rank_zero_only.rank == 0:
+            files.extend(write_reports(result, run_dir, name, data.group_names))
+    if rank_zero_only.rank == 0:
+        print(console_summary(module.evaluations, data.domain_kind, data.group_names, f"{title} ({run_dir})", best,
+                              files))
+        _attach(run, run_dir, files)
+    return figures
+
+
+def write_reports(result: Evaluation, out_dir: Path, stem: str, group_names: tuple[str, str]) -> list[Path]:
     """Write ``<stem>_confusion_matrix.{csv,png}`` and ``<stem>_domains.{csv,png}`` into ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     confusion_csv = out_dir / f"{stem}_confusion_matrix.csv"
@@ -26,16 +57,17 @@ def write_reports(result: Evaluation, out_dir: Path, stem: str, domain_kind: str
     domains_png = out_dir / f"{stem}_domains.png"
     _write_csv(confusion_csv, ["true \\ predicted", *result.class_names],
                [[name, *row] for name, row in zip(result.class_names, result.confusion_matrix.tolist(), strict=True)])
-    header, rows = domain_table(result, domain_kind)
+    header, rows = domain_table(result, group_names)
     _write_csv(domains_csv, header, rows)
     _save_figure(_confusion_figure(result), confusion_png)
     _save_figure(_domain_figure(result), domains_png)
     return [confusion_csv, confusion_png, domains_csv, domains_png]
 
 
-def domain_table(result: Evaluation, domain_kind: str) -> tuple[list[str], list[list]]:
-    """Rows per domain (group, examples, accuracy, accuracy per class), then the two group means."""
-    seen_label, unseen_label = GROUP_LABELS.get(domain_kind, ("seen", "unseen"))
+def domain_table(result: Evaluation, group_names: tuple[str, str]) -> tuple[list[str], list[list]]:
+    """Rows per domain (group, examples, accuracy, accuracy per class), then the two group means (means of
+    the group's per-domain accuracies)."""
+    seen_label, unseen_label = group_names
     correct, total = result.domain_class_counts
     header = ["domain", "group", "examples", "accuracy", *result.class_names]
     rows = []
@@ -55,12 +87,13 @@ def domain_table(result: Evaluation, domain_kind: str) -> tuple[list[str], list[
 def console_summary(
     evaluations: Mapping[str, Evaluation],
     domain_kind: str,
+    group_names: tuple[str, str],
     title: str,
     best: tuple[int, float] | None = None,
     files: Sequence[Path] = (),
 ) -> str:
     """A one-screen summary: overall figures and per-domain accuracy for each evaluated network."""
-    seen_label, unseen_label = GROUP_LABELS.get(domain_kind, ("seen", "unseen"))
+    seen_label, unseen_label = group_names
     lines = ["=" * SUMMARY_WIDTH, title, "=" * SUMMARY_WIDTH]
     for name, result in evaluations.items():
         lines.append(
@@ -72,6 +105,7 @@ def console_summary(
         cells = [f"{domain}{'*' if domain in result.seen_domains else ''} {acc:.3f}"
                  for domain, acc in per_domain.items()]
         lines.extend(_wrap(f"{'':8s} per {domain_kind.replace('_', ' ')} (* = seen): ", cells))
+    lines.append(f"{seen_label} / {unseen_label}: means of the per-{domain_kind.replace('_', ' ')} accuracies")
     if best is not None:
         lines.append(f"best epoch {best[0]}: val/acc {best[1]:.4f}")
     for path in files:
@@ -157,3 +191,13 @@ def _ratio(correct, total) -> float | str:
 
 def _round(value: float) -> float | str:
     return "" if np.isnan(value) else round(float(value), 6)
+
+
+def _attach(run, run_dir: Path, files: list[Path]) -> None:
+    """Hand the report files to observers that do not keep them in run_dir already (e.g. MongoDB)."""
+    in_place = any(isinstance(o, FileStorageObserver) and o.dir and Path(o.dir) == run_dir for o in run.observers)
+    if not in_place:
+        for path in files:
+            if path.suffix in (".png", ".csv"):
+                run.add_artifact(str(path))
+    run.info["run_dir"] = str(run_dir)

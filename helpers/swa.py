@@ -1,11 +1,11 @@
-"""Stochastic weight averaging: an equal-weight running mean of the network's weights over epochs."""
+"""Stochastic weight averaging: which epochs' weights enter the average.
+
+The average itself is torch.optim.swa_utils.AveragedModel (an equal-weight running mean, its count in
+its state dict), kept by the training module as ``net_swa``."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-import torch
-from torch import nn
 
 
 @dataclass(frozen=True)
@@ -28,18 +28,3 @@ class SwaSchedule:
     def averages_after(self, epoch: int) -> bool:
         """Whether the weights at the end of ``epoch`` join the average."""
         return epoch >= self.epoch_start and (epoch - self.epoch_start) % self.freq == 0
-
-
-@torch.no_grad()
-def update_average(average: nn.Module, model: nn.Module, n_averaged: int) -> None:
-    """Fold ``model``'s weights into ``average``, the mean of ``n_averaged`` earlier snapshots.
-
-    Parameters and floating-point buffers become (n * average + model) / (n + 1); other buffers are copied.
-    """
-    for mean, current in zip(average.parameters(), model.parameters(), strict=True):
-        mean.add_((current.detach() - mean) / (n_averaged + 1))
-    for mean, current in zip(average.buffers(), model.buffers(), strict=True):
-        if mean.is_floating_point():
-            mean.add_((current - mean) / (n_averaged + 1))
-        else:
-            mean.copy_(current)

@@ -24,12 +24,11 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint, ModelSummary
 from pytorch_lightning.loggers import Logger, TensorBoardLogger
 from pytorch_lightning.utilities import rank_zero_only
 
-from helpers.files import atomic_write
+from helpers.checkpoint import Checkpoint, CheckpointIO
 
 logger = logging.getLogger(__name__)
 
@@ -120,6 +119,7 @@ def build_trainer(
     sacred_run=None,
     checkpoints: bool = True,
     callbacks: tuple[Callback, ...] = (),
+    resumed: Checkpoint | None = None,
 ) -> pl.Trainer:
     """A pl.Trainer writing everything under ``run_dir``.
 
@@ -128,11 +128,11 @@ def build_trainer(
     checkpoints: keep checkpoints/last.ckpt (every epoch, to resume from) and checkpoints/best.ckpt
         (highest val/acc).
     callbacks: further callbacks of the command.
+    resumed: the checkpoint a training resumes from, read and validated already (it is not read again).
     """
     settings = translate_trainer_config(trainer_config, torch.cuda.is_available(), ddp_processes())
     for notice in settings.notices:
         logger.info(notice)
-    _quiet_lightning()
     loggers: list[Logger] = []
     if sacred_run is not None:
         loggers.append(SacredLogger(sacred_run))
@@ -154,7 +154,7 @@ def build_trainer(
         **kwargs,
         logger=loggers or False,
         callbacks=all_callbacks,
-        plugins=[AtomicCheckpointIO()],
+        plugins=[CheckpointIO(resumed)],
         default_root_dir=str(run_dir),
     )
 
@@ -166,18 +166,17 @@ def wait_for_child_processes(trainer: pl.Trainer) -> None:
         process.wait()
 
 
-def _quiet_lightning() -> None:
-    """Silence Lightning output that does not concern these experiments."""
+def quiet_lightning() -> None:
+    """Silence Lightning output that does not concern these experiments; called once at start-up (by the
+    experiments' command set-up), never inside a call. No DDP performance warning is silenced."""
     # torch 2.14 deprecates a pytree helper Lightning 2.6 still calls; nothing a user can change
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
     # the training module logs per epoch, so a step logging interval longer than an epoch is harmless
     warnings.filterwarnings("ignore", message=r"The number of training batches \(\d+\) is smaller than the logging")
     # validation figures are computed over the gathered evaluation split: the same value in every process
     warnings.filterwarnings("ignore", message=r"It is recommended to use `self.log\(.*sync_dist=True")
-    # DDP: Lightning's all_gather calls a torch helper torch deprecates; the class/distillation tokens'
-    # gradients are strided views, which costs DDP a copy of a few hundred numbers per step
+    # DDP: Lightning's all_gather calls a torch helper torch deprecates
     warnings.filterwarnings("ignore", message=r"torch.distributed.nn.functional.all_gather is deprecated")
-    warnings.filterwarnings("ignore", message=r"Grad strides do not match bucket view strides")
     # the training module drops the distributed sampler's repeated evaluation examples itself
     warnings.filterwarnings("ignore", message=r"Using `DistributedSampler` with the dataloaders")
     rank_zero_logger = logging.getLogger("pytorch_lightning.utilities.rank_zero")
@@ -217,13 +216,6 @@ class SacredLogger(Logger):
     @rank_zero_only
     def log_hyperparams(self, params, *args, **kwargs) -> None:
         """The Sacred run records the whole config already."""
-
-
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """Writes each checkpoint to a temporary file in its folder, then renames it into place."""
-
-    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options=None) -> None:
-        atomic_write(Path(path), lambda stream: torch.save(checkpoint, stream))
 
 
 # --- Lightning 1.x keys -------------------------------------------------------------------------------

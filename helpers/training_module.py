@@ -1,12 +1,14 @@
-"""The LightningModule shared by the experiments: mel front-end, network, mixup, AdamW, SWA, metrics.
+"""The LightningModule shared by the experiments: the audio model, mixup, AdamW, SWA, metrics.
 
 Batches are the dataset dicts of ``datasets/`` collated: "waveform" (batch, samples) or a cached
-"spectrogram" (batch, n_mels, frames), "label" and "domain" indices. The mel front-end runs here, on
-the training device; a batch that carries "spectrogram" skips it.
+"spectrogram" (batch, n_mels, frames), "label" and "domain" indices. The audio model's front-end runs
+here, on the training device; a batch that carries "spectrogram" skips it.
 
 Validation keeps every example's prediction, label, domain and loss, and computes the figures once over
 the whole evaluation split (helpers.metrics) at the end of the epoch, for the network and, once it holds
-an average, for the SWA copy ``net_swa``. Under DDP each process sees a shard padded by the distributed
+an average, for the SWA copy ``net_swa`` (torch.optim.swa_utils.AveragedModel of the network: its
+running mean, folded in at the end of the epochs the SwaSchedule names; its count is in the state dict,
+so a resumed training continues the same average). Under DDP each process sees a shard padded by the distributed
 sampler with repeated examples; the shards are gathered and the repeats dropped by the items' "index",
 so every example counts exactly once.
 
@@ -17,7 +19,6 @@ shuffles and mixup as the uninterrupted one.
 
 from __future__ import annotations
 
-import copy
 import logging
 import os
 import random
@@ -27,11 +28,14 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
+from torch.optim.swa_utils import AveragedModel
 
+from helpers.checkpoint import ENTRY
 from helpers.metrics import Evaluation, evaluation
 from helpers.mixup import mixed_cross_entropy, mixup
-from helpers.swa import SwaSchedule, update_average
+from helpers.swa import SwaSchedule
+from models.audio_model import AudioModel
 
 logger = logging.getLogger(__name__)
 
@@ -45,8 +49,7 @@ class AudioClassifier(pl.LightningModule):
 
     def __init__(
         self,
-        net: nn.Module,
-        mel: nn.Module,
+        model: AudioModel,
         class_names: Sequence[str],
         domain_names: Sequence[str],
         seen_domains: Sequence[str],
@@ -55,23 +58,22 @@ class AudioClassifier(pl.LightningModule):
         lr_factor: Callable[[int], float],
         mixup_alpha: float | None = None,
         swa: SwaSchedule | None = None,
-        checkpoint_meta: Mapping | None = None,
+        checkpoint_entry: Mapping | None = None,
     ):
         """
-        net: spectrogram (batch, 1, n_mels, frames) -> (logits, embedding); may offer no_weight_decay().
-        mel: waveform (batch, samples) -> log-mel (batch, n_mels, frames), augmenting in training mode.
+        model: the front-end (waveform -> log-mel, augmenting in training mode) and the network
+            (spectrogram (batch, 1, n_mels, frames) -> (logits, embedding); may offer no_weight_decay()).
         class_names, domain_names: meaning of the "label" and "domain" indices of the batches.
         seen_domains: domains of the training data; the rest are reported as unseen.
         lr, weight_decay: AdamW's base learning rate and decoupled weight decay.
         lr_factor: epoch -> factor of lr (helpers.schedule), stepped once per epoch.
         mixup_alpha: Beta(alpha, alpha) of spectrogram mixup; None trains without mixup.
         swa: epochs averaged into the copy ``net_swa``; None trains without SWA.
-        checkpoint_meta: the "frito" entry of every checkpoint (net and mel settings, class names, ...),
-            from which a trained model is rebuilt.
+        checkpoint_entry: the "frito" entry of every checkpoint (helpers.checkpoint.checkpoint_entry), from
+            which a trained model is rebuilt.
         """
         super().__init__()
-        self.net = net
-        self.mel = mel
+        self.model = model
         self.class_names = tuple(class_names)
         self.domain_names = tuple(domain_names)
         self.seen_domains = tuple(seen_domains)
@@ -80,31 +82,32 @@ class AudioClassifier(pl.LightningModule):
         self.lr_factor = lr_factor
         self.mixup_alpha = mixup_alpha
         self.swa = swa
-        self.checkpoint_meta = dict(checkpoint_meta or {})
+        self.checkpoint_entry = dict(checkpoint_entry or {})
         if swa is not None:
-            self.net_swa = copy.deepcopy(net).requires_grad_(False)
-            self.register_buffer("swa_n_averaged", torch.zeros((), dtype=torch.long))
+            # not trained: no gradients (under DDP a parameter that requires one must receive it)
+            self.net_swa = AveragedModel(model.net).requires_grad_(False)
         self.evaluations: dict[str, Evaluation] = {}
         self.history: list[dict[str, float]] = []
         self._outputs: dict[str, list[Tensor]] = {}
         self._seen = 0  # evaluation examples counted so far, for items without an "index"
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        return self.net(x)
+    def forward(self, waveform: Tensor) -> tuple[Tensor, Tensor]:
+        return self.model(waveform)
 
     def spectrograms(self, batch: dict) -> Tensor:
-        """(batch, 1, n_mels, frames): the batch's cached spectrograms, or the mel of its waveforms."""
-        x = batch["spectrogram"] if "spectrogram" in batch else self.mel(batch["waveform"])
-        return x.unsqueeze(1)
+        """(batch, 1, n_mels, frames): the batch's cached spectrograms, or those of its waveforms."""
+        if "spectrogram" in batch:
+            return batch["spectrogram"].unsqueeze(1)
+        return self.model.spectrogram(batch["waveform"])
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
         x, labels = self.spectrograms(batch), batch["label"]
         if self.mixup_alpha is None:
-            logits, _ = self.net(x)
+            logits, _ = self.model.net(x)
             loss = F.cross_entropy(logits, labels)
         else:
             x, permutation, lam = mixup(x, self.mixup_alpha)
-            logits, _ = self.net(x)
+            logits, _ = self.model.net(x)
             loss = mixed_cross_entropy(logits, labels, permutation, lam).mean()
         self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(labels),
                  sync_dist=True)
@@ -133,8 +136,8 @@ class AudioClassifier(pl.LightningModule):
         self._keep("index", self._example_index(batch, len(labels)))
         self._keep("label", labels)
         self._keep("domain", batch["domain"])
-        for name in self._evaluated_nets():
-            logits, _ = getattr(self, name)(x)
+        for name, net in self._evaluated_nets().items():
+            logits, _ = net(x)
             logits = logits.float()
             self._keep(f"{name}.prediction", logits.argmax(dim=1))
             self._keep(f"{name}.loss", F.cross_entropy(logits, labels, reduction="none"))
@@ -165,7 +168,7 @@ class AudioClassifier(pl.LightningModule):
         self.history.append({"epoch": self.current_epoch, **epoch_figures})
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["frito"] = self.checkpoint_meta
+        checkpoint[ENTRY] = self.checkpoint_entry
         checkpoint[RESUME_ENTRY] = {"history": [dict(entry) for entry in self.history], "rng": _rng_states()}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
@@ -176,9 +179,10 @@ class AudioClassifier(pl.LightningModule):
             _set_rng_states(entry["rng"])
 
     def configure_optimizers(self):
-        no_decay_names = self.net.no_weight_decay() if hasattr(self.net, "no_weight_decay") else set()
+        net = self.model.net
+        no_decay_names = net.no_weight_decay() if hasattr(net, "no_weight_decay") else set()
         decay, no_decay = [], []
-        for name, parameter in self.net.named_parameters():
+        for name, parameter in net.named_parameters():
             (no_decay if name in no_decay_names else decay).append(parameter)
         optimizer = torch.optim.AdamW(
             [{"params": decay, "weight_decay": self.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
@@ -189,14 +193,14 @@ class AudioClassifier(pl.LightningModule):
 
     def _end_of_training_epoch(self) -> None:
         if self.swa is not None and self.swa.averages_after(self.current_epoch):
-            update_average(self.net_swa, self.net, int(self.swa_n_averaged))
-            self.swa_n_averaged += 1
+            self.net_swa.update_parameters(self.model.net)
 
-    def _evaluated_nets(self) -> list[str]:
-        names = ["net"]
-        if self.swa is not None and int(self.swa_n_averaged) > 0:
-            names.append("net_swa")
-        return names
+    def _evaluated_nets(self) -> dict[str, torch.nn.Module]:
+        """The networks evaluated, by the name their figures are reported under (see EVALUATED_NETS)."""
+        nets = {"net": self.model.net}
+        if self.swa is not None and int(self.net_swa.n_averaged) > 0:
+            nets["net_swa"] = self.net_swa
+        return nets
 
     def _keep(self, key: str, values: Tensor) -> None:
         self._outputs.setdefault(key, []).append(values.detach().cpu())

@@ -43,8 +43,10 @@ ARCHITECTURES: dict[str, ArchSpec] = {
     "passt_s_p16_s14_128_ap469": _passt_s("v0.0.2-audioset/passt-s-f128-p16-s14-ap.469.pt", 14),
     "passt_s_swa_p16_s12_128_ap473": _passt_s("v0.0.2-audioset/passt-s-f128-p16-s12-ap.473-swa.pt", 12),
     "passt_s_p16_s12_128_ap470": _passt_s("v0.0.2-audioset/passt-s-f128-p16-s12-ap.470.pt", 12),
-    "passt_s_swa_f128_stfthop100_p16_s10_ap473": _passt_s("v0.0.3-audioset/passt-s-f128-stfthop100-p16-s10-ap.473-swa.pt"),
-    "passt_s_swa_f128_stfthop160_p16_s10_ap473": _passt_s("v0.0.3-audioset/passt-s-f128-stfthop160-p16-s10-ap.473-swa.pt"),
+    "passt_s_swa_f128_stfthop100_p16_s10_ap473": _passt_s(
+        "v0.0.3-audioset/passt-s-f128-stfthop100-p16-s10-ap.473-swa.pt"),
+    "passt_s_swa_f128_stfthop160_p16_s10_ap473": _passt_s(
+        "v0.0.3-audioset/passt-s-f128-stfthop160-p16-s10-ap.473-swa.pt"),
     "passt_s_f128_20sec_p16_s10_ap474_swa": _passt_s("v0.0.5/passt-s-f128-20sec-p16-s10-ap.474-swa.pt"),
     "passt_s_f128_30sec_p16_s10_ap473_swa": _passt_s("v0.0.5/passt-s-f128-30sec-p16-s10-ap.473-swa.pt"),
     # Small transformers that train on a laptop CPU (no published weights)

@@ -84,7 +84,3 @@ class FrequencyAttention(nn.Module):
         out = self.executor(q, k, v, self.pattern, layout, dropout_p)
         out = out.transpose(1, 2).reshape(batch, n_tokens, dim)
         return self.proj_drop(self.proj(out))
-
-
-def _forms_hint() -> str:
-    return "Accepted forms: " + ", ".join(ACCEPTED_FORMS) + " (r and v are integers >= 1)."

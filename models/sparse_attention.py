@@ -40,9 +40,11 @@ def blockwise_attention(
     pattern: AttentionPattern,
     layout: TokenLayout,
     dropout_p: float = 0.0,
-    execution: Execution = Execution(),
+    execution: Execution | None = None,
 ) -> Tensor:
-    """A restricted form computed block by block, as ``execution`` says (see :func:`sparse_attention`)."""
+    """A restricted form computed block by block, as ``execution`` says (default: the ``sdpa`` kernel, one
+    row per block; see :func:`sparse_attention`)."""
+    execution = execution or Execution()
     if not pattern.is_restricted:
         raise ValueError("blockwise_attention computes restricted forms; use masked_attention for rf_norm_t=''")
     if q.shape[2] != layout.n_tokens:

@@ -322,22 +322,24 @@ def ex_folder():
 
 def test_experiment_reads_the_number_of_classes_from_the_csv(ex_folder, tmp_path):
     from helpers.config_check import ConfigurationError
+    from helpers.model_config import derived_settings
 
     folder = _folder(tmp_path, _table(LISTING))
     config = ex_folder.run(
         "print_config", config_updates={"basedataset": {"base_dir": str(folder)}}, options={"--capture": "sys"}
     ).config
     assert config["models"]["net"]["n_classes"] == 3
-    assert config["models"]["net"]["input_tdim"] == 1000  # 10 s at 32 kHz, hop 320
+    assert derived_settings(config)["models.net.input_tdim"] == 1000  # 10 s at 32 kHz, hop 320
     with pytest.raises(ConfigurationError, match="main: basedataset.base_dir is required"):
         ex_folder.run("main", options={"--capture": "sys"})
 
 
 def test_without_base_dir_no_demo_preset_nor_notice(ex_folder, capsys):
     config = ex_folder.run("print_config", options={"--capture": "sys"}).config
-    assert "demo data" not in capsys.readouterr().err
+    output = capsys.readouterr()
+    assert "demo data" not in output.err
     assert config["models"]["net"]["arch"] == "passt_s_swa_p16_128_ap476" and config["lr"] == 1e-5
-    assert config["basedataset"]["clip_length"] == 10.0 and config["models"]["net"]["input_tdim"] == 1000
+    assert config["basedataset"]["clip_length"] == 10.0 and "models.net.input_tdim = 1000" in output.out
     assert config["trainer"]["max_epochs"] == 20 and config["models"]["net"]["n_classes"] is None
 
 

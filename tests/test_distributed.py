@@ -5,13 +5,10 @@ process: same figures over the whole evaluation split, one run folder, one set o
 """
 
 import csv
-import fcntl
 import json
 import os
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -19,9 +16,9 @@ import numpy as np
 import pytest
 import torch
 
-from helpers.experiment import PREPARE_LOCK, prepared_data
 from helpers.trainer import ddp_processes, translate_trainer_config
 from helpers.training_module import AudioClassifier
+from models.audio_model import AudioModel
 
 REPO = Path(__file__).resolve().parents[1]
 ONE_SHORT_EPOCH = ["cpu_tiny", "trainer.max_epochs=1", "trainer.limit_train_batches=3", "seed=11"]
@@ -52,8 +49,8 @@ def test_ddp_asks_lightning_for_that_many_devices_and_replaces_the_config_s():
 def test_gathered_outputs_hold_every_example_once_in_split_order():
     """Two processes' shards as DistributedSampler deals 5 examples: rank 0 gets 0, 2, 4 and rank 1 gets
     1, 3 and a repeat of 0 as padding. The gathered outputs are examples 0..4, each once."""
-    module = AudioClassifier(torch.nn.Identity(), torch.nn.Identity(), ["a", "b"], ["x"], ["x"], lr=1e-3,
-                             weight_decay=0.0, lr_factor=lambda epoch: 1.0)
+    model = AudioModel(torch.nn.Identity(), torch.nn.Identity())
+    module = AudioClassifier(model, ["a", "b"], ["x"], ["x"], lr=1e-3, weight_decay=0.0, lr_factor=lambda epoch: 1.0)
     shards = {
         "index": [torch.tensor([0, 2, 4]), torch.tensor([1, 3, 0])],
         "label": [torch.tensor([10, 12, 14]), torch.tensor([11, 13, 10])],
@@ -67,29 +64,6 @@ def test_gathered_outputs_hold_every_example_once_in_split_order():
     assert gathered["index"].tolist() == [0, 1, 2, 3, 4]
     assert gathered["label"].tolist() == [10, 11, 12, 13, 14]
     np.testing.assert_allclose(gathered["net.loss"].numpy(), [0.0, 0.1, 0.2, 0.3, 0.4])
-
-
-def test_caches_are_prepared_by_one_process_at_a_time(tmp_path):
-    """While another process holds the cache folder's lock, preparing waits; then it builds."""
-    events = []
-
-    class Data:
-        def __init__(self, **settings):
-            events.append("read layout")
-
-        def prepare(self):
-            events.append("prepare")
-
-    config = {"basedataset": {"cache_dir": str(tmp_path)}, "models": {"mel": {}}}
-    with open(tmp_path / PREPARE_LOCK, "a") as other_process:
-        fcntl.flock(other_process, fcntl.LOCK_EX)
-        waiting = threading.Thread(target=prepared_data, args=(SimpleNamespace(Data=Data), config))
-        waiting.start()
-        time.sleep(0.5)
-        assert events == []
-        fcntl.flock(other_process, fcntl.LOCK_UN)
-        waiting.join(timeout=10)
-    assert events == ["read layout", "prepare"]
 
 
 @pytest.fixture(scope="session")

@@ -14,10 +14,11 @@ import soundfile
 import torch
 
 from datasets import dcase20, folder, nsynth
+from helpers.commands import UserError, check_demo
 from helpers.config_check import ConfigurationError
-from helpers.defaults import clip_frames
-from helpers.experiment import check_demo, trained_seen_domains
-from models.preprocess import AugmentMelSTFT
+from helpers.model_config import derived_settings
+from helpers.training import trained_seen_domains
+from models.preprocess import AugmentMelSTFT, clip_frames
 
 REPO = Path(__file__).resolve().parents[1]
 QUICK = {"max_epochs": 1, "limit_train_batches": 3, "limit_val_batches": 3, "enable_progress_bar": False,
@@ -50,26 +51,30 @@ def run(ex, command, cache_dir, named_configs=(), **updates):
     return ex.run(command, config_updates=updates, named_configs=named_configs, options={"--capture": "sys"})
 
 
-def test_print_config_derives_the_input_length(experiment, cache_dir, capsys):
+def test_print_config_shows_the_derived_input_length_and_strides(experiment, cache_dir, capsys):
     config = run(experiment, "print_config", cache_dir).config
     # demo preset: 2 s clips at 32 kHz, hop 320 -> (64000 - 1) // 320 + 1 = 200 frames
-    assert config["models"]["net"]["input_tdim"] == 200
+    assert "input_tdim" not in config["models"]["net"] and "sr" not in config["models"]["mel"]
     assert config["models"]["net"]["arch"] == "passt_mini"
-    assert "input_tdim = 200" in capsys.readouterr().out
-    config = run(experiment, "print_config", cache_dir, basedataset={"base_dir": "/data/x", "clip_length": 10.0}).config
-    assert config["models"]["net"]["input_tdim"] == 1000
-    assert config["models"]["net"]["arch"] == "passt_s_swa_p16_128_ap476"
+    out = capsys.readouterr().out
+    assert "models.net.input_tdim = 200" in out and "models.mel.sr = 32000" in out
+    assert "models.net.fstride = 10" in out
+    config = run(experiment, "print_config", cache_dir, basedataset={"base_dir": "/data/x", "clip_length": 10.0},
+                 models={"net": {"arch": "passt_s_p16_s16_128_ap468"}}).config
+    assert config["models"]["net"]["fstride"] is None  # the arch's own
+    out = capsys.readouterr().out
+    assert "models.net.input_tdim = 1000" in out and "models.net.tstride = 16" in out
 
 
 def test_demo_preset_without_base_dir_and_command_line_values_win(experiment, cache_dir):
     demo = run(experiment, "print_config", cache_dir).config
     assert (demo["lr"], demo["batch_size"], demo["num_workers"], demo["trainer"]["max_epochs"]) == (1e-3, 16, 0, 20)
-    assert demo["basedataset"]["clip_length"] == 2.0 and demo["models"]["mel"]["sr"] == 32000
+    assert demo["basedataset"]["clip_length"] == 2.0 and derived_settings(demo)["models.mel.sr"] == 32000
     mine = run(experiment, "print_config", cache_dir, lr=0.5, trainer={"max_epochs": 3}, batch_size=4,
                models={"net": {"arch": "passt_tiny"}}, basedataset={"clip_length": 1.0, "sample_rate": 16000}).config
     assert (mine["lr"], mine["batch_size"], mine["trainer"]["max_epochs"]) == (0.5, 4, 3)
-    assert mine["models"]["net"]["arch"] == "passt_tiny" and mine["models"]["mel"]["sr"] == 16000
-    assert mine["models"]["net"]["input_tdim"] == 50  # 1 s at 16 kHz: (16000 - 1) // 320 + 1
+    assert mine["models"]["net"]["arch"] == "passt_tiny" and derived_settings(mine)["models.mel.sr"] == 16000
+    assert derived_settings(mine)["models.net.input_tdim"] == 50  # 1 s at 16 kHz: (16000 - 1) // 320 + 1
     assert mine["trainer"]["devices"] == 1 and mine["swa_epoch_start"] == 14  # untouched defaults stay
 
 
@@ -95,7 +100,7 @@ TAU_LIKE = SimpleNamespace(domain_names=["a", "b", "c", "s1"], seen_domains=["a"
 
 
 def test_seen_domains_come_from_the_checkpoint_and_a_disagreeing_config_is_logged(caplog):
-    caplog.set_level(logging.INFO, logger="helpers.experiment")
+    caplog.set_level(logging.INFO, logger="helpers.training")
     assert trained_seen_domains({"seen_domains": ["a"]}, TAU_LIKE, Path("x.ckpt")) == ["a"]
     assert "x.ckpt was trained on the devices ['a'], the configured basedataset.train_domains give ['a', 'b', 'c']" \
         in caplog.text
@@ -129,7 +134,6 @@ def test_derived_input_length_is_the_front_ends_frame_count(clip_length, sample_
     mel = AugmentMelSTFT(sr=sample_rate, hopsize=hopsize, fmax_aug_range=1000).eval()
     frames = mel(torch.zeros(1, round(clip_length * sample_rate))).shape[-1]
     assert clip_frames(clip_length, sample_rate, hopsize) == frames
-    assert clip_frames(None, sample_rate, hopsize) is None
 
 
 def test_named_configs_show_their_docstrings(experiment, cache_dir, capsys):
@@ -184,6 +188,7 @@ def test_configuration_errors_stop_before_any_work(experiment, cache_dir, in_tmp
     ],
 )
 def test_evaluate_only_refuses_a_missing_or_foreign_checkpoint(experiment, cache_dir, in_tmp, content, message):
+    """Refused with a message (ConfigurationError and UserError are printed without a traceback)."""
     checkpoint = None
     if content is not None:
         checkpoint = str(in_tmp / "model.ckpt")
@@ -191,7 +196,7 @@ def test_evaluate_only_refuses_a_missing_or_foreign_checkpoint(experiment, cache
             Path(checkpoint).write_bytes(content)
         else:
             torch.save(content, checkpoint)
-    with pytest.raises(ConfigurationError, match=message):
+    with pytest.raises((ConfigurationError, UserError), match=message):
         run(experiment, "evaluate_only", cache_dir, checkpoint=checkpoint)
 
 

@@ -9,6 +9,7 @@ import torch
 
 from helpers.export import DftLogMel, ExportError, export
 from helpers.inference import Predictor
+from models.audio_model import AudioModel
 from models.network import get_model
 from models.preprocess import AugmentMelSTFT
 
@@ -23,7 +24,7 @@ FORMS = ["", "per_row_2", "high_low", "row_overlap_2", "sparse_row_2", "high_low
 def make_predictor(rf_norm_t="", clip_length=1.0):
     torch.manual_seed(0)
     net = get_model("passt_mini", n_classes=3, input_fdim=64, input_tdim=100, rf_norm_t=rf_norm_t)
-    return Predictor(net, AugmentMelSTFT(**MEL), CLASSES, RATE, clip_length, device="cpu")
+    return Predictor(AudioModel(AugmentMelSTFT(**MEL), net), CLASSES, RATE, clip_length, device="cpu")
 
 
 def recording_like(batch, samples, seed=1):
@@ -38,7 +39,7 @@ def recording_like(batch, samples, seed=1):
 
 def pytorch_outputs(predictor, waveform):
     with torch.no_grad():
-        return [out.numpy() for out in predictor.net(predictor.mel(waveform).unsqueeze(1))]
+        return [out.numpy() for out in predictor.model(waveform)]
 
 
 @pytest.mark.parametrize("options", [MEL, {"n_mels": 128, "sr": 32000}, {**MEL, "win_length": 512}])

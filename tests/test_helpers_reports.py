@@ -7,6 +7,7 @@ from helpers.reports import console_summary, write_reports
 
 CLASSES = ("cat", "dog")
 DOMAINS = ("a", "s4")
+GROUPS = ("seen devices", "unseen devices")
 
 
 def small_case():
@@ -22,7 +23,7 @@ def read(path):
 
 
 def test_report_files(tmp_path):
-    files = write_reports(small_case(), tmp_path, "net", "device")
+    files = write_reports(small_case(), tmp_path, "net", GROUPS)
     assert sorted(p.name for p in files) == sorted(p.name for p in tmp_path.iterdir())
     assert {p.suffix for p in files} == {".csv", ".png"}
     assert all(p.stat().st_size > 0 for p in files)
@@ -41,9 +42,10 @@ def test_report_files(tmp_path):
 
 
 def test_console_summary_fits_one_screen():
-    text = console_summary({"net": small_case()}, "device", "demo run", best=(3, 0.6), files=())
+    text = console_summary({"net": small_case()}, "device", GROUPS, "demo run", best=(3, 0.6), files=())
     lines = text.splitlines()
     assert len(lines) < 25 and max(map(len, lines)) <= 110
     assert "acc 0.6000" in text and "seen devices 0.6667" in text and "unseen devices 0.5000" in text
     assert "a* 0.667" in text and "s4 0.500" in text
     assert "best epoch 3" in text
+    assert "seen devices / unseen devices: means of the per-device accuracies" in text

@@ -8,7 +8,6 @@ import torch
 
 from helpers.trainer import (
     LEGACY_TRAINER_KEYS,
-    AtomicCheckpointIO,
     SacredLogger,
     build_trainer,
     trainer_keys,
@@ -104,13 +103,6 @@ def test_build_trainer_writes_under_the_run_folder(tmp_path, caplog):
     assert Path(trainer.checkpoint_callback.dirpath) == tmp_path / "checkpoints"
     notices = [r.message for r in caplog.records if r.message.startswith("trainer.")]
     assert len(notices) == 2
-
-
-def test_atomic_checkpoint_io_leaves_only_the_checkpoint(tmp_path):
-    path = tmp_path / "deep" / "last.ckpt"
-    AtomicCheckpointIO().save_checkpoint({"state_dict": {"w": torch.ones(2)}}, path)
-    assert [p.name for p in path.parent.iterdir()] == ["last.ckpt"]
-    assert torch.equal(torch.load(path, weights_only=True)["state_dict"]["w"], torch.ones(2))
 
 
 class FakeRun:

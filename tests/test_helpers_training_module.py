@@ -7,9 +7,10 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from helpers.schedule import lr_schedule
-from helpers.swa import SwaSchedule, update_average
+from helpers.swa import SwaSchedule
 from helpers.trainer import build_trainer
 from helpers.training_module import AudioClassifier
+from models.audio_model import AudioModel
 
 CLASSES = ("low", "mid", "high")
 DOMAINS = ("a", "b", "c")
@@ -59,9 +60,9 @@ ROWS = [(0, 0, 0), (1, 1, 0), (2, 0, 0), (0, 0, 1), (1, 2, 1), (2, 1, 2), (0, 2,
 
 def module(net=None, swa=None, mixup_alpha=None):
     return AudioClassifier(
-        net=net or LookupNet(), mel=NoMel(), class_names=CLASSES, domain_names=DOMAINS, seen_domains=("a", "b"),
-        lr=1e-3, weight_decay=0.1, lr_factor=lr_schedule("exp_lin", 0, 10, 10, 0.1), mixup_alpha=mixup_alpha,
-        swa=swa, checkpoint_meta={"version": 1, "net": {"arch": "lookup"}},
+        model=AudioModel(NoMel(), net or LookupNet()), class_names=CLASSES, domain_names=DOMAINS,
+        seen_domains=("a", "b"), lr=1e-3, weight_decay=0.1, lr_factor=lr_schedule("exp_lin", 0, 10, 10, 0.1),
+        mixup_alpha=mixup_alpha, swa=swa, checkpoint_entry={"version": 2, "net": {"arch": "lookup"}},
     )
 
 
@@ -90,8 +91,8 @@ def test_optimizer_skips_weight_decay_for_the_nets_exceptions():
     classifier = module()
     decayed, exempt = classifier.configure_optimizers()["optimizer"].param_groups
     assert decayed["weight_decay"] == 0.1 and exempt["weight_decay"] == 0.0
-    assert decayed["params"] == [classifier.net.scale]
-    assert exempt["params"] == [classifier.net.pos_embed]
+    assert decayed["params"] == [classifier.model.net.scale]
+    assert exempt["params"] == [classifier.model.net.pos_embed]
 
 
 class TinyNet(nn.Module):
@@ -109,7 +110,7 @@ class Snapshots(pl.Callback):
         self.weights = []
 
     def on_train_epoch_end(self, trainer, pl_module):
-        self.weights.append(pl_module.net.linear.weight.detach().clone())
+        self.weights.append(pl_module.model.net.linear.weight.detach().clone())
 
 
 def test_swa_copy_is_the_mean_of_the_averaged_epochs(tmp_path):
@@ -120,26 +121,17 @@ def test_swa_copy_is_the_mean_of_the_averaged_epochs(tmp_path):
     trainer = build_trainer({"max_epochs": 3, "enable_progress_bar": False, "enable_model_summary": False,
                              "num_sanity_val_steps": 0}, tmp_path, callbacks=(snapshots,))
     trainer.fit(classifier, loader, DataLoader(Spectrograms(ROWS), batch_size=4))
-    assert int(classifier.swa_n_averaged) == 2
+    assert int(classifier.net_swa.n_averaged) == 2
     expected = (snapshots.weights[1] + snapshots.weights[2]) / 2  # epochs 1 and 2 (0-based)
-    assert torch.allclose(classifier.net_swa.linear.weight, expected, atol=1e-6)
+    assert torch.allclose(classifier.net_swa.module.linear.weight, expected, atol=1e-6)
     assert set(classifier.evaluations) == {"net", "net_swa"}
     assert len(classifier.history) == 3
 
     checkpoint = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
-    assert checkpoint["frito"]["version"] == 1
+    assert checkpoint["frito"]["version"] == 2
     keys = set(checkpoint["state_dict"])
-    assert {"net.linear.weight", "net_swa.linear.weight", "swa_n_averaged"} <= keys
+    assert {"model.net.linear.weight", "net_swa.module.linear.weight", "net_swa.n_averaged"} <= keys
     assert (tmp_path / "checkpoints" / "best.ckpt").is_file()
-
-
-def test_update_average_is_the_running_mean():
-    average, model = nn.Linear(2, 1), nn.Linear(2, 1)
-    snapshots = [torch.tensor([[1.0, 2.0]]), torch.tensor([[3.0, 6.0]]), torch.tensor([[-1.0, 1.0]])]
-    for n, weights in enumerate(snapshots):
-        model.weight.data.copy_(weights)
-        update_average(average, model, n)
-    assert torch.allclose(average.weight, torch.tensor([[1.0, 3.0]]))
 
 
 @pytest.mark.parametrize("epoch, expected", [(0, False), (1, False), (2, True), (3, False), (4, True), (6, True)])

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from helpers.commands import UserError
 from helpers.config_check import ConfigurationError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -29,7 +30,7 @@ INTERRUPTING_SCRIPT = """
 import os, signal, sys
 sys.path.insert(0, {repo!r})
 import pytorch_lightning as pl
-import helpers.experiment as experiment
+import helpers.training as training
 from ex_nsynth import ex
 
 
@@ -39,8 +40,8 @@ class Interrupt(pl.Callback):
             os.kill(os.getpid(), signal.{signal})
 
 
-build_trainer = experiment.build_trainer
-experiment.build_trainer = lambda *args, **kwargs: build_trainer(*args, callbacks=(Interrupt(),), **kwargs)
+build_trainer = training.build_trainer
+training.build_trainer = lambda *args, **kwargs: build_trainer(*args, callbacks=(Interrupt(),), **kwargs)
 ex.run_commandline()
 """
 
@@ -129,7 +130,7 @@ def nsynth_experiment():
     ("damage", "updates", "message"),
     [
         ("truncate", {}, "not a readable checkpoint (truncated?)"),
-        ("foreign", {}, "was not written by this version of frito"),
+        ("foreign", {}, "is not a frito checkpoint this version reads"),
         (None, {"models": {"net": {"rf_norm_t": "high_low"}}},
          "models.net.rf_norm_t: checkpoint '', config 'high_low'"),
         (None, {"swa": False}, "swa: checkpoint True, config False"),
@@ -152,7 +153,7 @@ def test_an_unusable_checkpoint_is_refused_naming_file_and_mismatch(uninterrupte
     monkeypatch.chdir(tmp_path)
     updates = {**updates, "swa_epoch_start": 1, "resume": str(checkpoint)}
     updates["basedataset"] = {**updates.get("basedataset", {}), "cache_dir": str(cache_dir)}
-    with pytest.raises(ConfigurationError) as error:
+    with pytest.raises(UserError) as error:
         nsynth_experiment.run(config_updates=updates, named_configs=["cpu_tiny"], options={"--capture": "sys"})
     assert str(checkpoint) in str(error.value) and message in str(error.value)
     assert not list((tmp_path / "runs").glob("*/checkpoints/*.ckpt"))

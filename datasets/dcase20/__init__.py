@@ -29,6 +29,7 @@ class Data(CachedData):
 
     name = "dcase20"
     domain_kind = "device"
+    group_names = ("seen devices", "unseen devices")  # the domains trained on, and the others
     native_clip_length = 10.0
     demo_clip_length = demo.CLIP_LENGTH
     demo_folder = f"dcase20-demo-v{demo.VERSION}"

@@ -37,6 +37,7 @@ class Data(CachedData):
 
     name = "folder"
     domain_kind = "domain"
+    group_names = ("seen", "unseen")  # the domains trained on, and the others
     native_clip_length = 10.0
 
     def __init__(

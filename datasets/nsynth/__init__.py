@@ -31,6 +31,7 @@ class Data(CachedData):
 
     name = "nsynth"
     domain_kind = "instrument_source"
+    group_names = ("in-domain sources", "out-of-domain sources")  # the domains trained on, and the others
     native_clip_length = 4.0
     demo_clip_length = demo.CLIP_LENGTH
     demo_folder = f"nsynth-demo-v{demo.VERSION}"

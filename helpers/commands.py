@@ -1,0 +1,299 @@
+"""The experiments' Sacred wiring: command options, config checks and the commands.
+
+An experiment file (``ex_<dataset>.py``) creates the Sacred ``Experiment``, states its own config (chained
+with the shared one by :func:`helpers.defaults.add_config`) and calls :func:`add_commands` with its dataset
+package, which adds
+
+  main                 train on the training split, validating on the evaluation split every epoch
+  evaluate_only        evaluate ``checkpoint`` on the evaluation split
+  test_loaders         summarise one batch of each data loader
+  model_speed_test     forward+backward spectrograms per second of the configured model
+  plot_attention_mask  PNG of the configured attention pattern over the configured patch grid
+  prepare              build the dataset caches
+  predict              classify audio files with a trained checkpoint, writing a CSV
+  export               write a trained checkpoint (with its front-end) as TorchScript and ONNX
+  print_config         Sacred's, with the values derived from the config when the model is built
+
+a config hook that rejects unknown keys and bad values before any work (and, for a dataset without demo
+data, a missing basedataset.base_dir), and an option hook that keeps processes other than rank 0 of a
+multi-process run unobserved and quiet. Errors that are the user's to fix (a bad audio file, a dataset
+folder in the wrong layout, a bad checkpoint, a config error) are printed as their message, without a
+traceback (``--debug`` shows it), and the command exits with status 1.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from sacred import Experiment
+from sacred import commands as sacred_commands
+from sacred.commandline_options import cli_option
+from sacred.utils import SacredError, apply_backspaces_and_linefeeds
+
+from benchmarks.speed import training_step_seconds
+from datasets.audio import AudioError
+from datasets.cache import BadFilesError, CacheError
+from datasets.metadata import LayoutError
+from helpers.checkpoint import CheckpointError, rebuild_network
+from helpers.command_options import command_options
+from helpers.config_check import ConfigurationError, check_keys, check_values, config_sections
+from helpers.export import ExportError
+from helpers.export import export as export_model
+from helpers.inference import load_model, predict_files
+from helpers.model_config import SettingsError, build_audio_model, derived_settings, net_settings
+from helpers.plots import write_attention_mask_plot
+from helpers.run_folder import run_folder
+from helpers.trainer import process_rank, quiet_lightning, translate_trainer_config
+from helpers.training import data_module, evaluate, train
+from models.weight_files import PretrainedError
+
+logger = logging.getLogger(__name__)
+
+DEMO_NOTICE = (
+    "basedataset.base_dir is None: training on the bundled demo data with the CPU demo preset "
+    "(small model, short clips, few epochs); set basedataset.base_dir=... for the dataset and the paper's defaults"
+)
+# Commands that read no data: they take their settings from a checkpoint, or show Sacred's information.
+FROM_CHECKPOINT = ("predict", "export")
+WITHOUT_DATASET = (*FROM_CHECKPOINT, "print_config", "print_dependencies", "save_config", "print_named_configs")
+# Errors the user fixes (files, folders, checkpoints, settings): shown as their message, without a traceback.
+USER_ERRORS = (AudioError, BadFilesError, CacheError, LayoutError, CheckpointError, PretrainedError, SettingsError,
+               ExportError, FileExistsError)
+
+
+class UserError(SacredError):
+    """An error the user fixes; Sacred prints its message without a traceback (and the traceback with --debug)."""
+
+    def __init__(self, message: str):
+        super().__init__(message, print_traceback=False)
+
+
+def add_commands(ex: Experiment, dataset: ModuleType) -> None:
+    """Give ``ex`` the shared command options, config checks and commands for ``dataset``.
+
+    dataset: a package of ``datasets/`` exporting DEFAULTS (the ``basedataset`` config) and Data.
+    """
+    quiet_lightning()
+    ex.captured_out_filter = apply_backspaces_and_linefeeds
+    for package, version in (("torch", torch.__version__), ("pytorch-lightning", pl.__version__)):
+        # recorded with each run beside what Sacred detects; Sacred rejects local versions such as +cu130
+        ex.add_package_dependency(package, version.split("+")[0])
+    ex.config(command_options)
+    ex.all_cli_options = [print_config_option if option.long_flag == "--print-config" else option
+                          for option in ex.all_cli_options]
+
+    def check_config(config, command_name, logger):
+        check_keys(config, config_sections(ex, dataset))
+        check_values(config)
+        if config["basedataset"]["base_dir"] is None:
+            check_demo(dataset, command_name, logger)
+
+    ex.config_hook(check_config)
+
+    def other_ranks_unobserved(options):
+        """Processes other than global rank 0 have no observers, print no config and log warnings only."""
+        if process_rank() != 0:
+            options.update({"--unobserved": True, "--loglevel": "WARNING", "--print-config": False})
+
+    ex.option_hook(other_ranks_unobserved)
+
+    @ex.capture
+    def settings(_config, models, basedataset, trainer):
+        """The run's config as plain dicts. Naming the sections lets Sacred accept the keys a user adds
+        inside them (e.g. trainer.limit_train_batches); check_config has vetted every key already."""
+        return plain(_config)
+
+    def command(function: Callable | None = None, **options) -> Callable:
+        """ex.command for a function whose user errors become messages."""
+        if function is None:
+            return functools.partial(command, **options)
+        return ex.command(user_errors_as_messages(function), **options)
+
+    @ex.main
+    @user_errors_as_messages
+    def main(_run, resume):
+        """Train on the training split, validating on the evaluation split every epoch."""
+        return train(dataset, _run, settings(), resume)
+
+    @command
+    def evaluate_only(_run, checkpoint):
+        """Evaluate the checkpoint given by checkpoint=PATH on the evaluation split."""
+        return evaluate(dataset, _run, settings(), checkpoint)
+
+    @command(unobserved=True)
+    def test_loaders():
+        """Summarise one batch of the training and of the evaluation loader."""
+        summarise_loaders(dataset, settings())
+
+    @command(unobserved=True)
+    def model_speed_test(speed_test_batch_size, speed_test_steps):
+        """Forward+backward spectrograms per second of the configured model (GPU when present)."""
+        return speed_test(settings(), speed_test_batch_size, speed_test_steps)
+
+    @command
+    def plot_attention_mask(_run, plot_path):
+        """PNG of the configured rf_norm_t pattern over the configured patch grid."""
+        path = Path(plot_path) if plot_path else run_folder(_run) / "attention_mask.png"
+        return str(attention_mask_plot(net_settings(settings()), path))
+
+    @command(unobserved=True)
+    def prepare():
+        """Build the dataset caches (the demo data first when basedataset.base_dir is None)."""
+        data_module(dataset, settings()).prepare_data()
+
+    @command
+    def predict(_run, checkpoint, files, top_k, weights, predictions_csv, batch_size):
+        """Classify files=PATH_OR_FOLDER with checkpoint=PATH: top-k per file and a CSV of all probabilities."""
+        return predict_command(_run, checkpoint, files, top_k, weights, predictions_csv, batch_size)
+
+    @command
+    def export(_run, checkpoint, weights, export_dir, export_formats, export_seconds):
+        """Write checkpoint=PATH with its mel front-end as TorchScript and ONNX, checked against PyTorch."""
+        if not checkpoint:
+            raise ConfigurationError("export needs a checkpoint: add checkpoint=runs/<id>/checkpoints/best.ckpt")
+        out_dir = Path(export_dir) if export_dir else run_folder(_run) / "export"
+        written = export_model(checkpoint, out_dir, export_formats, export_seconds, weights)
+        for fmt, path in written.items():
+            print(f"{fmt}: {path}")
+        return {fmt: str(path) for fmt, path in written.items()}
+
+    ex.command(print_config, unobserved=True)
+
+
+def print_config(_run) -> None:
+    """Print the configuration, and the values derived from it when the model is built, and exit.
+
+    Text is highlighted: green: value modified; blue: value added; red: value modified but type changed.
+    """
+    sacred_commands.print_config(_run)
+    print(derived_text(plain(_run.config)))
+
+
+@cli_option("-p", "--print-config", is_flag=True)
+def print_config_option(args, run):
+    """Always print the configuration (and the values derived from it) first."""
+    print_config(run)
+    print("-" * 79)
+
+
+def derived_text(config: Mapping[str, Any]) -> str:
+    """The derived values (helpers.model_config) as print_config shows them."""
+    lines = ["Derived when the model is built (helpers/model_config.py; a given value is checked against these):"]
+    lines += [f"  {key} = {value!r}" for key, value in derived_settings(config).items()]
+    return "\n".join(lines)
+
+
+def user_errors_as_messages(function: Callable) -> Callable:
+    """Run a command, turning the errors the user fixes (USER_ERRORS) into UserError: Sacred then prints
+    their message without a traceback and exits with status 1."""
+
+    @functools.wraps(function)
+    def run_command(*args, **kwargs):
+        try:
+            return function(*args, **kwargs)
+        except USER_ERRORS as error:
+            raise UserError(str(error)) from error
+
+    return run_command
+
+
+def check_demo(dataset: ModuleType, command_name: str, run_logger: logging.Logger) -> None:
+    """Without basedataset.base_dir: the demo notice where the dataset has demo data and the command uses the
+    configured data or model; else, for a command that reads the data, an error asking for base_dir."""
+    if dataset.Data.has_demo():
+        if command_name not in FROM_CHECKPOINT:
+            run_logger.info(DEMO_NOTICE)
+    elif command_name not in WITHOUT_DATASET:
+        raise ConfigurationError(
+            f"{command_name}: basedataset.base_dir is required, the {dataset.Data.name} dataset has no demo data; "
+            f"add basedataset.base_dir=/path/to/your/data (see datasets/{dataset.Data.name}/README.md)"
+        )
+
+
+def predict_command(run, checkpoint: str | None, files, top_k: int, weights: str,
+                    predictions_csv: str | None, batch_size: int) -> dict[str, Any]:
+    """The predict command: top-k classes per file on the console, all probabilities in a CSV; the windows
+    of consecutive files are scored batch_size at a time."""
+    if not checkpoint or not files:
+        raise ConfigurationError(
+            "predict needs a checkpoint and files: add checkpoint=runs/<id>/checkpoints/best.ckpt files=DIR_OR_FILE"
+        )
+    paths = [files] if isinstance(files, str) else list(files)
+    csv_path = Path(predictions_csv) if predictions_csv else run_folder(run) / "predictions.csv"
+    predictor = load_model(checkpoint, weights=weights)
+    report = predict_files(predictor, paths, top_k=top_k, csv_path=csv_path, batch_size=batch_size)
+    for prediction in report.predictions:
+        ranked = ", ".join(f"{label} {probability:.2f}" for label, probability in prediction.top)
+        print(f"{prediction.path}: {ranked}")
+    for path, reason in report.skipped:
+        print(f"skipped {path}: {reason}")
+    print(f"{len(report.predictions)} files classified, {len(report.skipped)} skipped; probabilities in {csv_path}")
+    return {"classified": len(report.predictions), "skipped": len(report.skipped), "csv": str(csv_path)}
+
+
+def attention_mask_plot(net: Mapping[str, Any], path: Path) -> Path:
+    """The plot_attention_mask command: the configured pattern over the network's patch grid."""
+    grid = rebuild_network(net)
+    write_attention_mask_plot(net["rf_norm_t"], grid.n_rows, grid.n_cols, path)
+    print(f"attention mask of rf_norm_t={net['rf_norm_t']!r} over {grid.n_rows} x {grid.n_cols} patches: {path}")
+    return path
+
+
+def summarise_loaders(dataset: ModuleType, config: dict) -> None:
+    """The test_loaders command."""
+    pl.seed_everything(config["seed"], workers=True)
+    data = data_module(dataset, config)
+    data.prepare_data()
+    data.setup("fit")
+    print(f"classes ({len(data.class_names)}): {', '.join(data.class_names)}")
+    print(f"domains ({data.domain_kind}): {', '.join(data.domain_names)}; seen: {', '.join(data.seen_domains)}")
+    for name, loader in (("train", data.train_dataloader()), ("eval", data.val_dataloader())):
+        batch = next(iter(loader))
+        print(f"{name}: {len(loader.dataset)} examples, {len(loader)} batches of up to {loader.batch_size}")
+        for key, value in batch.items():
+            print(f"  {key:12s} {_describe(value)}")
+
+
+def speed_test(config: dict, batch_size: int, steps: int) -> dict[str, float]:
+    """The model_speed_test command: spectrograms per second through mel, forward, backward, AdamW step."""
+    pl.seed_everything(config["seed"])
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model = build_audio_model(config).to(device)
+    precision = translate_trainer_config(config["trainer"], device.type == "cuda").kwargs.get("precision", "32")
+    autocast_dtype = {"16-mixed": torch.float16, "bf16-mixed": torch.bfloat16}.get(str(precision))
+    samples = round(config["basedataset"]["clip_length"] * config["basedataset"]["sample_rate"])
+    waveform = torch.randn(batch_size, samples, device=device)
+    labels = torch.randint(config["models"]["net"]["n_classes"], (batch_size,), device=device)
+    seconds = training_step_seconds(model, waveform, labels, steps, autocast_dtype=autocast_dtype)
+    rate = batch_size / seconds
+    arch = config["models"]["net"]["arch"]
+    print(f"{arch} on {device.type} ({precision}): {rate:.1f} spectrograms/s, {1000 * seconds:.1f} ms per "
+          f"step of {batch_size} x {config['basedataset']['clip_length']} s clips")
+    return {"spectrograms_per_second": rate}
+
+
+def plain(value):
+    """Sacred's read-only config containers as plain dicts and lists."""
+    if isinstance(value, Mapping):
+        return {key: plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(item) for item in value]
+    return value
+
+
+def _describe(value) -> str:
+    if isinstance(value, torch.Tensor):
+        text = f"{str(value.dtype).removeprefix('torch.')} {tuple(value.shape)}"
+        if value.is_floating_point():
+            return f"{text} min {value.min():.3f} max {value.max():.3f} mean {value.mean():.3f}"
+        return f"{text} values {sorted(set(value.flatten().tolist()))[:12]}"
+    if isinstance(value, list):
+        return f"list of {len(value)}, e.g. {value[0]!r}"
+    return repr(value)

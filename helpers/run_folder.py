@@ -1,0 +1,105 @@
+"""The run folder: where everything a run writes goes, and what the processes of a DDP run share.
+
+A run's folder is its Sacred FileStorageObserver's (``-F runs/``: ``runs/<id>/``), else a new
+``runs/<timestamp>/``. With several processes (DDP=N, torchrun, SLURM) only global rank 0 writes there.
+Lightning's DDP launcher starts the other processes by running the same command line again; rank 0 hands
+them its run folder and the checkpoint it resumes from through the environment, so that they take the
+same folder (to read rank 0's checkpoints) and resume from the same file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import tempfile
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+
+from sacred.observers import FileStorageObserver
+
+from helpers.config_check import ConfigurationError
+from helpers.trainer import CHECKPOINT_DIR, LAST_CHECKPOINT, process_rank
+
+logger = logging.getLogger(__name__)
+
+RUNS_DIR = Path("runs")
+LAST_CHECKPOINT_FILE = f"{LAST_CHECKPOINT}.ckpt"  # checkpoints/last.ckpt, rewritten after every epoch
+RUN_DIR_VARIABLE = "FRITO_RUN_DIR"
+RESUME_VARIABLE = "FRITO_RESUME_FROM"
+
+
+def run_folder(run) -> Path:
+    """The FileStorageObserver's folder of this run, else a new runs/<timestamp> folder.
+
+    Processes other than rank 0 create none: they take rank 0's folder (DDP=N) or, started by another
+    launcher, a name in the temporary folder; they write nothing there (checkpoints, logs and reports are
+    rank 0's, and Lightning hands rank 0's checkpoint folder to every process)."""
+    if process_rank() != 0:
+        if os.environ.get(RUN_DIR_VARIABLE):
+            return Path(os.environ[RUN_DIR_VARIABLE])
+        return Path(tempfile.gettempdir()) / f"frito-rank{process_rank()}-{os.getpid()}"
+    for observer in run.observers:
+        if isinstance(observer, FileStorageObserver) and observer.dir:
+            return Path(observer.dir)
+    stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+    for attempt in range(100):
+        folder = RUNS_DIR / (stamp if attempt == 0 else f"{stamp}_{attempt}")
+        try:
+            folder.mkdir(parents=True)
+        except FileExistsError:
+            continue
+        logger.info("no FileStorageObserver (-F runs/): run folder %s", folder)
+        return folder
+    raise RuntimeError(f"could not create a new run folder under {RUNS_DIR}")
+
+
+def resume_checkpoint(resume: str | None, run, run_dir: Path) -> Path | None:
+    """The checkpoint ``resume`` names: None (a new training), "last" (the newest checkpoints/last.ckpt of
+    the runs folder other than this run's), a run folder (its last.ckpt) or a .ckpt file.
+
+    Processes started by Lightning's DDP launcher take rank 0's choice from the environment."""
+    if os.environ.get(RESUME_VARIABLE) and process_rank() != 0:
+        return Path(os.environ[RESUME_VARIABLE])
+    if resume is None or resume == "":
+        return None
+    if resume == "last":
+        runs = next((Path(o.basedir) for o in run.observers if isinstance(o, FileStorageObserver)), RUNS_DIR)
+        candidates = [path for path in runs.glob(f"*/{CHECKPOINT_DIR}/{LAST_CHECKPOINT_FILE}")
+                      if path.parent.parent.resolve() != run_dir.resolve()]
+        if not candidates:
+            raise ConfigurationError(
+                f"resume='last': no {runs}/*/{CHECKPOINT_DIR}/{LAST_CHECKPOINT_FILE} to continue from; give the "
+                f"run folder or checkpoint (resume=runs/<id>) or leave resume unset for a new training."
+            )
+        return max(candidates, key=lambda path: path.stat().st_mtime)
+    path = Path(resume)
+    if path.is_dir():
+        path = path / CHECKPOINT_DIR / LAST_CHECKPOINT_FILE
+    if not path.is_file():
+        raise ConfigurationError(
+            f"resume={resume!r}: {path} does not exist; give 'last', a run folder (runs/<id>) or a .ckpt file."
+        )
+    return path
+
+
+@contextlib.contextmanager
+def shared_with_child_processes(run_dir: Path, resume_path: Path | None = None) -> Iterator[None]:
+    """Rank 0's run folder and resume checkpoint in the environment of the processes Lightning starts."""
+    if process_rank() != 0:
+        yield
+        return
+    shared = {RUN_DIR_VARIABLE: str(run_dir.resolve())}
+    if resume_path is not None:
+        shared[RESUME_VARIABLE] = str(resume_path.resolve())
+    before = {name: os.environ.get(name) for name in shared}
+    os.environ.update(shared)
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value

@@ -1,0 +1,194 @@
+"""Training and evaluating: the work behind the experiments' main and evaluate_only commands.
+
+Both build the audio model, the data module and a Lightning Trainer writing into the run folder, run
+it, then write the reports of the last evaluation (helpers.reports.finish).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytorch_lightning as pl
+from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+from helpers.checkpoint import CheckpointError, checkpoint_entry, read_checkpoint
+from helpers.config_check import ConfigurationError
+from helpers.data_module import AudioDataModule
+from helpers.model_config import build_audio_model, mel_settings, net_settings
+from helpers.reports import finish
+from helpers.run_folder import resume_checkpoint, run_folder, shared_with_child_processes
+from helpers.schedule import lr_schedule
+from helpers.swa import SwaSchedule
+from helpers.trainer import BEST_CHECKPOINT, CHECKPOINT_DIR, LAST_CHECKPOINT, build_trainer, wait_for_child_processes
+from helpers.training_module import AudioClassifier
+from models.audio_model import AudioModel
+
+logger = logging.getLogger(__name__)
+
+
+def train(dataset: ModuleType, run, config: dict, resume: str | None = None) -> dict[str, float]:
+    """The main command: fit (continuing from ``resume``), then write the reports and print the summary.
+
+    resume: None for a new training; "last" (the newest checkpoints/last.ckpt of the runs folder), a run
+    folder, or a .ckpt path to continue from with weights, SWA average, optimizer, schedule, epoch and
+    random number generators restored.
+    """
+    pl.seed_everything(config["seed"], workers=True)
+    run_dir = run_folder(run)
+    resume_path = resume_checkpoint(resume, run, run_dir)
+    resumed = read_checkpoint(resume_path) if resume_path is not None else None
+    model = build_audio_model(config)  # before any data is read: pretrained weights fail fast
+    data = data_module(dataset, config)
+    check_class_count(config, data)
+    module = training_module(config, data, model)
+    if resumed is not None:
+        check_resumable(resumed, module)
+        run.info["resumed_from"] = str(resume_path)
+        logger.info("resuming the training of %s in %s", resume_path, run_dir)
+    trainer = build_trainer(config["trainer"], run_dir, run, resumed=resumed)
+    with shared_with_child_processes(run_dir, resume_path):
+        try:
+            trainer.fit(module, datamodule=data, ckpt_path=str(resume_path) if resume_path else None)
+        except SIGTERMException as stop:  # Lightning's SystemExit would end the process with status 0
+            logger.error("stopped by SIGTERM; continue with resume=%s", run_dir)
+            raise SystemExit(128 + signal.SIGTERM) from stop
+    wait_for_child_processes(trainer)
+    checkpoint_dir = run_dir / CHECKPOINT_DIR
+    checkpoints = [path for name in (BEST_CHECKPOINT, LAST_CHECKPOINT)
+                   if (path := checkpoint_dir / f"{name}.ckpt").exists()]
+    return finish(run, run_dir, module, data, f"{run.experiment_info['name']}: training finished",
+                  checkpoints, best=best_epoch(module.history))
+
+
+def evaluate(dataset: ModuleType, run, config: dict, checkpoint_path: str | None) -> dict[str, float]:
+    """The evaluate_only command: the checkpoint's network on the evaluation split of the configured data.
+
+    The network, front-end, sample rate and clip length are those the checkpoint was trained with (its
+    "frito" entry); the config's models.* do not apply. Domains are reported as seen or unseen by what the
+    checkpoint was trained on (see :func:`trained_seen_domains`).
+    """
+    if not checkpoint_path:
+        raise ConfigurationError("evaluate_only needs a checkpoint: add checkpoint=runs/<id>/checkpoints/best.ckpt")
+    checkpoint = read_checkpoint(checkpoint_path)
+    entry = checkpoint.entry
+    logger.info("evaluate_only: network %s (rf_norm_t=%r) and front-end as trained; %s s clips at %s Hz",
+                entry["net"]["arch"], entry["net"].get("rf_norm_t", ""), entry["clip_length"], entry["sample_rate"])
+    config = {**config, "swa": checkpoint.has_swa, "basedataset": {
+        **config["basedataset"], "sample_rate": entry["sample_rate"], "clip_length": entry["clip_length"]}}
+    pl.seed_everything(config["seed"], workers=True)
+    run_dir = run_folder(run)
+    data = AudioDataModule(dataset, config["basedataset"], entry["mel"], config["batch_size"], config["num_workers"])
+    if list(data.class_names) != list(entry["class_names"]):
+        raise ConfigurationError(
+            f"checkpoint {checkpoint.path} was trained on the classes {entry['class_names']}, the configured data "
+            f"has {list(data.class_names)}; evaluate it on the dataset (and families) it was trained on."
+        )
+    seen = trained_seen_domains(entry, data, checkpoint.path)
+    module = training_module(config, data, checkpoint.build_model("plain"), seen_domains=seen, entry=entry)
+    checkpoint.load_into(module)
+    trainer = build_trainer(config["trainer"], run_dir, run, checkpoints=False)
+    with shared_with_child_processes(run_dir):
+        trainer.validate(module, datamodule=data)
+    wait_for_child_processes(trainer)
+    return finish(run, run_dir, module, data, f"{run.experiment_info['name']}: evaluation of {checkpoint.path}")
+
+
+def data_module(dataset: ModuleType, config: Mapping[str, Any]) -> AudioDataModule:
+    """The configured data of ``dataset`` with the run's batch size and loader processes."""
+    return AudioDataModule(dataset, config["basedataset"], mel_settings(config), config["batch_size"],
+                           config["num_workers"])
+
+
+def training_module(config: Mapping[str, Any], data: AudioDataModule, model: AudioModel,
+                    seen_domains: Sequence[str] | None = None, entry: Mapping | None = None) -> AudioClassifier:
+    """The training module for ``config``, ``model`` and the classes and domains of ``data``.
+
+    seen_domains: the domains reported as seen (by default those ``data`` trains on); entry: the checkpoints'
+    "frito" entry (by default the one that describes this config's model and data).
+    """
+    seen = list(data.seen_domains if seen_domains is None else seen_domains)
+    if entry is None:
+        entry = checkpoint_entry(net_settings(config), mel_settings(config), data.class_names, data.domain_names,
+                                 seen, config["basedataset"]["sample_rate"], config["basedataset"]["clip_length"])
+    return AudioClassifier(
+        model=model,
+        class_names=data.class_names,
+        domain_names=data.domain_names,
+        seen_domains=seen,
+        lr=config["lr"],
+        weight_decay=config["weight_decay"],
+        lr_factor=lr_schedule(config["schedule_mode"], config["warm_up_len"], config["ramp_down_start"],
+                              config["ramp_down_len"], config["last_lr_value"]),
+        mixup_alpha=config["mixup_alpha"] if config["use_mixup"] else None,
+        swa=SwaSchedule(config["swa_epoch_start"], config["swa_freq"]) if config["swa"] else None,
+        checkpoint_entry=entry,
+    )
+
+
+def check_class_count(config: Mapping[str, Any], data: AudioDataModule) -> None:
+    """Refuse a models.net.n_classes that is not the data's number of classes."""
+    n_classes = config["models"]["net"]["n_classes"]
+    if n_classes != len(data.class_names):
+        raise ConfigurationError(
+            f"models.net.n_classes={n_classes} but the data has {len(data.class_names)} classes "
+            f"({', '.join(data.class_names)}); set models.net.n_classes={len(data.class_names)}."
+        )
+
+
+def check_resumable(checkpoint, module: AudioClassifier) -> None:
+    """Refuse a checkpoint that is not a training checkpoint, or from a different model or data."""
+    if not checkpoint.can_resume:
+        raise CheckpointError(
+            f"checkpoint {checkpoint.path} holds weights only (no optimizer or loop state) and cannot continue a "
+            f"training; resume from the run's {CHECKPOINT_DIR}/{LAST_CHECKPOINT}.ckpt."
+        )
+    differences = checkpoint.resume_differences(module.checkpoint_entry, module, keeps_swa=module.swa is not None)
+    if differences:
+        raise CheckpointError(
+            f"checkpoint {checkpoint.path} comes from a different configuration: " + "; ".join(differences)
+            + ". Resume with the settings it was trained with, or start a new training."
+        )
+
+
+def trained_seen_domains(entry: Mapping[str, Any], data, path: Path) -> list[str]:
+    """The domains a checkpoint was trained on (its "frito" entry's seen_domains), for reporting seen against
+    unseen. A checkpoint written before frito stored them falls back to the configured data's training
+    domains, with a warning; configured training domains that differ from the checkpoint's are logged."""
+    configured = list(data.seen_domains)
+    saved = entry.get("seen_domains")
+    kind = data.domain_kind
+    if saved is None:
+        logger.warning(
+            "checkpoint %s does not record the %ss it was trained on (written by an earlier frito); reporting as "
+            "seen those of the configured basedataset.train_domains: %s", path, kind, configured,
+        )
+        return configured
+    saved = list(saved)
+    unknown = [domain for domain in saved if domain not in data.domain_names]
+    if unknown:
+        raise ConfigurationError(
+            f"checkpoint {path} was trained on the {kind}s {saved}, but the configured data has no "
+            f"{unknown} (it has {list(data.domain_names)}); evaluate it on the dataset it was trained on."
+        )
+    if saved != configured:
+        logger.warning(
+            "checkpoint %s was trained on the %ss %s, the configured basedataset.train_domains give %s: seen and "
+            "unseen are reported by the checkpoint's", path, kind, saved, configured,
+        )
+    else:
+        logger.info("seen %ss (as trained): %s", kind, saved)
+    return saved
+
+
+def best_epoch(history: list[dict[str, float]], monitor: str = "val/acc") -> tuple[int, float] | None:
+    """(epoch, value) of the highest ``monitor`` in a training's history; the first of equal ones."""
+    scored = [entry for entry in history if monitor in entry]
+    if not scored:
+        return None
+    best = max(scored, key=lambda entry: entry[monitor])
+    return int(best["epoch"]), float(best[monitor])

@@ -1,0 +1,99 @@
+"""The checkpoint format: written atomically, read once and validated, version 1 still read, the model rebuilt."""
+
+import pytest
+import torch
+
+from helpers.checkpoint import (
+    FORMAT_VERSION,
+    CheckpointError,
+    CheckpointIO,
+    checkpoint_entry,
+    read_checkpoint,
+)
+from models.network import get_model
+
+NET = {"arch": "passt_mini", "n_classes": 3, "input_fdim": 64, "input_tdim": 100, "rf_norm_t": "per_row_2"}
+MEL = {"n_mels": 64, "sr": 16000, "win_length": 400, "hopsize": 160, "n_fft": 512}
+
+
+def networks():
+    torch.manual_seed(0)
+    return get_model(**NET), get_model(**NET)
+
+
+def version_1_file(path, plain, averaged=None, n_averaged=3):
+    """A checkpoint as frito's first format wrote it: net./net_swa./swa_n_averaged, the run's net config."""
+    state = {"net." + key: value for key, value in plain.state_dict().items()}
+    if averaged is not None:
+        state.update({"net_swa." + key: value for key, value in averaged.state_dict().items()})
+        state["swa_n_averaged"] = torch.tensor(n_averaged)
+    entry = {"version": 1, "net": {**NET, "pretrained": False, "pretrained_path": None}, "mel": MEL,
+             "class_names": ["a", "b", "c"], "domain_names": ["x"], "sample_rate": 16000, "clip_length": 1.0}
+    torch.save({"state_dict": state, "frito": entry, "optimizer_states": [], "loops": {}}, path)
+
+
+def assert_same_weights(module, reference):
+    for key, value in reference.state_dict().items():
+        assert torch.equal(module.state_dict()[key], value), key
+
+
+def test_version_1_is_read_under_the_current_names(tmp_path):
+    plain, averaged = networks()
+    version_1_file(tmp_path / "old.ckpt", plain, averaged)
+    checkpoint = read_checkpoint(tmp_path / "old.ckpt")
+    assert checkpoint.entry["version"] == FORMAT_VERSION
+    assert checkpoint.entry["net"]["fstride"] == 10 and "pretrained" not in checkpoint.entry["net"]
+    keys = set(checkpoint.state_dict)
+    assert "model.net.head.1.weight" in keys and "net_swa.module.head.1.weight" in keys
+    assert int(checkpoint.state_dict["net_swa.n_averaged"]) == 3 and not any(k.startswith("net.") for k in keys)
+    assert checkpoint.can_resume and checkpoint.has_swa
+    assert_same_weights(checkpoint.build_model("plain").net, plain)
+    assert_same_weights(checkpoint.build_model("auto").net, averaged)
+    model = checkpoint.build_model()
+    assert model.front_end.sr == 16000 and model.net.pattern.name == "per_row_2"
+
+
+def test_weight_choices(tmp_path):
+    plain, averaged = networks()
+    version_1_file(tmp_path / "not_averaged.ckpt", plain, averaged, n_averaged=0)
+    not_averaged = read_checkpoint(tmp_path / "not_averaged.ckpt")
+    assert not_averaged.choose_weights("auto") == "plain"
+    with pytest.raises(CheckpointError, match="no averaged SWA weights yet"):
+        not_averaged.choose_weights("swa")
+    version_1_file(tmp_path / "plain.ckpt", plain)
+    with pytest.raises(CheckpointError, match=r"has no such weights .* it offers \['plain'\]"):
+        read_checkpoint(tmp_path / "plain.ckpt").choose_weights("swa")
+    with pytest.raises(CheckpointError, match="'ema' is not one of"):
+        read_checkpoint(tmp_path / "plain.ckpt").choose_weights("ema")
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, "does not exist"),
+    (b"PK\x03\x04 truncated", "not a readable checkpoint"),
+    ({"state_dict": {"model.net.x": torch.zeros(1)}}, "no 'frito' entry"),
+    ({"state_dict": {}, "frito": {"version": 9}}, "its 'frito' entry is version 9; versions 1 and 2 are read"),
+    ({"state_dict": {}, "frito": {"version": 2, "net": {}}}, r"lacks \['mel', 'class_names'"),
+])
+def test_unusable_files_are_refused_with_the_reason(tmp_path, content, message):
+    path = tmp_path / "x.ckpt"
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    elif content is not None:
+        torch.save(content, path)
+    with pytest.raises(CheckpointError, match=message):
+        read_checkpoint(path)
+
+
+def test_checkpoint_io_writes_atomically_and_hands_over_the_checkpoint_read_already(tmp_path, monkeypatch):
+    path = tmp_path / "deep" / "last.ckpt"
+    entry = checkpoint_entry({**NET, "fstride": 10, "tstride": 10, "pretrained": True}, MEL, ["a"], ["x"], ["x"],
+                             16000, 1.0)
+    assert "pretrained" not in entry["net"] and entry["version"] == FORMAT_VERSION
+    CheckpointIO().save_checkpoint({"state_dict": {"w": torch.ones(2)}, "frito": entry}, path)
+    assert [p.name for p in path.parent.iterdir()] == ["last.ckpt"]
+    resumed = read_checkpoint(path)
+    reads = []
+    monkeypatch.setattr(torch, "load", lambda *args, **kwargs: reads.append(args))
+    assert CheckpointIO(resumed).load_checkpoint(path) is resumed.lightning
+    assert reads == []  # a resumed training reads its checkpoint once
+    assert torch.equal(resumed.state_dict["w"], torch.ones(2))
