@@ -78,8 +78,9 @@ def layout_of(name: str) -> TokenLayout:
 
 
 def case(form: str, layout: TokenLayout, dtype=torch.float32, device="cpu"):
+    """Inputs of 16-dimensional heads (FlexAttention's CUDA kernels need at least 16) and the rule's mask."""
     torch.manual_seed(0)
-    q, k, v = (t.to(device, dtype) for t in torch.randn(3, 2, 3, layout.n_tokens, 8).unbind(0))
+    q, k, v = (t.to(device, dtype) for t in torch.randn(3, 2, 3, layout.n_tokens, 16).unbind(0))
     mask = rule_mask(form, layout.token_rows.tolist(), layout.n_rows).to(device)
     return parse_rf_norm_t(form), q, k, v, mask
 
