@@ -7,8 +7,9 @@ checkpoints/best.ckpt, and at the end results.json and test_predictions.csv.
 An epoch takes ``epoch_seconds`` in "batches" of 0.05 s. SIGTERM stops it at the next batch with exit
 status 143, as frito does. ``resume=<run folder>`` continues after the epoch in that folder's last.ckpt and
 records resumed_from in info.json. The test predictions are fixed by the config: in each test domain the
-first round(a * n) of its n examples are classified correctly (a = ``accuracy``, or ``unseen_accuracy`` for
-unseen domains, plus ``seed_step * (seed - 1)``), the others as the other class.
+first round(a * n) of its n examples are classified correctly (a = ``domain_accuracy[domain]``, else
+``accuracy``, or ``unseen_accuracy`` for unseen domains; plus ``seed_step * (seed - 1)``), the others as
+the other class.
 """
 
 # Sacred reads the config scope's local variables as config entries:
@@ -43,6 +44,7 @@ def config():
     accuracy = 0.5  # fraction of each seen domain's test examples classified correctly
     unseen_accuracy = None  # the same for unseen domains (None: accuracy)
     seed_step = 0.0  # added to both per seed above 1
+    domain_accuracy = {}  # domain -> fraction correct, over the two above
     fail = False  # raise an error after the first epoch
     model_selection = "validation"  # written into results.json
     resume = None  # a run folder to continue from
@@ -66,7 +68,7 @@ signal.signal(signal.SIGTERM, lambda signum, frame: stop_requested.append(signum
 
 @ex.main
 def main(_run, _config, seed, n_epochs, epoch_seconds, accuracy, unseen_accuracy, seed_step, fail, model_selection,
-         resume):
+         resume, domain_accuracy):
     run_dir = Path(next(o.dir for o in _run.observers if isinstance(o, FileStorageObserver)))
     checkpoints = run_dir / "checkpoints"
     checkpoints.mkdir(parents=True, exist_ok=True)
@@ -92,15 +94,16 @@ def main(_run, _config, seed, n_epochs, epoch_seconds, accuracy, unseen_accuracy
         print(f"epoch {epoch} done", flush=True)
         if fail:
             raise RuntimeError("the fake experiment fails on purpose")
-    write_outputs(run_dir, seed, accuracy, accuracy if unseen_accuracy is None else unseen_accuracy, seed_step,
-                  model_selection, n_epochs)
+    levels = {domain: domain_accuracy.get(domain, accuracy if domain in SEEN or unseen_accuracy is None
+                                          else unseen_accuracy) + seed_step * (seed - 1) for domain in TEST_DOMAINS}
+    write_outputs(run_dir, levels, model_selection, n_epochs)
 
 
-def write_outputs(run_dir, seed, seen_accuracy, unseen_accuracy, seed_step, model_selection, n_epochs):
+def write_outputs(run_dir, levels, model_selection="validation", n_epochs=1):
+    """results.json and test_predictions.csv with the fraction levels[domain] of each domain's examples correct."""
     rows = []
     for domain, count in TEST_DOMAINS.items():
-        level = (seen_accuracy if domain in SEEN else unseen_accuracy) + seed_step * (seed - 1)
-        n_correct = round(level * count)
+        n_correct = round(levels[domain] * count)
         for index in range(count):
             label = CLASSES[index % 2]
             other = CLASSES[(index + 1) % 2]

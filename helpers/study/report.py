@@ -276,7 +276,8 @@ def _figure_headers(report: Report) -> list[str]:
 
 
 def _variant_label(report: Report, summary: VariantSummary) -> str:
-    return f"{summary.name} (baseline)" if summary.name == report.study.baseline else summary.name
+    baseline = summary.name == report.study.baseline and summary.name != "baseline"
+    return f"{summary.name} (baseline)" if baseline else summary.name
 
 
 def _mean_sd(values: np.ndarray | None) -> str:

@@ -33,7 +33,7 @@ from helpers.study.spec import Run, Study, StudyError, slurm_minutes
 
 logger = logging.getLogger(__name__)
 
-SUBMITIT_DIR = "submitit"  # <study folder>/submitit/<job id>_<task>_*: submitit's pickles and logs
+SUBMITIT_DIR = "submitit"  # <study folder>/submitit/<job id>_*: submitit's pickles and logs
 STOP_WAIT_S = 60.0  # a stopped experiment ends within a batch; then it is killed (last.ckpt stays intact)
 REQUEUED_LOCK_WAIT_S = 600.0  # a requeued task waits this long for its previous attempt's process to end
 POLL_S = {"slurm": 30.0, "local": 1.0}
@@ -104,7 +104,7 @@ def run_submitit(study: Study, runs: Sequence[Run], cluster: str = "slurm") -> l
                          "(or use --launcher local).")
     if not runs:
         return []
-    executor = submitit.AutoExecutor(folder=study.folder / SUBMITIT_DIR / "%j", cluster=cluster)
+    executor = submitit.AutoExecutor(folder=study.folder / SUBMITIT_DIR, cluster=cluster)
     executor.update_parameters(**executor_parameters(study.slurm, study.name))
     path = os.pathsep.join(filter(None, [str(REPOSITORY), os.environ.get("PYTHONPATH")]))
     with submitit.helpers.environment_variables(PYTHONPATH=path):
