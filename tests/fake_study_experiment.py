@@ -62,13 +62,11 @@ def oracle():
     model_selection = "oracle"
 
 
-stop_requested = []
-signal.signal(signal.SIGTERM, lambda signum, frame: stop_requested.append(signum))
-
-
 @ex.main
 def main(_run, _config, seed, n_epochs, epoch_seconds, accuracy, unseen_accuracy, seed_step, fail, model_selection,
          resume, domain_accuracy):
+    stop_requested = []
+    signal.signal(signal.SIGTERM, lambda signum, frame: stop_requested.append(signum))
     run_dir = Path(next(o.dir for o in _run.observers if isinstance(o, FileStorageObserver)))
     checkpoints = run_dir / "checkpoints"
     checkpoints.mkdir(parents=True, exist_ok=True)

@@ -14,9 +14,9 @@ from collections.abc import Sequence
 
 from helpers.study.execute import Outcome
 from helpers.study.folder import RunState, Status, record_study, run_state, study_lock
-from helpers.study.local import run_local
+from helpers.study.local import run_local, slot_environments, usable_cores, visible_gpus
 from helpers.study.report import build_report, markdown, write_report
-from helpers.study.slurm import run_submitit
+from helpers.study.slurm import check_launcher, run_submitit
 from helpers.study.spec import Run, Study, StudyError
 
 logger = logging.getLogger(__name__)
@@ -30,6 +30,11 @@ def run_study(study: Study, launcher: str = "local", parallel: int = 1, dry_run:
     dry_run: print each run's state and the command it would get, and change nothing."""
     if launcher not in LAUNCHERS:
         raise StudyError(f"--launcher {launcher}: expected one of {', '.join(LAUNCHERS)}.")
+    cluster = {"slurm": "slurm", "submitit-local": "local"}.get(launcher)
+    if cluster is not None:
+        check_launcher(study, cluster)
+    else:
+        environments = slot_environments(parallel, visible_gpus() if parallel > 1 else [], usable_cores())
     if dry_run:
         plan = [(run, run_state(run)) for run in study.runs()]
         print(_plan_text(study, plan, verbose=True))
@@ -39,10 +44,10 @@ def run_study(study: Study, launcher: str = "local", parallel: int = 1, dry_run:
         plan = [(run, run_state(run)) for run in study.runs()]
         print(_plan_text(study, plan))
         todo = [run for run, state in plan if state.status not in (Status.COMPLETED, Status.RUNNING)]
-        if launcher == "local":
-            outcomes = run_local(todo, parallel)
+        if cluster is None:
+            outcomes = run_local(todo, environments)
         else:
-            outcomes = run_submitit(study, todo, cluster="slurm" if launcher == "slurm" else "local")
+            outcomes = run_submitit(study, todo, cluster)
     print(outcome_text(study, plan, outcomes))
     remaining = [run for run in study.runs() if run_state(run).status is not Status.COMPLETED]
     return 0 if not remaining else 1

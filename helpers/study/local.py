@@ -67,14 +67,10 @@ def slot_environments(parallel: int, gpus: Sequence[str], cores: int) -> list[di
     return [{"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads} for _ in range(parallel)]
 
 
-def run_local(runs: Sequence[Run], parallel: int = 1, environments: Sequence[Mapping[str, str]] | None = None
-              ) -> list[Outcome]:
-    """Launch ``runs`` in order, ``parallel`` at a time, and return their outcomes in the same order.
-
-    environments: one per concurrent slot (default :func:`slot_environments` for this machine).
-    Raises :class:`Stopped` after the runs in flight have ended when a stop signal arrived."""
-    if environments is None:
-        environments = slot_environments(parallel, visible_gpus() if parallel > 1 else [], _cores())
+def run_local(runs: Sequence[Run], environments: Sequence[Mapping[str, str]] = ({},)) -> list[Outcome]:
+    """Launch ``runs`` in order, one per environment at a time (see :func:`slot_environments`), and return
+    their outcomes in the same order. Raises :class:`Stopped` after the runs in flight have ended when a
+    stop signal arrived."""
     slots: queue.Queue[Mapping[str, str]] = queue.Queue()
     for environment in environments:
         slots.put(environment)
@@ -127,5 +123,6 @@ def stop_on_signals(stop: Callable[[], None]) -> Iterator[list[int]]:
             signal.signal(number, old)
 
 
-def _cores() -> int:
+def usable_cores() -> int:
+    """The CPU cores this process may run on."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

@@ -94,18 +94,25 @@ def executor_parameters(slurm: Mapping[str, Any], name: str) -> dict[str, Any]:
     return parameters
 
 
+def check_launcher(study: Study, cluster: str) -> dict[str, Any]:
+    """The executor's parameters; StudyError when the study or this machine cannot submit (before any work)."""
+    parameters = executor_parameters(study.slurm, study.name)
+    if cluster == "slurm" and shutil.which("sbatch") is None:
+        raise StudyError("--launcher slurm: no sbatch on this machine; run `study run` on the cluster's login node "
+                         "(or use --launcher local).")
+    return parameters
+
+
 def run_submitit(study: Study, runs: Sequence[Run], cluster: str = "slurm") -> list[Outcome]:
     """Submit ``runs`` as one array job and wait for them; their outcomes in the same order.
 
     cluster: "slurm", or "local" for submitit's local executor. Raises :class:`Stopped` after cancelling the
     jobs when a stop signal arrives while waiting (the runs stop at the next batch and continue next time)."""
-    if cluster == "slurm" and shutil.which("sbatch") is None:
-        raise StudyError("--launcher slurm: no sbatch on this machine; run `study run` on the cluster's login node "
-                         "(or use --launcher local).")
+    parameters = check_launcher(study, cluster)
     if not runs:
         return []
     executor = submitit.AutoExecutor(folder=study.folder / SUBMITIT_DIR, cluster=cluster)
-    executor.update_parameters(**executor_parameters(study.slurm, study.name))
+    executor.update_parameters(**parameters)
     path = os.pathsep.join(filter(None, [str(REPOSITORY), os.environ.get("PYTHONPATH")]))
     with submitit.helpers.environment_variables(PYTHONPATH=path):
         jobs = executor.submit_array([RunTask(run) for run in runs])
