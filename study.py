@@ -31,7 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     report = commands.add_parser("report", help="one table over seeds, differences to the baseline with intervals")
     for command in (run, report):
         command.add_argument("study", help="the study file (TOML)")
-        command.add_argument("--folder", help="the study folder (default: folder = ... in the file, else studies/<file stem>)")
+        command.add_argument("--folder",
+                             help="the study folder (default: folder = ... in the file, else studies/<file stem>)")
     run.add_argument("--launcher", choices=LAUNCHERS, default="local",
                      help="local (default); slurm: one array job through submitit; submitit-local: the same tasks "
                           "through submitit's local executor")

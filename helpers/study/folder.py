@@ -276,7 +276,8 @@ def record_study(study: Study) -> None:
     }
     # Runs of earlier versions of the file (a variant or seed dropped since) stay recorded.
     current = {(run.variant, run.seed) for run in study.runs()}
-    resolved["runs"] += [entry for entry in recorded.get("runs", []) if (entry["variant"], entry["seed"]) not in current]
+    resolved["runs"] += [entry for entry in recorded.get("runs", [])
+                         if (entry["variant"], entry["seed"]) not in current]
     atomic_write(folder / "study.toml", lambda stream: stream.write(study.source.encode()))
     atomic_write(folder / "study.json", lambda stream: stream.write(json.dumps(resolved, indent=2).encode()))
 

@@ -181,7 +181,8 @@ def markdown(report: Report) -> str:
             rows.append([summary.name, str(len(summary.paired_seeds)), *cells])
         lines += _table(["variant", "paired seeds", *_figure_headers(report)], rows) if rows else ["(no other variant)"]
         lines += ["", f"## Test accuracy per {_kind(report)}{label}", "",
-                  f"Mean ± standard deviation over seeds; * marks the seen {_kind(report)}s, (n) the test examples.", ""]
+                  f"Mean ± standard deviation over seeds; * marks the seen {_kind(report)}s, (n) the test "
+                  f"examples.", ""]
         headers = [f"{name}{'*' if name in report.seen_domains else ''} ({count})"
                    for name, count in zip(layout.domain_names, layout.counts, strict=True)]
         lines += _table(["variant", *headers],

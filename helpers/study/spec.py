@@ -122,7 +122,8 @@ def load_study(path: str | Path, folder: str | Path | None = None, cwd: Path | N
     try:
         source = path.read_text()
     except OSError as error:
-        raise StudyError(f"cannot read the study file {path}: {error.strerror}; give the path of a .toml file.") from None
+        raise StudyError(f"cannot read the study file {path}: {error.strerror}; give the path of a .toml "
+                         f"file.") from None
     try:
         table = tomllib.loads(source)
     except tomllib.TOMLDecodeError as error:
