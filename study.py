@@ -57,6 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     except StudyError as error:
         print(f"study.py: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # before any run started
+        print("study.py: interrupted", file=sys.stderr)
+        return 130
     except Stopped as stop:
         print(f"study.py: {stop}; the runs in flight were stopped and continue with the next `study.py run`.",
               file=sys.stderr)

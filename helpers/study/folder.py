@@ -247,13 +247,14 @@ def log_tail(path: Path | None, lines: int = LOG_TAIL_LINES) -> list[str]:
 
 def record_study(study: Study) -> None:
     """Write study.toml and study.json into the study folder, first refusing a study whose runs that were
-    made already would now get a different command line (a changed variant or ``with``)."""
+    made already would now be another training (another experiment, a changed variant or ``with``)."""
     folder = study.folder
     recorded = read_recorded_study(folder)
     before = {(entry["variant"], entry["seed"]): entry["command"] for entry in recorded.get("runs", [])}
     for run in study.runs():
         old = before.get((run.variant, run.seed))
-        if old is not None and old != list(run.command) and (attempts(run.base) or read_launches(run.base)):
+        if (old is not None and _what_runs(old) != _what_runs(run.command)
+                and (attempts(run.base) or read_launches(run.base))):
             raise StudyError(
                 f"{run.name} was run with other settings than the study file now gives:\n  before: {' '.join(old)}\n"
                 f"  now:    {' '.join(run.command)}\nits runs would mix the two; give the changed variant a new "
@@ -290,6 +291,13 @@ def read_recorded_study(folder: Path) -> dict[str, Any]:
         return json.loads(path.read_text())
     except json.JSONDecodeError as error:
         raise StudyError(f"{path} is not valid JSON ({error}); delete it, `study run` writes it anew.") from None
+
+
+def _what_runs(command) -> tuple[str, list[str]]:
+    """The experiment's file name and the settings of a run's command line: what makes two runs the same
+    training (the interpreter's and the folders' paths may change, e.g. in another virtual environment)."""
+    command = list(command)
+    return Path(command[1]).name, command[command.index("with") + 1:]
 
 
 def _running_detail(base: Path) -> str:
