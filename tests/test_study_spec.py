@@ -74,7 +74,7 @@ def test_baseline_by_name_or_key_and_folder_from_file_or_command_line(tmp_path):
     ("experiment = 'ex_dcase20.py'\nseeds = [1\n", "not valid TOML"),
 ])
 def test_a_bad_study_file_is_refused_with_the_fix(tmp_path, text, message):
-    with pytest.raises(StudyError, match=None) as error:
+    with pytest.raises(StudyError) as error:
         load_study(write(tmp_path, text), cwd=REPO)
     assert message in str(error.value)
 
