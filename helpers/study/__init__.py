@@ -1,0 +1,14 @@
+"""Studies: a grid of variants x seeds of one experiment, run, resumed and reported as one table.
+
+    spec       the study file (TOML): experiment, seeds, settings of every run, variants, [slurm]
+    folder     the study folder: layout, locks, launch records, each run's state
+    execute    launching one run: skip, continue from last.ckpt or start; its console log
+    local      the local launcher, N runs at a time (a GPU each, or a share of the CPU cores)
+    slurm      the SLURM launcher: one submitit array job, tasks requeued on timeout or preemption
+    outputs    reading a completed run's results.json and test_predictions.csv
+    bootstrap  figures per run and paired bootstrap intervals over seeds and test examples
+    report     the report: tables over seeds, differences to the baseline, Markdown/CSV/PNG
+    commands   `study.py run` and `study.py report`
+
+Layers: these modules use helpers/ and the standard library, never ex_*.py or study.py.
+"""
