@@ -19,8 +19,8 @@ Sources:
   Transformers for Low-Complexity Acoustic Scene Classification", DCASE 2022 Workshop; CP-JKU's DCASE 2022
   Task 1 submission 2 used p=0.6, alpha=0.3 (README of github.com/CPJKU/cpjku_dcase22).
 - The DCASE 2024 Task 1 baseline (github.com/CPJKU/dcase2024_task1_baseline, ``run_training.py``
-  defaults ``--mixstyle_p 0.4 --mixstyle_alpha 0.3``), as CP-JKU's DCASE 2023 CP-Mobile student
-  (github.com/fschmid56/cpjku_dcase23, ``run_training.py``).
+  defaults ``--mixstyle_p 0.4 --mixstyle_alpha 0.3``), the same values as CP-JKU's DCASE 2023 CP-Mobile
+  student (github.com/fschmid56/cpjku_dcase23, ``run_training.py``).
 - PaSST with Freq-MixStyle: p=0.4, alpha=0.4 in CP-JKU's DCASE 2023 PaSST teacher
   (``run_passt_training.py``) and in the PaSST pipeline of Morocutti et al., "Device-Robust Acoustic
   Scene Classification via Impulse Response Augmentation", EUSIPCO 2023, arXiv 2305.07499
