@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from helpers.defaults import CPU_TINY_ARCH, CPU_TINY_CLIP_LENGTH
+from helpers.defaults import CPU_PRESET
 from models.architectures import ARCHITECTURES
 
 
@@ -39,9 +39,16 @@ NAMED_CONFIGS: dict[str, NamedConfig] = {
     "mini_train": NamedConfig("Only 5 training and 5 validation batches per epoch, for debugging.",
                               {"trainer": {"limit_train_batches": 5, "limit_val_batches": 5}}),
     "cpu_tiny": NamedConfig(
-        f"A small transformer ({CPU_TINY_ARCH}) on {CPU_TINY_CLIP_LENGTH:g} s clips, lr 1e-3, for a laptop CPU.",
-        {**_net(arch=CPU_TINY_ARCH), "basedataset": {"clip_length": CPU_TINY_CLIP_LENGTH}, "lr": 1e-3},
+        f"A small transformer ({CPU_PRESET['models']['net']['arch']}) on {CPU_PRESET['basedataset']['clip_length']:g} "
+        f"s clips, {CPU_PRESET['trainer']['max_epochs']} epochs with a short schedule, lr 1e-3, for a laptop CPU.",
+        CPU_PRESET,
     ),
+    "freq_mixstyle": NamedConfig(
+        "Frequency-wise MixStyle, p 0.4, alpha 0.3 (DCASE 2024 Task 1 baseline; Schmid et al., DCASE 2022).",
+        {"freq_mixstyle_p": 0.4, "freq_mixstyle_alpha": 0.3}),
+    "dir": NamedConfig(
+        "Device impulse response augmentation, p 0.6 (Morocutti et al. 2023); needs dir_folder=FOLDER.",
+        {"dir_p": 0.6}),
     "swa": NamedConfig("Stochastic weight averaging from epoch 2, evaluated beside the plain model.",
                        {"swa": True, "swa_epoch_start": 2, "swa_freq": 1}),
     "no_swa": NamedConfig("No stochastic weight averaging.", {"swa": False}),

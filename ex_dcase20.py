@@ -22,10 +22,9 @@ from helpers.commands import add_commands  # noqa: E402
 from helpers.defaults import add_config  # noqa: E402
 
 
-def default_config(models, trainer):
+def default_config(trainer):
     """Defaults of the original FRITO TAU 2020 experiment; the demo preset without a dataset folder."""
     basedataset = dict(dcase20.DEFAULTS, clip_length=10.0)  # dataset options (datasets/dcase20/README.md)
-    models = dict(models, net=dict(models["net"], n_classes=10))
     trainer = dict(trainer, max_epochs=10)
     lr = 1e-5  # AdamW's base learning rate
     weight_decay = 1e-4  # AdamW's decoupled weight decay

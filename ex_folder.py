@@ -1,7 +1,7 @@
 """Your own dataset: a folder of audio files and a CSV of filename, label, and optionally domain and split.
 
 Reports accuracy per domain (the CSV's domain column), seen against unseen when basedataset.train_domains
-leaves some out. The number of classes is read from the CSV. There is no demo data: basedataset.base_dir
+leaves some out. The classes are the CSV's labels. There is no demo data: basedataset.base_dir
 is required (see datasets/folder/README.md for the CSV format and fine-tuning from the AudioSet weights).
 
     python ex_folder.py -F runs/ with basedataset.base_dir=/data/mine models.net.pretrained=True
@@ -19,13 +19,11 @@ from sacred import Experiment  # noqa: E402
 
 from config_updates import add_named_configs  # noqa: E402
 from datasets import folder  # noqa: E402
-from datasets.metadata import LayoutError  # noqa: E402
 from helpers.commands import add_commands  # noqa: E402
-from helpers.config_check import ConfigurationError  # noqa: E402
 from helpers.defaults import add_config  # noqa: E402
 
 
-def default_config(models, trainer):
+def default_config(trainer):
     """Fine-tuning defaults for a dataset of your own (PaSST-S; AudioSet weights with models.net.pretrained=True)."""
     basedataset = dict(folder.DEFAULTS, clip_length=10.0)  # dataset options (datasets/folder/README.md)
     trainer = dict(trainer, max_epochs=20)
@@ -39,13 +37,6 @@ def default_config(models, trainer):
     ramp_down_len = 10  # epochs of the linear ramp-down
     last_lr_value = 0.01  # factor of lr after the ramp-down
     swa_epoch_start = 10  # first epoch (0-based) averaged
-
-    # The classes come from the CSV (models.net.n_classes=None: the number of its labels).
-    if models["net"]["n_classes"] is None and basedataset["base_dir"] is not None:
-        try:
-            models["net"]["n_classes"] = len(folder.read_class_names(basedataset["base_dir"], basedataset["csv"]))
-        except LayoutError as error:
-            raise ConfigurationError(str(error)) from None
 
 
 ex = Experiment("folder")

@@ -32,7 +32,6 @@ def default_config(models, trainer):
     )
     models = dict(
         models,
-        net=dict(models["net"], n_classes=10),
         mel=dict(models["mel"], freqm=0, timem=0, fmin_aug_range=0, fmax_aug_range=0),  # no SpecAugment, no jitter
     )
     trainer = dict(trainer, max_epochs=128)

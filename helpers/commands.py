@@ -94,6 +94,8 @@ def add_commands(ex: Experiment, dataset: ModuleType) -> None:
         check_values(config)
         if config["basedataset"]["base_dir"] is None:
             check_demo(dataset, command_name, logger)
+        if command_name == "main":
+            warn_of_a_schedule_longer_than_the_training(config, logger)
 
     ex.config_hook(check_config)
 
@@ -188,6 +190,19 @@ def derived_text(config: Mapping[str, Any]) -> str:
     lines = ["Derived when the model is built (helpers/model_config.py; a given value is checked against these):"]
     lines += [f"  {key} = {value!r}" for key, value in derived_settings(config).items()]
     return "\n".join(lines)
+
+
+def warn_of_a_schedule_longer_than_the_training(config: Mapping[str, Any], run_logger: logging.Logger) -> None:
+    """A warm-up or ramp-down that does not fit into trainer.max_epochs is most likely the schedule of a longer
+    training left in place (e.g. NSynth's 100 warm-up epochs under a short run): say so before training."""
+    max_epochs = config["trainer"].get("max_epochs")
+    if not isinstance(max_epochs, int) or max_epochs < 0:
+        return
+    if config["warm_up_len"] >= max_epochs:
+        run_logger.warning(
+            "warm_up_len=%s >= trainer.max_epochs=%s: the training ends before the learning rate warms up fully; "
+            "shorten warm_up_len (and ramp_down_start, ramp_down_len), or use the named config cpu_tiny",
+            config["warm_up_len"], max_epochs)
 
 
 def user_errors_as_messages(function: Callable) -> Callable:

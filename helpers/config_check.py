@@ -20,8 +20,10 @@ from sacred import Experiment
 from sacred.config import chain_evaluate_config_scopes
 from sacred.utils import SacredError
 
+from helpers.freq_mixstyle import FreqMixStyle
 from helpers.model_config import SettingsError, derived_settings, mel_settings
 from helpers.schedule import lr_schedule
+from helpers.selection import ModelSelection
 from helpers.trainer import trainer_keys
 from models.architectures import architecture
 from models.network import get_model
@@ -76,6 +78,9 @@ def check_values(config: Mapping[str, Any]) -> None:
         ("models.mel", lambda: AugmentMelSTFT(**mel_settings(config))),
         ("schedule", lambda: lr_schedule(config["schedule_mode"], config["warm_up_len"], config["ramp_down_start"],
                                          config["ramp_down_len"], config["last_lr_value"])),
+        ("Freq-MixStyle", lambda: FreqMixStyle(config["freq_mixstyle_p"], config["freq_mixstyle_alpha"])),
+        ("model_selection", lambda: ModelSelection(config["model_selection"])),
+        ("device impulse responses", lambda: _check_impulse_response_settings(config)),
     )
     for where, check in checks:
         try:
@@ -137,3 +142,16 @@ def _unknown_key_message(key: str, where: str, section: Section, path: str) -> s
     scope = path or "the top level"
     accepts = f" ({section.accepts})" if section.accepts else ""
     return f"Unknown config key {where!r}.{hint} Valid keys under {scope}{accepts}: {listing}"
+
+
+def _check_impulse_response_settings(config: Mapping[str, Any]) -> None:
+    """dir_p in [0, 1]; with dir_p > 0 a dir_folder, and waveform caches (the convolution needs audio)."""
+    p = config["dir_p"]
+    if isinstance(p, bool) or not isinstance(p, int | float) or not 0 <= p <= 1:
+        raise ValueError(f"dir_p={p!r}: expected the probability that a training clip is convolved, in [0, 1]")
+    if p > 0 and not config["dir_folder"]:
+        raise ValueError(f"dir_p={p} needs dir_folder=/path/to/impulse_responses (a folder of IR audio files); "
+                         "the MicIRP collection of the paper is not bundled")
+    if p > 0 and config["basedataset"].get("cache_format") == "spectrogram":
+        raise ValueError("dir_p > 0 convolves training waveforms, but basedataset.cache_format='spectrogram' caches "
+                         "log-mel frames; use cache_format='waveform' (the default) with impulse responses")

@@ -3,17 +3,23 @@
 Lightning calls :meth:`AudioDataModule.prepare_data` in one process per machine (the dataset's HDF5
 caches are built there, under the datasets' own per-file locks, so that concurrent runs never build one
 twice) and :meth:`~AudioDataModule.setup` in every process, after the others have waited for it.
+
+Three roles of data: the training loader, and two evaluation loaders, in this order: the validation split
+(training domains only; the epoch is selected on it) and the test split (every domain; reported).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from types import ModuleType
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
+
+WaveformAugment = Callable[[np.ndarray, str], np.ndarray]
 
 
 class AudioDataModule(pl.LightningDataModule):
@@ -24,17 +30,20 @@ class AudioDataModule(pl.LightningDataModule):
     """
 
     def __init__(self, dataset: ModuleType, settings: Mapping[str, Any], mel: Mapping[str, Any], batch_size: int,
-                 num_workers: int):
+                 num_workers: int, waveform_augment: WaveformAugment | None = None):
         """
         dataset: a package of datasets/ (its Data reads the dataset's folder).
         settings: the ``basedataset`` config (keywords of the package's Data).
         mel: the front-end's settings (the spectrogram cache format stores its output).
         batch_size: examples per batch of every loader; num_workers: loader processes (0: this process).
+        waveform_augment: applied to each training example's waveform (e.g. device impulse responses,
+            datasets.impulse_responses), as (waveform (samples,) float32, its domain's name) -> waveform.
         """
         super().__init__()
         self.data = dataset.Data(**settings, mel=dict(mel))
         self.batch_size = batch_size
         self.num_workers = num_workers
+        self.waveform_augment = waveform_augment
         self._sets: dict[str, Dataset] = {}
 
     @property
@@ -65,8 +74,20 @@ class AudioDataModule(pl.LightningDataModule):
 
     def setup(self, stage: str) -> None:
         if stage == "fit":
-            self._sets["train"] = self.data.train_set()
-        self._sets["eval"] = self.data.eval_set()
+            train = self.data.train_set()
+            if self.waveform_augment is not None:
+                train = AugmentedWaveforms(train, self.waveform_augment, self.domain_names)
+            self._sets["train"] = train
+        self._sets["validation"] = self.data.validation_set()
+        self._sets["test"] = self.data.test_set()
+
+    def roles(self) -> dict[str, list[str]]:
+        """Role ("train", "validation", "test") -> the file names it serves (after setup)."""
+        return self.data.roles()
+
+    def test_file_names(self) -> list[str]:
+        """The test split's file names in its order, the order of its evaluated examples (after setup)."""
+        return self._sets["test"].file_names()
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled training batches. Its worker processes restart each epoch, seeded from the main process's
@@ -74,10 +95,28 @@ class AudioDataModule(pl.LightningDataModule):
         uninterrupted one."""
         return self._loader(self._sets["train"], shuffle=True)
 
-    def val_dataloader(self) -> DataLoader:
-        """The evaluation split in order, with workers kept between epochs."""
-        return self._loader(self._sets["eval"], shuffle=False, persistent_workers=self.num_workers > 0)
+    def val_dataloader(self) -> list[DataLoader]:
+        """The validation and the test split in order (helpers.selection.ROLES), workers kept between epochs."""
+        return [self._loader(self._sets[role], shuffle=False, persistent_workers=self.num_workers > 0)
+                for role in ("validation", "test")]
 
     def _loader(self, dataset: Dataset, **options) -> DataLoader:
         return DataLoader(dataset, batch_size=self.batch_size, num_workers=self.num_workers,
                           pin_memory=torch.cuda.is_available(), **options)
+
+
+class AugmentedWaveforms(Dataset):
+    """The items of a dataset with their waveform passed through ``augment`` (in the loader workers)."""
+
+    def __init__(self, dataset: Dataset, augment: WaveformAugment, domain_names: Sequence[str]):
+        self.dataset = dataset
+        self.augment = augment
+        self.domain_names = list(domain_names)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict:
+        item = self.dataset[index]
+        waveform = self.augment(item["waveform"].numpy(), self.domain_names[item["domain"]])
+        return {**item, "waveform": torch.as_tensor(waveform)}

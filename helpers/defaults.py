@@ -28,9 +28,20 @@ from types import ModuleType
 
 from sacred import Experiment
 
-# The CPU preset: a small transformer on 2-second clips (named config cpu_tiny, and the demo preset).
-CPU_TINY_ARCH = "passt_mini"
-CPU_TINY_CLIP_LENGTH = 2.0
+# The CPU preset: a small transformer on 2-second clips with a schedule that leaves warm-up within its
+# 20 epochs (named config cpu_tiny; the demo preset adds no loader processes).
+CPU_PRESET = {
+    "models": {"net": {"arch": "passt_mini"}},
+    "basedataset": {"clip_length": 2.0},
+    "trainer": {"max_epochs": 20},
+    "lr": 1e-3,
+    "batch_size": 16,
+    "warm_up_len": 2,
+    "ramp_down_start": 8,
+    "ramp_down_len": 12,
+    "last_lr_value": 0.05,
+    "swa_epoch_start": 14,
+}
 
 
 def add_config(ex: Experiment, dataset: ModuleType, own_defaults) -> None:
@@ -54,7 +65,7 @@ def shared_defaults():
             pretrained_path=None,
             pretrained_source="audioset",
             pretrained_weights="auto",
-            n_classes=None,  # set by the experiment (from its dataset)
+            n_classes=None,  # None: the number of classes of the data
             in_channels=1,
             fstride=None,  # patch stride along frequency; None: the arch's own
             tstride=None,  # patch stride along time; None: the arch's own
@@ -76,22 +87,28 @@ def shared_defaults():
         benchmark=False,  # True: cuDNN tries convolution algorithms and keeps the fastest (not reproducible)
     )
     mixup_alpha = 0.3  # mixup weights ~ Beta(alpha, alpha)
+    freq_mixstyle_p = 0.0  # probability a training batch gets Freq-MixStyle (per-frequency statistics mixed); 0: off
+    freq_mixstyle_alpha = 0.3  # Freq-MixStyle weights ~ Beta(alpha, alpha)
+    dir_p = 0.0  # probability a training clip is convolved with a device impulse response from dir_folder; 0: off
+    dir_folder = None  # folder of impulse response audio files (wav/flac/ogg/mp3, searched recursively)
+    dir_domains = None  # domains whose training clips are convolved, e.g. ["a"] (the reference device); None: all
     schedule_mode = "exp_lin"  # exponential warm-up, then linear ramp-down (per epoch)
+    model_selection = "validation"  # the epoch reported: best validation accuracy; "oracle": best test (optimistic)
     swa = True  # keep a stochastic weight average (net_swa), evaluated beside the plain model
     swa_freq = 1  # average every swa_freq epochs
 
 
 def demo_preset(basedataset, models, trainer):
-    # No dataset folder: the bundled demo data, with the cpu_tiny model and a short schedule.
+    # No dataset folder: the bundled demo data, with the CPU preset (cpu_tiny) and no loader processes.
     if basedataset["base_dir"] is None:
-        models["net"]["arch"] = CPU_TINY_ARCH
-        basedataset["clip_length"] = CPU_TINY_CLIP_LENGTH
-        trainer["max_epochs"] = 20
-        lr = 1e-3
-        batch_size = 16
+        models["net"]["arch"] = CPU_PRESET["models"]["net"]["arch"]
+        basedataset["clip_length"] = CPU_PRESET["basedataset"]["clip_length"]
+        trainer["max_epochs"] = CPU_PRESET["trainer"]["max_epochs"]
+        lr = CPU_PRESET["lr"]
+        batch_size = CPU_PRESET["batch_size"]
         num_workers = 0
-        warm_up_len = 2
-        ramp_down_start = 8
-        ramp_down_len = 12
-        last_lr_value = 0.05
-        swa_epoch_start = 14
+        warm_up_len = CPU_PRESET["warm_up_len"]
+        ramp_down_start = CPU_PRESET["ramp_down_start"]
+        ramp_down_len = CPU_PRESET["ramp_down_len"]
+        last_lr_value = CPU_PRESET["last_lr_value"]
+        swa_epoch_start = CPU_PRESET["swa_epoch_start"]

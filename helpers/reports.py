@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -20,30 +20,33 @@ from sacred.observers import FileStorageObserver
 
 from helpers.files import atomic_write
 from helpers.metrics import Evaluation
+from helpers.selection import EpochEvaluations
 
 SUMMARY_WIDTH = 78
 HEADLINE = ("loss", "acc", "macro_acc", "acc_seen", "acc_unseen")  # the figures a run returns to Sacred
 
 
-def finish(run, run_dir: Path, module, data, title: str, checkpoints: Sequence[Path] = (),
-           best: tuple[int, float] | None = None) -> dict[str, float]:
-    """Reports (PNG/CSV) and the console summary of the module's last evaluation (rank 0 writes them), and
-    its headline figures, the run's result (every figure per epoch is in the run's metrics).
+def finish(run, run_dir: Path, data, title: str, moments: Sequence[tuple[str, EpochEvaluations]],
+           files: Sequence[Path] = ()) -> dict[str, float]:
+    """Reports (PNG/CSV) of the test split and the console summary at each moment (rank 0 writes them), and
+    the headline test figures by "<moment>/<network>/<figure>", the run's result (every figure of every
+    epoch is in the run's metrics).
 
-    module: the training module (its ``evaluations``); data: the data module (domain kind, group names);
-    best: (epoch, val/acc) of a training.
+    data: the data module (domain kind, group names);
+    moments: (name, evaluations) reported, e.g. ("selected", selection.selected), ("last", selection.last):
+    the report files are test_<moment>_<network>_{confusion_matrix,domains}.{csv,png}; files: further files
+    the summary lists (checkpoints, results).
     """
     figures: dict[str, float] = {}
-    if not module.evaluations:
-        return figures
-    files = list(checkpoints)
-    for name, result in module.evaluations.items():
-        figures.update({f"{name}/{key}": value for key, value in result.scalars().items() if key in HEADLINE})
-        if rank_zero_only.rank == 0:
-            files.extend(write_reports(result, run_dir, name, data.group_names))
+    files = list(files)
+    for moment, evaluated in moments:
+        for net, result in evaluated.evaluations.get("test", {}).items():
+            figures.update({f"{moment}/{net}/{key}": value for key, value in result.scalars().items()
+                            if key in HEADLINE})
+            if rank_zero_only.rank == 0:
+                files.extend(write_reports(result, run_dir, f"test_{moment}_{net}", data.group_names))
     if rank_zero_only.rank == 0:
-        print(console_summary(module.evaluations, data.domain_kind, data.group_names, f"{title} ({run_dir})", best,
-                              files))
+        print(console_summary(moments, data.domain_kind, data.group_names, f"{title} ({run_dir})", files))
         _attach(run, run_dir, files)
     return figures
 
@@ -85,33 +88,45 @@ def domain_table(result: Evaluation, group_names: tuple[str, str]) -> tuple[list
 
 
 def console_summary(
-    evaluations: Mapping[str, Evaluation],
+    moments: Sequence[tuple[str, EpochEvaluations]],
     domain_kind: str,
     group_names: tuple[str, str],
     title: str,
-    best: tuple[int, float] | None = None,
     files: Sequence[Path] = (),
 ) -> str:
-    """A one-screen summary: overall figures and per-domain accuracy for each evaluated network."""
+    """A one-screen summary: for each moment (selected epoch, last epoch, a checkpoint), the test split's
+    overall figures and per-domain accuracy for each evaluated network, and the validation accuracy."""
     seen_label, unseen_label = group_names
     lines = ["=" * SUMMARY_WIDTH, title, "=" * SUMMARY_WIDTH]
-    for name, result in evaluations.items():
-        lines.append(
-            f"{name:8s} acc {result.accuracy:.4f}  macro {result.macro_accuracy:.4f}  "
-            f"{seen_label} {result.group_accuracy(True):.4f}  {unseen_label} {result.group_accuracy(False):.4f}  "
-            f"loss {result.loss:.4f}  ({result.n_examples} examples)"
-        )
-        per_domain = result.domain_accuracy
-        cells = [f"{domain}{'*' if domain in result.seen_domains else ''} {acc:.3f}"
-                 for domain, acc in per_domain.items()]
-        lines.extend(_wrap(f"{'':8s} per {domain_kind.replace('_', ' ')} (* = seen): ", cells))
+    for moment, evaluated in moments:
+        lines.append(f"test split, {_moment_description(moment, evaluated.epoch)}:")
+        for net, result in evaluated.evaluations.get("test", {}).items():
+            lines.append(
+                f"{net:8s} acc {result.accuracy:.4f}  macro {result.macro_accuracy:.4f}  "
+                f"{seen_label} {result.group_accuracy(True):.4f}  {unseen_label} {result.group_accuracy(False):.4f}  "
+                f"loss {result.loss:.4f}  ({result.n_examples} examples)"
+            )
+            cells = [f"{domain}{'*' if domain in result.seen_domains else ''} {acc:.3f}"
+                     for domain, acc in result.domain_accuracy.items()]
+            lines.extend(_wrap(f"{'':8s} per {domain_kind.replace('_', ' ')} (* = seen): ", cells))
+        validation = evaluated.evaluations.get("val", {}).get("net")
+        if validation is not None:
+            lines.append(f"{'':8s} validation split: acc {validation.accuracy:.4f} ({validation.n_examples} examples)")
     lines.append(f"{seen_label} / {unseen_label}: means of the per-{domain_kind.replace('_', ' ')} accuracies")
-    if best is not None:
-        lines.append(f"best epoch {best[0]}: val/acc {best[1]:.4f}")
     for path in files:
         lines.append(f"  {path}")
     lines.append("=" * SUMMARY_WIDTH)
     return "\n".join(lines)
+
+
+def _moment_description(moment: str, epoch: int) -> str:
+    if moment == "selected":
+        return f"epoch {epoch} (selected: best validation accuracy)"
+    if moment == "oracle":
+        return f"epoch {epoch} (ORACLE: selected on the test split itself; optimistic)"
+    if moment == "last":
+        return f"epoch {epoch} (last)"
+    return moment
 
 
 def _wrap(prefix: str, cells: Sequence[str]) -> list[str]:

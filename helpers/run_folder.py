@@ -43,16 +43,31 @@ def run_folder(run) -> Path:
     for observer in run.observers:
         if isinstance(observer, FileStorageObserver) and observer.dir:
             return Path(observer.dir)
-    stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+    return _new_folder(RUNS_DIR)
+
+
+def _new_folder(parent: Path, prefix: str = "") -> Path:
+    """A new folder ``parent/<prefix><timestamp>`` (numbered when that exists: nothing is overwritten)."""
+    stamp = prefix + datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
     for attempt in range(100):
-        folder = RUNS_DIR / (stamp if attempt == 0 else f"{stamp}_{attempt}")
+        folder = parent / (stamp if attempt == 0 else f"{stamp}_{attempt}")
         try:
             folder.mkdir(parents=True)
         except FileExistsError:
             continue
-        logger.info("no FileStorageObserver (-F runs/): run folder %s", folder)
+        logger.info("no FileStorageObserver (-F runs/): writing into %s", folder)
         return folder
-    raise RuntimeError(f"could not create a new run folder under {RUNS_DIR}")
+    raise RuntimeError(f"could not create a new folder under {parent}")
+
+
+def evaluation_folder(run, checkpoint: Path) -> Path:
+    """Where evaluate_only writes: the FileStorageObserver's folder, else a new folder beside the checkpoint,
+    ``<its run folder>/evaluations/<checkpoint name>_<timestamp>/`` (the run folder when the checkpoint is in
+    one's checkpoints/, else the checkpoint's own folder)."""
+    if process_rank() != 0 or any(isinstance(o, FileStorageObserver) and o.dir for o in run.observers):
+        return run_folder(run)
+    owner = checkpoint.parent.parent if checkpoint.parent.name == CHECKPOINT_DIR else checkpoint.parent
+    return _new_folder(owner / "evaluations", f"{checkpoint.stem}_")
 
 
 def resume_checkpoint(resume: str | None, run, run_dir: Path) -> Path | None:

@@ -16,6 +16,8 @@ from __future__ import annotations
 import inspect
 import logging
 import os
+import shutil
+import sys
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -37,9 +39,9 @@ MANAGED_TRAINER_KEYS = ("logger", "callbacks", "plugins", "default_root_dir")
 
 DDP_VARIABLE = "DDP"  # DDP=N: N processes on this node (Lightning's DDP strategy)
 CHECKPOINT_DIR = "checkpoints"
-BEST_CHECKPOINT = "best"  # checkpoints/best.ckpt: the epoch with the highest validation accuracy
+BEST_CHECKPOINT = "best"  # checkpoints/best.ckpt: the selected epoch (helpers.selection)
 LAST_CHECKPOINT = "last"  # checkpoints/last.ckpt: the latest epoch, rewritten (atomically) after each
-MONITOR = "val/acc"
+EPOCH_LINE_FIGURES = ("train/loss", "val/acc", "val/acc_unseen", "test/acc", "test/acc_unseen")
 
 
 @dataclass
@@ -125,10 +127,13 @@ def build_trainer(
 
     trainer_config: the experiment's ``trainer`` config (1.x keys translated, notices logged).
     sacred_run: the Sacred run whose metrics receive every logged figure (None: no Sacred logging).
-    checkpoints: keep checkpoints/last.ckpt (every epoch, to resume from) and checkpoints/best.ckpt
-        (highest val/acc).
+    checkpoints: keep checkpoints/last.ckpt (every epoch, to resume from) and checkpoints/best.ckpt (the
+        epoch the training module selects).
     callbacks: further callbacks of the command.
     resumed: the checkpoint a training resumes from, read and validated already (it is not read again).
+
+    When the console is not a terminal (output to a file or a pipe) and trainer.enable_progress_bar is not
+    given, the progress bar, whose updates would fill the file, gives way to one log line per epoch.
     """
     settings = translate_trainer_config(trainer_config, torch.cuda.is_available(), ddp_processes())
     for notice in settings.notices:
@@ -144,11 +149,13 @@ def build_trainer(
         # Lightning's save_last only refreshes last.ckpt when best.ckpt changes: a checkpoint of its own
         # writes it after every epoch's validation, for resuming
         all_callbacks += [
-            ModelCheckpoint(dirpath=run_dir / CHECKPOINT_DIR, filename=BEST_CHECKPOINT, monitor=MONITOR, mode="max",
-                            save_top_k=1, auto_insert_metric_name=False, enable_version_counter=False),
+            SelectedCheckpoint(run_dir / CHECKPOINT_DIR / f"{BEST_CHECKPOINT}.ckpt", resumed),
             ModelCheckpoint(dirpath=run_dir / CHECKPOINT_DIR, filename=LAST_CHECKPOINT, monitor=None, save_top_k=1,
                             auto_insert_metric_name=False, enable_version_counter=False),
         ]
+    if "enable_progress_bar" not in settings.kwargs and not sys.stderr.isatty():
+        settings.kwargs["enable_progress_bar"] = False
+        all_callbacks.append(EpochLine())
     kwargs = {"accelerator": "auto", "devices": 1, **settings.kwargs}
     return pl.Trainer(
         **kwargs,
@@ -182,6 +189,42 @@ def quiet_lightning() -> None:
     rank_zero_logger = logging.getLogger("pytorch_lightning.utilities.rank_zero")
     if not any(isinstance(existing, _NoAdvertisements) for existing in rank_zero_logger.filters):
         rank_zero_logger.addFilter(_NoAdvertisements())
+
+
+class SelectedCheckpoint(Callback):
+    """Writes checkpoints/best.ckpt at the epoch the training module's model selection selects.
+
+    Not Lightning's ModelCheckpoint: that compares only the epochs it saw in this run folder, so a training
+    resumed into a new folder would keep as best its first resumed epoch however the earlier ones scored.
+    The selection here covers the whole history (helpers.selection, restored from the checkpoint), and a
+    resumed training starts from a copy of the best.ckpt of the run it continues.
+    """
+
+    def __init__(self, path: Path, resumed: Checkpoint | None = None):
+        self.path = path
+        self.resumed = resumed
+
+    def on_fit_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        earlier = None if self.resumed is None else self.resumed.path.parent / self.path.name
+        if trainer.is_global_zero and earlier is not None and earlier.is_file() and not self.path.exists():
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(earlier, self.path)
+
+    def on_validation_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or module.selection.selected_epoch != trainer.current_epoch:
+            return
+        trainer.save_checkpoint(self.path)
+
+
+class EpochLine(Callback):
+    """One log line per epoch with the headline figures (instead of a progress bar)."""
+
+    def on_validation_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        metrics = trainer.callback_metrics
+        figures = ", ".join(f"{name} {float(metrics[name]):.4f}" for name in EPOCH_LINE_FIGURES if name in metrics)
+        logger.info("epoch %d/%d: %s", trainer.current_epoch + 1, trainer.max_epochs, figures)
 
 
 class _NoAdvertisements(logging.Filter):

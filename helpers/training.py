@@ -16,15 +16,25 @@ from typing import Any
 import pytorch_lightning as pl
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
+from datasets.impulse_responses import ImpulseResponseAugment
 from helpers.checkpoint import CheckpointError, checkpoint_entry, read_checkpoint
 from helpers.config_check import ConfigurationError
 from helpers.data_module import AudioDataModule
+from helpers.freq_mixstyle import FreqMixStyle
 from helpers.model_config import build_audio_model, mel_settings, net_settings
 from helpers.reports import finish
-from helpers.run_folder import resume_checkpoint, run_folder, shared_with_child_processes
+from helpers.results import write_results, write_splits
+from helpers.run_folder import evaluation_folder, resume_checkpoint, run_folder, shared_with_child_processes
 from helpers.schedule import lr_schedule
 from helpers.swa import SwaSchedule
-from helpers.trainer import BEST_CHECKPOINT, CHECKPOINT_DIR, LAST_CHECKPOINT, build_trainer, wait_for_child_processes
+from helpers.trainer import (
+    BEST_CHECKPOINT,
+    CHECKPOINT_DIR,
+    LAST_CHECKPOINT,
+    build_trainer,
+    process_rank,
+    wait_for_child_processes,
+)
 from helpers.training_module import AudioClassifier
 from models.audio_model import AudioModel
 
@@ -32,25 +42,26 @@ logger = logging.getLogger(__name__)
 
 
 def train(dataset: ModuleType, run, config: dict, resume: str | None = None) -> dict[str, float]:
-    """The main command: fit (continuing from ``resume``), then write the reports and print the summary.
+    """The main command: fit (continuing from ``resume``), then write the results and reports and print the
+    summary of the test split at the selected and at the last epoch.
 
     resume: None for a new training; "last" (the newest checkpoints/last.ckpt of the runs folder), a run
-    folder, or a .ckpt path to continue from with weights, SWA average, optimizer, schedule, epoch and
-    random number generators restored.
+    folder, or a .ckpt path to continue from with weights, SWA average, optimizer, schedule, epoch, model
+    selection and random number generators restored.
     """
     pl.seed_everything(config["seed"], workers=True)
     run_dir = run_folder(run)
     resume_path = resume_checkpoint(resume, run, run_dir)
     resumed = read_checkpoint(resume_path) if resume_path is not None else None
-    model = build_audio_model(config)  # before any data is read: pretrained weights fail fast
-    data = data_module(dataset, config)
-    check_class_count(config, data)
+    data = data_module(dataset, config)  # reads the dataset's file lists; no audio is decoded before fit
+    config = with_class_count(config, data)
+    model = build_audio_model(config)  # before any cache is built: pretrained weights fail fast
     module = training_module(config, data, model)
     if resumed is not None:
         check_resumable(resumed, module)
         run.info["resumed_from"] = str(resume_path)
         logger.info("resuming the training of %s in %s", resume_path, run_dir)
-    trainer = build_trainer(config["trainer"], run_dir, run, resumed=resumed)
+    trainer = build_trainer(config["trainer"], run_dir, run, callbacks=(RunFiles(run_dir),), resumed=resumed)
     with shared_with_child_processes(run_dir, resume_path):
         try:
             trainer.fit(module, datamodule=data, ckpt_path=str(resume_path) if resume_path else None)
@@ -58,19 +69,25 @@ def train(dataset: ModuleType, run, config: dict, resume: str | None = None) -> 
             logger.error("stopped by SIGTERM; continue with resume=%s", run_dir)
             raise SystemExit(128 + signal.SIGTERM) from stop
     wait_for_child_processes(trainer)
+    selection = module.selection
+    if selection.selected is None:  # no epoch was evaluated (e.g. limit_val_batches=0)
+        return {}
     checkpoint_dir = run_dir / CHECKPOINT_DIR
-    checkpoints = [path for name in (BEST_CHECKPOINT, LAST_CHECKPOINT)
-                   if (path := checkpoint_dir / f"{name}.ckpt").exists()]
-    return finish(run, run_dir, module, data, f"{run.experiment_info['name']}: training finished",
-                  checkpoints, best=best_epoch(module.history))
+    files = [path for name in (BEST_CHECKPOINT, LAST_CHECKPOINT) if (path := checkpoint_dir / f"{name}.ckpt").exists()]
+    if process_rank() == 0:
+        files += write_results(run_dir, selection, data, data.test_file_names())
+    moments = [(selection.label, selection.selected), ("last", selection.last)]
+    return finish(run, run_dir, data, f"{run.experiment_info['name']}: training finished", moments, files)
 
 
 def evaluate(dataset: ModuleType, run, config: dict, checkpoint_path: str | None) -> dict[str, float]:
-    """The evaluate_only command: the checkpoint's network on the evaluation split of the configured data.
+    """The evaluate_only command: the checkpoint's network on the validation and test splits of the
+    configured data; the test split is reported.
 
     The network, front-end, sample rate and clip length are those the checkpoint was trained with (its
     "frito" entry); the config's models.* do not apply. Domains are reported as seen or unseen by what the
-    checkpoint was trained on (see :func:`trained_seen_domains`).
+    checkpoint was trained on (see :func:`trained_seen_domains`). Without a FileStorageObserver (-F) the
+    reports go beside the checkpoint, into its run folder's evaluations/.
     """
     if not checkpoint_path:
         raise ConfigurationError("evaluate_only needs a checkpoint: add checkpoint=runs/<id>/checkpoints/best.ckpt")
@@ -81,7 +98,7 @@ def evaluate(dataset: ModuleType, run, config: dict, checkpoint_path: str | None
     config = {**config, "swa": checkpoint.has_swa, "basedataset": {
         **config["basedataset"], "sample_rate": entry["sample_rate"], "clip_length": entry["clip_length"]}}
     pl.seed_everything(config["seed"], workers=True)
-    run_dir = run_folder(run)
+    run_dir = evaluation_folder(run, checkpoint.path)
     data = AudioDataModule(dataset, config["basedataset"], entry["mel"], config["batch_size"], config["num_workers"])
     if list(data.class_names) != list(entry["class_names"]):
         raise ConfigurationError(
@@ -95,13 +112,28 @@ def evaluate(dataset: ModuleType, run, config: dict, checkpoint_path: str | None
     with shared_with_child_processes(run_dir):
         trainer.validate(module, datamodule=data)
     wait_for_child_processes(trainer)
-    return finish(run, run_dir, module, data, f"{run.experiment_info['name']}: evaluation of {checkpoint.path}")
+    if module.selection.last is None:
+        return {}
+    return finish(run, run_dir, data, f"{run.experiment_info['name']}: evaluation of {checkpoint.path}",
+                  [("checkpoint", module.selection.last)])
 
 
 def data_module(dataset: ModuleType, config: Mapping[str, Any]) -> AudioDataModule:
-    """The configured data of ``dataset`` with the run's batch size and loader processes."""
-    return AudioDataModule(dataset, config["basedataset"], mel_settings(config), config["batch_size"],
+    """The configured data of ``dataset`` with the run's batch size, loader processes and (dir_p > 0) device
+    impulse response augmentation of the training waveforms, its files read and checked before any cache."""
+    data = AudioDataModule(dataset, config["basedataset"], mel_settings(config), config["batch_size"],
                            config["num_workers"])
+    if config["dir_p"] > 0:
+        settings = config["basedataset"]
+        augment = ImpulseResponseAugment(config["dir_folder"], settings["sample_rate"], config["dir_p"],
+                                         config["dir_domains"], settings["skip_bad_files"],
+                                         settings["resample_quality"])
+        try:
+            augment.check_domains(data.seen_domains, data.domain_kind)
+        except ValueError as error:
+            raise ConfigurationError(str(error)) from None
+        data.waveform_augment = augment
+    return data
 
 
 def training_module(config: Mapping[str, Any], data: AudioDataModule, model: AudioModel,
@@ -125,19 +157,37 @@ def training_module(config: Mapping[str, Any], data: AudioDataModule, model: Aud
         lr_factor=lr_schedule(config["schedule_mode"], config["warm_up_len"], config["ramp_down_start"],
                               config["ramp_down_len"], config["last_lr_value"]),
         mixup_alpha=config["mixup_alpha"] if config["use_mixup"] else None,
+        freq_mixstyle=FreqMixStyle(config["freq_mixstyle_p"], config["freq_mixstyle_alpha"])
+        if config["freq_mixstyle_p"] > 0 else None,
         swa=SwaSchedule(config["swa_epoch_start"], config["swa_freq"]) if config["swa"] else None,
         checkpoint_entry=entry,
+        model_selection=config["model_selection"],
     )
 
 
-def check_class_count(config: Mapping[str, Any], data: AudioDataModule) -> None:
-    """Refuse a models.net.n_classes that is not the data's number of classes."""
-    n_classes = config["models"]["net"]["n_classes"]
-    if n_classes != len(data.class_names):
+def with_class_count(config: Mapping[str, Any], data: AudioDataModule) -> dict[str, Any]:
+    """``config`` with models.net.n_classes the data's number of classes: filled in when None, else checked
+    (before any cache is built)."""
+    n_classes, found = config["models"]["net"]["n_classes"], len(data.class_names)
+    if n_classes is not None and n_classes != found:
         raise ConfigurationError(
-            f"models.net.n_classes={n_classes} but the data has {len(data.class_names)} classes "
-            f"({', '.join(data.class_names)}); set models.net.n_classes={len(data.class_names)}."
+            f"models.net.n_classes={n_classes} but the data has {found} classes ({', '.join(data.class_names)}); "
+            f"drop models.net.n_classes (it follows the data) or set it to {found}."
         )
+    models = config["models"]
+    return {**config, "models": {**models, "net": {**models["net"], "n_classes": found}}}
+
+
+class RunFiles(pl.Callback):
+    """Writes splits.json (role -> file names, helpers.results) into the run folder when a training starts,
+    once the data is prepared; global rank 0 only."""
+
+    def __init__(self, run_dir: Path):
+        self.run_dir = run_dir
+
+    def on_fit_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        if trainer.is_global_zero:
+            write_splits(self.run_dir, trainer.datamodule.roles())
 
 
 def check_resumable(checkpoint, module: AudioClassifier) -> None:
@@ -183,12 +233,3 @@ def trained_seen_domains(entry: Mapping[str, Any], data, path: Path) -> list[str
     else:
         logger.info("seen %ss (as trained): %s", kind, saved)
     return saved
-
-
-def best_epoch(history: list[dict[str, float]], monitor: str = "val/acc") -> tuple[int, float] | None:
-    """(epoch, value) of the highest ``monitor`` in a training's history; the first of equal ones."""
-    scored = [entry for entry in history if monitor in entry]
-    if not scored:
-        return None
-    best = max(scored, key=lambda entry: entry[monitor])
-    return int(best["epoch"]), float(best[monitor])

@@ -4,17 +4,21 @@ Batches are the dataset dicts of ``datasets/`` collated: "waveform" (batch, samp
 "spectrogram" (batch, n_mels, frames), "label" and "domain" indices. The audio model's front-end runs
 here, on the training device; a batch that carries "spectrogram" skips it.
 
-Validation keeps every example's prediction, label, domain and loss, and computes the figures once over
-the whole evaluation split (helpers.metrics) at the end of the epoch, for the network and, once it holds
-an average, for the SWA copy ``net_swa`` (torch.optim.swa_utils.AveragedModel of the network: its
+Every epoch ends with an evaluation of two roles of the data, each its own loader: the validation split
+(``val``, dataloader 0), on which the epoch is selected, and the test split (``test``, dataloader 1),
+which is reported (helpers.selection). Evaluation keeps every example's prediction, label, domain and
+loss, and computes the figures once over the whole split (helpers.metrics), for the network and, once it
+holds an average, for the SWA copy ``net_swa`` (torch.optim.swa_utils.AveragedModel of the network: its
 running mean, folded in at the end of the epochs the SwaSchedule names; its count is in the state dict,
-so a resumed training continues the same average). Under DDP each process sees a shard padded by the distributed
-sampler with repeated examples; the shards are gathered and the repeats dropped by the items' "index",
-so every example counts exactly once.
+so a resumed training continues the same average). Figures are logged as ``val/<figure>``,
+``test/<figure>``, ``val_swa/<figure>`` and ``test_swa/<figure>``; the progress bar shows validation
+figures only. Under DDP each process sees a shard padded by the distributed sampler with repeated
+examples; the shards are gathered and the repeats dropped by the items' "index", so every example counts
+exactly once.
 
 Checkpoints carry, beside Lightning's state (weights, SWA average, optimizer, LR schedule, epoch), the
-validation history and the random number generators' states, so a resumed training draws the same crops,
-shuffles and mixup as the uninterrupted one.
+model selection's state (history, selected and last evaluations) and the random number generators'
+states, so a resumed training selects, draws crops, shuffles and mixup as the uninterrupted one.
 """
 
 from __future__ import annotations
@@ -31,17 +35,18 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.optim.swa_utils import AveragedModel
 
-from helpers.checkpoint import ENTRY
+from helpers.checkpoint import ENTRY, CheckpointError
+from helpers.freq_mixstyle import FreqMixStyle
 from helpers.metrics import Evaluation, evaluation
 from helpers.mixup import mixed_cross_entropy, mixup
+from helpers.selection import ROLES, ModelSelection
 from helpers.swa import SwaSchedule
 from models.audio_model import AudioModel
 
 logger = logging.getLogger(__name__)
 
-PROGRESS_BAR_FIGURES = ("acc", "acc_seen", "acc_unseen")
-EVALUATED_NETS = {"net": "val", "net_swa": "val_swa"}  # submodule -> prefix of its logged figures
-RESUME_ENTRY = "frito_resume"  # checkpoint entry: validation history and random number generator states
+PROGRESS_BAR_FIGURES = ("val/acc", "val/acc_seen", "val/acc_unseen")
+RESUME_ENTRY = "frito_resume"  # checkpoint entry: model selection state and random number generator states
 
 
 class AudioClassifier(pl.LightningModule):
@@ -57,8 +62,10 @@ class AudioClassifier(pl.LightningModule):
         weight_decay: float,
         lr_factor: Callable[[int], float],
         mixup_alpha: float | None = None,
+        freq_mixstyle: FreqMixStyle | None = None,
         swa: SwaSchedule | None = None,
         checkpoint_entry: Mapping | None = None,
+        model_selection: str = "validation",
     ):
         """
         model: the front-end (waveform -> log-mel, augmenting in training mode) and the network
@@ -68,9 +75,11 @@ class AudioClassifier(pl.LightningModule):
         lr, weight_decay: AdamW's base learning rate and decoupled weight decay.
         lr_factor: epoch -> factor of lr (helpers.schedule), stepped once per epoch.
         mixup_alpha: Beta(alpha, alpha) of spectrogram mixup; None trains without mixup.
+        freq_mixstyle: frequency-wise MixStyle of the training spectrograms (before mixup); None: without.
         swa: epochs averaged into the copy ``net_swa``; None trains without SWA.
         checkpoint_entry: the "frito" entry of every checkpoint (helpers.checkpoint.checkpoint_entry), from
             which a trained model is rebuilt.
+        model_selection: "validation" or "oracle" (helpers.selection).
         """
         super().__init__()
         self.model = model
@@ -81,15 +90,15 @@ class AudioClassifier(pl.LightningModule):
         self.weight_decay = weight_decay
         self.lr_factor = lr_factor
         self.mixup_alpha = mixup_alpha
+        self.freq_mixstyle = freq_mixstyle
         self.swa = swa
         self.checkpoint_entry = dict(checkpoint_entry or {})
         if swa is not None:
             # not trained: no gradients (under DDP a parameter that requires one must receive it)
             self.net_swa = AveragedModel(model.net).requires_grad_(False)
-        self.evaluations: dict[str, Evaluation] = {}
-        self.history: list[dict[str, float]] = []
-        self._outputs: dict[str, list[Tensor]] = {}
-        self._seen = 0  # evaluation examples counted so far, for items without an "index"
+        self.selection = ModelSelection(model_selection)
+        self._outputs: dict[str, dict[str, list[Tensor]]] = {}  # role -> key -> per-batch outputs
+        self._seen: dict[str, int] = {}  # role -> examples counted so far, for items without an "index"
 
     def forward(self, waveform: Tensor) -> tuple[Tensor, Tensor]:
         return self.model(waveform)
@@ -102,6 +111,8 @@ class AudioClassifier(pl.LightningModule):
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
         x, labels = self.spectrograms(batch), batch["label"]
+        if self.freq_mixstyle is not None:
+            x = self.freq_mixstyle(x)
         if self.mixup_alpha is None:
             logits, _ = self.model.net(x)
             loss = F.cross_entropy(logits, labels)
@@ -127,56 +138,65 @@ class AudioClassifier(pl.LightningModule):
             seed = self.trainer.strategy.broadcast(int(os.environ.get("PL_GLOBAL_SEED", 0)), src=0)
             pl.seed_everything(seed, workers=True, verbose=False)
 
+    @property
+    def evaluations(self) -> dict[str, dict[str, Evaluation]]:
+        """The last epoch's evaluations: role ("val", "test") -> network ("net", "net_swa") -> Evaluation."""
+        return {} if self.selection.last is None else self.selection.last.evaluations
+
     def on_validation_epoch_start(self) -> None:
         self._outputs = {}
-        self._seen = 0
+        self._seen = {}
 
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
+    def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
+        role = ROLES[dataloader_idx]
         x, labels = self.spectrograms(batch), batch["label"]
-        self._keep("index", self._example_index(batch, len(labels)))
-        self._keep("label", labels)
-        self._keep("domain", batch["domain"])
+        self._keep(role, "index", self._example_index(role, batch, len(labels)))
+        self._keep(role, "label", labels)
+        self._keep(role, "domain", batch["domain"])
         for name, net in self._evaluated_nets().items():
             logits, _ = net(x)
             logits = logits.float()
-            self._keep(f"{name}.prediction", logits.argmax(dim=1))
-            self._keep(f"{name}.loss", F.cross_entropy(logits, labels, reduction="none"))
+            self._keep(role, f"{name}.prediction", logits.argmax(dim=1))
+            self._keep(role, f"{name}.loss", F.cross_entropy(logits, labels, reduction="none"))
 
     def on_validation_epoch_end(self) -> None:
-        outputs = self._gather_outputs()
+        outputs = {role: self._gather_outputs(self._outputs.get(role, {})) for role in ROLES}
         self._outputs = {}
         if self.trainer.sanity_checking:
             return
-        epoch_figures: dict[str, float] = {}
-        for name in self._evaluated_nets():
-            result = evaluation(
-                predictions=outputs[f"{name}.prediction"].numpy(),
-                labels=outputs["label"].numpy(),
-                domains=outputs["domain"].numpy(),
-                losses=outputs[f"{name}.loss"].numpy(),
+        evaluations = {
+            role: {name: evaluation(
+                predictions=role_outputs[f"{name}.prediction"].numpy(),
+                labels=role_outputs["label"].numpy(),
+                domains=role_outputs["domain"].numpy(),
+                losses=role_outputs[f"{name}.loss"].numpy(),
                 class_names=self.class_names,
                 domain_names=self.domain_names,
                 seen_domains=self.seen_domains,
-            )
-            self.evaluations[name] = result
-            prefix = EVALUATED_NETS[name]
-            for figure, value in result.scalars().items():
-                self.log(f"{prefix}/{figure}", value, prog_bar=name == "net" and figure in PROGRESS_BAR_FIGURES)
-                epoch_figures[f"{prefix}/{figure}"] = value
-        # a training resumed from the checkpoint written during this validation repeats it: one entry per epoch
-        self.history = [entry for entry in self.history if entry["epoch"] != self.current_epoch]
-        self.history.append({"epoch": self.current_epoch, **epoch_figures})
+            ) for name in self._evaluated_nets()}
+            for role, role_outputs in outputs.items() if role_outputs
+        }
+        for name, value in self.selection.record(self.current_epoch, evaluations).items():
+            self.log(name, value, prog_bar=name in PROGRESS_BAR_FIGURES)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint[ENTRY] = self.checkpoint_entry
-        checkpoint[RESUME_ENTRY] = {"history": [dict(entry) for entry in self.history], "rng": _rng_states()}
+        checkpoint[RESUME_ENTRY] = {"selection": self.selection.state(), "rng": _rng_states()}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        """Resuming: the history so far, and the generators as they were when the checkpoint was written."""
+        """Resuming: the model selection so far, and the generators as they were when the checkpoint was
+        written."""
         entry = checkpoint.get(RESUME_ENTRY)
-        if entry is not None:
-            self.history = [dict(epoch) for epoch in entry["history"]]
-            _set_rng_states(entry["rng"])
+        if entry is None:
+            return
+        if "selection" not in entry:
+            raise CheckpointError(
+                "this checkpoint was written before frito selected epochs on a validation split (its history holds "
+                "figures of the test split only), so its training cannot continue; start a new training (the "
+                "checkpoint still works with evaluate_only, predict and export)"
+            )
+        self.selection.load_state(entry["selection"])
+        _set_rng_states(entry["rng"])
 
     def configure_optimizers(self):
         net = self.model.net
@@ -202,11 +222,11 @@ class AudioClassifier(pl.LightningModule):
             nets["net_swa"] = self.net_swa
         return nets
 
-    def _keep(self, key: str, values: Tensor) -> None:
-        self._outputs.setdefault(key, []).append(values.detach().cpu())
+    def _keep(self, role: str, key: str, values: Tensor) -> None:
+        self._outputs.setdefault(role, {}).setdefault(key, []).append(values.detach().cpu())
 
-    def _example_index(self, batch: dict, batch_size: int) -> Tensor:
-        """The batch's positions in the evaluation split: the items' "index", else counted (one process)."""
+    def _example_index(self, role: str, batch: dict, batch_size: int) -> Tensor:
+        """The batch's positions in the role's split: the items' "index", else counted (one process)."""
         if "index" in batch:
             return torch.as_tensor(batch["index"])
         if self.trainer.world_size > 1:
@@ -214,15 +234,16 @@ class AudioClassifier(pl.LightningModule):
                 "evaluation items carry no 'index', which multi-process validation needs to drop the distributed "
                 "sampler's repeated examples; return the item's position as 'index' from the dataset's __getitem__."
             )
-        first, self._seen = self._seen, self._seen + batch_size
-        return torch.arange(first, self._seen)
+        first = self._seen.get(role, 0)
+        self._seen[role] = first + batch_size
+        return torch.arange(first, first + batch_size)
 
-    def _gather_outputs(self) -> dict[str, Tensor]:
-        """Every example of the evaluation split exactly once, in split order, concatenated per key.
+    def _gather_outputs(self, outputs: dict[str, list[Tensor]]) -> dict[str, Tensor]:
+        """Every example of one role's split exactly once, in split order, concatenated per key.
 
         Under DDP the processes' shards are gathered (padded to the longest, as all_gather needs equal
         shapes) and the sampler's repeats, same index, are dropped."""
-        local = {key: torch.cat(parts) for key, parts in self._outputs.items()}
+        local = {key: torch.cat(parts) for key, parts in outputs.items()}
         if self.trainer.world_size == 1 or not local:
             return local
         counts = self.all_gather(torch.tensor(len(local["index"]), device=self.device)).flatten().tolist()

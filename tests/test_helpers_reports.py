@@ -4,6 +4,7 @@ import csv
 
 from helpers.metrics import evaluation
 from helpers.reports import console_summary, write_reports
+from helpers.selection import EpochEvaluations
 
 CLASSES = ("cat", "dog")
 DOMAINS = ("a", "s4")
@@ -41,11 +42,17 @@ def test_report_files(tmp_path):
     assert domains[4][:4] == ["mean of unseen devices", "unseen devices", "", "0.5"]
 
 
-def test_console_summary_fits_one_screen():
-    text = console_summary({"net": small_case()}, "device", GROUPS, "demo run", best=(3, 0.6), files=())
+def test_console_summary_fits_one_screen_and_says_how_each_epoch_was_chosen():
+    selected = EpochEvaluations(3, {"val": {"net": small_case()},
+                                    "test": {"net": small_case(), "net_swa": small_case()}})
+    last = EpochEvaluations(9, {"test": {"net": small_case()}})
+    text = console_summary([("selected", selected), ("last", last)], "device", GROUPS, "demo run", files=())
     lines = text.splitlines()
     assert len(lines) < 25 and max(map(len, lines)) <= 110
     assert "acc 0.6000" in text and "seen devices 0.6667" in text and "unseen devices 0.5000" in text
     assert "a* 0.667" in text and "s4 0.500" in text
-    assert "best epoch 3" in text
+    assert "test split, epoch 3 (selected: best validation accuracy):" in text
+    assert "test split, epoch 9 (last):" in text and "validation split: acc 0.6000 (5 examples)" in text
+    oracle = console_summary([("oracle", selected)], "device", GROUPS, "demo run")
+    assert "ORACLE: selected on the test split itself; optimistic" in oracle
     assert "seen devices / unseen devices: means of the per-device accuracies" in text

@@ -75,7 +75,7 @@ def test_validation_figures_cover_the_whole_split_once(tmp_path):
     classifier = module()
     loader = DataLoader(Spectrograms(ROWS), batch_size=3)  # uneven last batch
     quiet_trainer(tmp_path, num_sanity_val_steps=0).validate(classifier, loader, verbose=False)
-    result = classifier.evaluations["net"]
+    result = classifier.evaluations["val"]["net"]
     assert result.n_examples == 7
     assert result.accuracy == pytest.approx(3 / 7)
     assert result.domain_accuracy == pytest.approx({"a": 2 / 3, "b": 1 / 2, "c": 0.0})
@@ -85,6 +85,18 @@ def test_validation_figures_cover_the_whole_split_once(tmp_path):
     assert float(logged["val/acc"]) == pytest.approx(3 / 7)
     assert float(logged["val/domain/b"]) == pytest.approx(1 / 2)
     assert float(logged["val/acc_unseen"]) == 0.0
+
+
+def test_the_second_loader_is_the_test_split_and_is_logged_apart(tmp_path):
+    classifier = module()
+    validation = DataLoader(Spectrograms(ROWS[:3]), batch_size=2)  # domain a: 2 of 3 right
+    test = DataLoader(Spectrograms(ROWS), batch_size=3)
+    quiet_trainer(tmp_path, num_sanity_val_steps=0).validate(classifier, [validation, test], verbose=False)
+    assert classifier.evaluations["val"]["net"].n_examples == 3
+    assert classifier.evaluations["test"]["net"].n_examples == 7
+    logged = classifier.trainer.callback_metrics
+    assert float(logged["val/acc"]) == pytest.approx(2 / 3) and float(logged["test/acc"]) == pytest.approx(3 / 7)
+    assert float(logged["test/domain/c"]) == 0.0 and "val/domain/c" not in logged
 
 
 def test_optimizer_skips_weight_decay_for_the_nets_exceptions():
@@ -120,18 +132,20 @@ def test_swa_copy_is_the_mean_of_the_averaged_epochs(tmp_path):
     loader = DataLoader(Spectrograms(ROWS), batch_size=3, shuffle=True)
     trainer = build_trainer({"max_epochs": 3, "enable_progress_bar": False, "enable_model_summary": False,
                              "num_sanity_val_steps": 0}, tmp_path, callbacks=(snapshots,))
-    trainer.fit(classifier, loader, DataLoader(Spectrograms(ROWS), batch_size=4))
+    evaluation_loaders = [DataLoader(Spectrograms(ROWS), batch_size=4), DataLoader(Spectrograms(ROWS), batch_size=4)]
+    trainer.fit(classifier, loader, evaluation_loaders)
     assert int(classifier.net_swa.n_averaged) == 2
     expected = (snapshots.weights[1] + snapshots.weights[2]) / 2  # epochs 1 and 2 (0-based)
     assert torch.allclose(classifier.net_swa.module.linear.weight, expected, atol=1e-6)
-    assert set(classifier.evaluations) == {"net", "net_swa"}
-    assert len(classifier.history) == 3
+    assert set(classifier.evaluations["test"]) == {"net", "net_swa"}
+    assert [entry["epoch"] for entry in classifier.selection.history] == [0, 1, 2]
 
     checkpoint = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
     assert checkpoint["frito"]["version"] == 2
     keys = set(checkpoint["state_dict"])
     assert {"model.net.linear.weight", "net_swa.module.linear.weight", "net_swa.n_averaged"} <= keys
-    assert (tmp_path / "checkpoints" / "best.ckpt").is_file()
+    best = torch.load(tmp_path / "checkpoints" / "best.ckpt", weights_only=True)
+    assert best["epoch"] == classifier.selection.selected_epoch  # Lightning's count of finished epochs
 
 
 @pytest.mark.parametrize("epoch, expected", [(0, False), (1, False), (2, True), (3, False), (4, True), (6, True)])

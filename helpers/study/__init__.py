@@ -5,9 +5,9 @@
     execute    launching one run: skip, continue from last.ckpt or start; its console log
     local      the local launcher, N runs at a time (a GPU each, or a share of the CPU cores)
     slurm      the SLURM launcher: one submitit array job, tasks requeued on timeout or preemption
-    outputs    reading a completed run's results.json and test_predictions.csv
     bootstrap  figures per run and paired bootstrap intervals over seeds and test examples
-    report     the report: tables over seeds, differences to the baseline, Markdown/CSV/PNG
+    report     the report: tables over seeds, differences to the baseline, Markdown/CSV/PNG (from each
+               run's helpers.results files)
     commands   `study.py run` and `study.py report`
 
 Layers: these modules use helpers/ and the standard library, never ex_*.py or study.py.

@@ -23,9 +23,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from helpers.files import atomic_write
+from helpers.results import ResultsError, RunResults, has_results, read_results
 from helpers.study.bootstrap import OVERALL, Layout, interval, paired_differences, replicated_means
 from helpers.study.folder import RunState, Status, run_state
-from helpers.study.outputs import OutputError, RunResults, has_results, read_results
 from helpers.study.spec import Study, StudyError
 
 RESAMPLES = 4000
@@ -225,7 +225,7 @@ def _collect(study: Study) -> tuple[dict[tuple[str, int], RunResults], list[Inco
             continue
         try:
             completed[(run.variant, run.seed)] = read_results(state.latest)
-        except OutputError as error:
+        except ResultsError as error:
             incomplete.append(Incomplete(run.variant, run.seed, "unreadable results", str(error)))
     return completed, incomplete
 
