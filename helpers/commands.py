@@ -4,9 +4,10 @@ An experiment file (``ex_<dataset>.py``) creates the Sacred ``Experiment``, stat
 with the shared one by :func:`helpers.defaults.add_config`) and calls :func:`add_commands` with its dataset
 package, which adds
 
-  main                 train on the training split, validating on the evaluation split every epoch
-  evaluate_only        evaluate ``checkpoint`` on the evaluation split
-  test_loaders         summarise one batch of each data loader
+  main                 train; every epoch evaluated on the validation split (which selects the epoch
+                       reported) and on the test split (which is reported)
+  evaluate_only        evaluate ``checkpoint`` on the validation and test splits
+  test_loaders         summarise one batch of each data loader (train, validation, test)
   model_speed_test     forward+backward spectrograms per second of the configured model
   plot_attention_mask  PNG of the configured attention pattern over the configured patch grid
   prepare              build the dataset caches
@@ -121,17 +122,17 @@ def add_commands(ex: Experiment, dataset: ModuleType) -> None:
     @ex.main
     @user_errors_as_messages
     def main(_run, resume):
-        """Train on the training split, validating on the evaluation split every epoch."""
+        """Train; select the epoch on the validation split, report the test split."""
         return train(dataset, _run, settings(), resume)
 
     @command
     def evaluate_only(_run, checkpoint):
-        """Evaluate the checkpoint given by checkpoint=PATH on the evaluation split."""
+        """Evaluate the checkpoint given by checkpoint=PATH on the validation and test splits."""
         return evaluate(dataset, _run, settings(), checkpoint)
 
     @command(unobserved=True)
     def test_loaders():
-        """Summarise one batch of the training and of the evaluation loader."""
+        """Summarise one batch of the training, the validation and the test loader."""
         summarise_loaders(dataset, settings())
 
     @command(unobserved=True)
@@ -269,7 +270,8 @@ def summarise_loaders(dataset: ModuleType, config: dict) -> None:
     data.setup("fit")
     print(f"classes ({len(data.class_names)}): {', '.join(data.class_names)}")
     print(f"domains ({data.domain_kind}): {', '.join(data.domain_names)}; seen: {', '.join(data.seen_domains)}")
-    for name, loader in (("train", data.train_dataloader()), ("eval", data.val_dataloader())):
+    validation, test = data.val_dataloader()
+    for name, loader in (("train", data.train_dataloader()), ("validation", validation), ("test", test)):
         batch = next(iter(loader))
         print(f"{name}: {len(loader.dataset)} examples, {len(loader)} batches of up to {loader.batch_size}")
         for key, value in batch.items():

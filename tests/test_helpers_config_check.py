@@ -5,6 +5,7 @@ import copy
 import pytest
 
 from helpers.config_check import ConfigurationError, Section, check_keys, check_values, closest, keywords_of
+from helpers.model_config import derived_settings
 
 
 def build(size: int = 1, *, rate: int = 16000, depth: int = 2):
@@ -26,8 +27,10 @@ def test_keywords_of_a_function():
     assert set(keywords_of(build)) == {"size", "rate", "depth"}
 
 
-def test_a_valid_config_passes():
+def test_the_valid_config_passes_and_the_same_with_one_key_more_does_not():
     check_keys(GOOD, SECTIONS)
+    with pytest.raises(ConfigurationError, match="'models.net.width'"):
+        check_keys({**GOOD, "models": {"net": {**GOOD["models"]["net"], "width": 3}}}, SECTIONS)
 
 
 @pytest.mark.parametrize(
@@ -87,11 +90,18 @@ def valid_values():
                    "mel": mel},
         "basedataset": {"sample_rate": 32000, "clip_length": 1.0},
         "schedule_mode": "exp_lin", "warm_up_len": 1, "ramp_down_start": 2, "ramp_down_len": 2, "last_lr_value": 0.1,
+        "freq_mixstyle_p": 0.0, "freq_mixstyle_alpha": 0.3, "model_selection": "validation",
+        "dir_p": 0.0, "dir_folder": None, "dir_domains": None,
     }
 
 
-def test_valid_values_pass():
-    check_values(valid_values())
+def test_valid_values_pass_and_the_derived_ones_follow_the_front_end_and_clip():
+    config = valid_values()
+    check_values(config)
+    # 1 s at 32 kHz, hop 320: (32000 - 1) // 320 + 1 = 100 frames; passt_mini's strides are 10
+    assert derived_settings(config) == {"models.mel.sr": 32000, "models.net.input_fdim": 128,
+                                        "models.net.input_tdim": 100, "models.net.fstride": 10,
+                                        "models.net.tstride": 10}
 
 
 def test_malformed_rf_norm_t_lists_the_forms():
@@ -111,6 +121,9 @@ def test_malformed_rf_norm_t_lists_the_forms():
         (lambda c: c.update(schedule_mode="cos"), "schedule"),
         (lambda c: c["models"]["net"].update(input_fdim=64), "input_fdim=64 differs from models.mel.n_mels=128"),
         (lambda c: c["basedataset"].update(sample_rate=16000), "models.mel.sr=32000 differs"),
+        (lambda c: c.update(freq_mixstyle_p=1.5), "freq_mixstyle_p=1.5"),
+        (lambda c: c.update(model_selection="test"), "model_selection='test'"),
+        (lambda c: c.update(dir_p=0.6), "dir_p=0.6 needs dir_folder"),
         (lambda c: c["basedataset"].update(clip_length=None), "clip_length=None"),
         # 1 s at 32 kHz, hop 320: (32000 - 1) // 320 + 1 = 100 frames
         (lambda c: c["models"]["net"].update(input_tdim=99), "shorter than the 100 frames"),
