@@ -28,12 +28,13 @@ def in_tmp(tmp_path, monkeypatch):
     return tmp_path
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def frito(cache_dir):
     """Run an experiment's command line as a user types it: frito("ex_nsynth.py", "with", ..., cwd=folder).
 
-    The demo data comes from the session's cache folder; processes=N sets DDP=N; check=True asserts exit
-    status 0 and shows the end of the output otherwise. Returns the CompletedProcess (text output)."""
+    script: a file of the repository (or any path) ending in .py, else a module run with -m. The demo data
+    comes from the session's cache folder; processes=N sets DDP=N; check=True asserts exit status 0 and
+    shows the end of the output otherwise. Returns the CompletedProcess (text output)."""
 
     def run(script: str, *arguments: str, cwd: Path, processes: int | None = None, check: bool = True,
             env: dict | None = None) -> subprocess.CompletedProcess:

@@ -5,13 +5,9 @@ weights (network, SWA average) and the same figures. The interrupted run is stop
 itself in the middle of an epoch (SIGKILL: nothing is cleaned up; SIGTERM: what a cluster sends).
 """
 
-import importlib
 import json
-import os
 import shutil
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -46,26 +42,11 @@ ex.run_commandline()
 """
 
 
-@pytest.fixture(scope="session")
-def cache_dir(tmp_path_factory):
-    return tmp_path_factory.getbasetemp() / "frito-cache"
-
-
-def nsynth(*arguments, cwd, cache_dir, script=REPO / "ex_nsynth.py", check=True):
-    env = {**os.environ, "FRITO_CACHE_DIR": str(cache_dir)}
-    env.pop("DDP", None)
-    result = subprocess.run([sys.executable, str(script), *arguments], cwd=cwd, env=env, capture_output=True,
-                            text=True, timeout=300)
-    if check:
-        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result
-
-
 @pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory, cache_dir):
+def uninterrupted(tmp_path_factory, frito):
     """runs/1: the reference training, never interrupted."""
     folder = tmp_path_factory.mktemp("resume")
-    nsynth("-F", "runs", "with", *SHORT, cwd=folder, cache_dir=cache_dir)
+    frito("ex_nsynth.py", "-F", "runs", "with", *SHORT, cwd=folder)
     return folder / "runs" / "1"
 
 
@@ -79,16 +60,15 @@ def metrics(run_dir: Path) -> dict:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("signal_name", ["SIGKILL", "SIGTERM"])
-def test_interrupted_and_resumed_training_ends_as_the_uninterrupted_one(uninterrupted, tmp_path, cache_dir,
-                                                                       signal_name):
+def test_interrupted_and_resumed_training_ends_as_the_uninterrupted_one(uninterrupted, tmp_path, frito, signal_name):
     script = tmp_path / "interrupting.py"
     script.write_text(INTERRUPTING_SCRIPT.format(repo=str(REPO), epoch=KILL_EPOCH, signal=signal_name))
-    killed = nsynth("-F", "runs", "with", *SHORT, cwd=tmp_path, cache_dir=cache_dir, script=script, check=False)
+    killed = frito(str(script), "-F", "runs", "with", *SHORT, cwd=tmp_path, check=False)
     # SIGKILL ends the process at once; SIGTERM stops it at the next batch with the shell's status for it
     assert killed.returncode == (-signal.SIGKILL if signal_name == "SIGKILL" else 128 + signal.SIGTERM)
     assert last_checkpoint(tmp_path / "runs" / "1")["epoch"] == KILL_EPOCH - 1
 
-    resumed = nsynth("-F", "runs", "with", *SHORT, "resume=runs/1", cwd=tmp_path, cache_dir=cache_dir)
+    resumed = frito("ex_nsynth.py", "-F", "runs", "with", *SHORT, "resume=runs/1", cwd=tmp_path)
     run_dir = tmp_path / "runs" / "2"
     info = json.loads((run_dir / "info.json").read_text())
     assert info["resumed_from"] == "runs/1/checkpoints/last.ckpt"
@@ -97,19 +77,28 @@ def test_interrupted_and_resumed_training_ends_as_the_uninterrupted_one(uninterr
     reference, final = last_checkpoint(uninterrupted), last_checkpoint(run_dir)
     assert final["epoch"] == reference["epoch"] == 2
     assert final["state_dict"].keys() == reference["state_dict"].keys()
-    assert any(key.startswith("net_swa.") for key in final["state_dict"])
+    assert any(key.startswith("net_swa.module.") for key in final["state_dict"])
     for key, value in reference["state_dict"].items():
         assert torch.equal(final["state_dict"][key], value), key
     expected, got = metrics(uninterrupted), metrics(run_dir)
-    for name in ("val/acc", "val/loss", "val/domain/acoustic", "val_swa/acc", "val_swa/loss", "train/loss"):
+    for name in ("val/acc", "val/loss", "test/acc", "test/domain/acoustic", "test_swa/acc", "test_swa/loss",
+                 "train/loss"):
         assert got[name]["values"][-1] == expected[name]["values"][-1], name
+    # the same epoch selected over the whole training, and best.ckpt in the new folder is that epoch's
+    assert json.loads((run_dir / "results.json").read_text()) == json.loads(
+        (uninterrupted / "results.json").read_text())
+    best = torch.load(run_dir / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)
+    reference_best = torch.load(uninterrupted / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)
+    assert best["epoch"] == reference_best["epoch"]
+    for key, value in reference_best["state_dict"].items():
+        assert torch.equal(best["state_dict"][key], value), key
 
 
 @pytest.mark.slow
-def test_resume_last_takes_the_newest_run(uninterrupted, cache_dir):
+def test_resume_last_takes_the_newest_run(uninterrupted, frito):
     folder = uninterrupted.parent.parent
     shutil.rmtree(folder / "runs" / "2", ignore_errors=True)
-    nsynth("-F", "runs", "with", *SHORT, "trainer.max_epochs=4", "resume=last", cwd=folder, cache_dir=cache_dir)
+    frito("ex_nsynth.py", "-F", "runs", "with", *SHORT, "trainer.max_epochs=4", "resume=last", cwd=folder)
     info = json.loads((folder / "runs" / "2" / "info.json").read_text())
     assert info["resumed_from"] == "runs/1/checkpoints/last.ckpt"
     assert last_checkpoint(folder / "runs" / "2")["epoch"] == 3
@@ -117,12 +106,8 @@ def test_resume_last_takes_the_newest_run(uninterrupted, cache_dir):
 
 
 @pytest.fixture(scope="module")
-def nsynth_experiment():
-    sys.path.insert(0, str(REPO))
-    try:
-        return importlib.import_module("ex_nsynth").ex
-    finally:
-        sys.path.remove(str(REPO))
+def nsynth_experiment(load_experiment):
+    return load_experiment("ex_nsynth")
 
 
 @pytest.mark.slow
