@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable
 
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 
 from models.attention import masked_attention
 from models.patterns import TokenLayout, parse_rf_norm_t
@@ -66,12 +67,25 @@ def unrestricted_attention(q, k, v, pattern, layout, dropout_p=0.0):
 
 
 def make_run(executor, pattern, layout, batch: int, training: bool, device, dtype) -> Callable[[], None]:
-    """A closure timing ``executor`` on q, k, v laid out as the transformer block hands them over
-    (tokens-major memory, heads interleaved); training adds the backward pass to q, k and v."""
-    n_tokens = layout.n_tokens
-    shape = (batch, n_tokens, HEADS, HEAD_DIM)
+    """A closure timing ``executor`` on its own PaSST-S q, k, v (see :func:`attention_inputs`)."""
+    leaves, grad = attention_inputs(batch, layout.n_tokens, HEADS, HEAD_DIM, training, device, dtype)
+    return executor_run(executor, pattern, layout, leaves, grad, training)
+
+
+def attention_inputs(
+    batch: int, n_tokens: int, heads: int, head_dim: int, training: bool, device, dtype
+) -> tuple[list[Tensor], Tensor]:
+    """Random q, k, v of shape (batch, tokens, heads, head_dim), as the transformer block hands them over
+    (tokens-major memory, heads interleaved), requiring grad when training; and a gradient of the output."""
+    shape = (batch, n_tokens, heads, head_dim)
     leaves = [torch.randn(shape, device=device, dtype=dtype, requires_grad=training) for _ in range(3)]
-    grad = torch.randn(batch, HEADS, n_tokens, HEAD_DIM, device=device, dtype=dtype)
+    grad = torch.randn(batch, heads, n_tokens, head_dim, device=device, dtype=dtype)
+    return leaves, grad
+
+
+def executor_run(executor, pattern, layout, leaves: list[Tensor], grad: Tensor, training: bool) -> Callable[[], None]:
+    """A closure of one ``executor`` call on ``leaves`` (from :func:`attention_inputs`) seen as (batch, heads,
+    tokens, head_dim); training adds the backward pass of ``grad`` to q, k and v."""
 
     def run() -> None:
         q, k, v = (leaf.transpose(1, 2) for leaf in leaves)

@@ -5,7 +5,8 @@ the tokens, attention restricted by an :class:`~models.patterns.AttentionPattern
 :class:`~models.patterns.TokenLayout`, an output projection. How the restriction is computed is the
 executor's business; executors share one signature, ``executor(q, k, v, pattern, layout, dropout_p) ->
 out`` with q, k, v of shape (batch, heads, tokens, head_dim). :func:`masked_attention` is the reference;
-:func:`models.sparse_attention.sparse_attention` computes every restricted form without N x N tensors.
+:func:`models.sparse_attention.sparse_attention` computes every restricted form without N x N tensors;
+:func:`models.flex_attention.flex_attention_executor` runs them on PyTorch's FlexAttention.
 """
 
 from __future__ import annotations
@@ -15,11 +16,9 @@ from collections.abc import Callable
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from models.flex_attention import flex_attention_executor
 from models.patterns import AttentionPattern, TokenLayout
 from models.sparse_attention import sparse_attention
-
-ATTENTION_IMPLS = ("auto", "sparse", "masked")
-
 
 Executor = Callable[[Tensor, Tensor, Tensor, AttentionPattern, TokenLayout, float], Tensor]
 
@@ -32,15 +31,32 @@ def masked_attention(
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
 
 
+# attention_impl -> the executor of the restricted forms
+RESTRICTED_EXECUTORS: dict[str, Executor] = {
+    "auto": sparse_attention,  # the kernel measured fastest for the input (models.sparse_choice)
+    "sparse": sparse_attention,
+    "masked": masked_attention,  # the reference
+    "flex": flex_attention_executor,  # FlexAttention; not yet measured on a GPU, so never "auto"'s choice
+}
+ATTENTION_IMPLS = tuple(RESTRICTED_EXECUTORS)
+
+
 def select_executor(pattern: AttentionPattern, attention_impl: str = "auto") -> Executor:
-    """The executor for a pattern: "masked" forces the reference; "auto"/"sparse" compute every restricted
-    form block-sparsely (:func:`models.sparse_attention.sparse_attention`); unrestricted attention is one
-    plain fused call either way."""
-    if attention_impl not in ATTENTION_IMPLS:
-        raise ValueError(f"attention_impl must be one of {ATTENTION_IMPLS}, got {attention_impl!r}")
-    if attention_impl == "masked" or not pattern.is_restricted:
+    """The executor for a pattern: the restricted forms run on ``RESTRICTED_EXECUTORS[attention_impl]``;
+    unrestricted attention is one plain fused call whatever attention_impl says."""
+    check_attention_impl(attention_impl)
+    if not pattern.is_restricted:
         return masked_attention
-    return sparse_attention
+    return RESTRICTED_EXECUTORS[attention_impl]
+
+
+def check_attention_impl(attention_impl: str) -> None:
+    """ValueError naming the accepted values if ``attention_impl`` is not one of ATTENTION_IMPLS."""
+    if attention_impl not in RESTRICTED_EXECUTORS:
+        raise ValueError(
+            f"attention_impl (models.net.attention_impl) must be one of {', '.join(map(repr, ATTENTION_IMPLS))}, "
+            f"got {attention_impl!r}"
+        )
 
 
 class FrequencyAttention(nn.Module):
@@ -61,7 +77,8 @@ class FrequencyAttention(nn.Module):
             dim: token embedding width.
             num_heads: attention heads; dim must divide evenly.
             pattern: which frequency rows each patch token may attend.
-            attention_impl: "auto", "sparse" or "masked" (reference) execution of the pattern.
+            attention_impl: execution of the pattern, a name in ATTENTION_IMPLS: "auto", "sparse",
+                "masked" (the reference) or "flex" (FlexAttention).
             attn_drop: dropout on attention weights while training.
             proj_drop: dropout after the output projection.
         """

@@ -19,23 +19,24 @@ On CUDA the executor calls ``torch.compile(flex_attention)``, compiled once per 
 the scores and, in torch 2.14, has no backward on the CPU: the CPU is for checking results (use
 ``attention_impl="sparse"`` to train there). FlexAttention has no attention dropout; the executor refuses
 it. Unrestricted attention (``rf_norm_t=""``) is one plain ``scaled_dot_product_attention`` call.
+
+A model runs this executor when built with ``attention_impl="flex"`` (``models.net.attention_impl=flex``);
+``"auto"`` does not choose it (see :func:`models.sparse_choice.choose_execution`).
 """
 
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch.nn.attention.flex_attention import BlockMask, flex_attention
 
-if TYPE_CHECKING:
-    from models.attention import AttentionPattern, TokenLayout
+from models.patterns import AttentionPattern, TokenLayout
 
 BLOCK_SIZE = 128  # FlexAttention's default tile: queries and keys per block-mask entry
-_CACHED_BLOCK_MASKS = 64  # (pattern, layout, device) block masks kept; patchout makes a new layout per step
+_CACHED_BLOCK_MASKS = 64  # (pattern, layout, device, block size) block masks kept; patchout makes a new layout per step
 
 
 def flex_attention_executor(
@@ -69,27 +70,19 @@ def flex_attention_executor(
 def flex_block_mask(
     pattern: AttentionPattern, layout: TokenLayout, device: torch.device | str, block_size: int = BLOCK_SIZE
 ) -> BlockMask:
-    """The block mask of ``pattern`` over ``layout`` on ``device``, built once and cached (the layout is
-    identified by its token rows, so equal layouts of different steps share one mask)."""
-    rows = layout.token_rows.detach().to("cpu", torch.long).contiguous()
-    return _cached_block_mask(pattern, layout.n_rows, rows.numpy().tobytes(), torch.device(device), block_size)
+    """The block mask of ``pattern`` over ``layout`` on ``device``, built once and cached (layouts are equal
+    when their global tokens and tokens per row are, so equal layouts of different steps share one mask)."""
+    if block_size < 1:
+        raise ValueError(f"block_size must be >= 1, got {block_size}")
+    return _cached_block_mask(pattern, layout, torch.device(device), block_size)
 
 
 @functools.lru_cache(maxsize=_CACHED_BLOCK_MASKS)
 def _cached_block_mask(
-    pattern: AttentionPattern, n_rows: int, token_rows: bytes, device: torch.device, block_size: int
+    pattern: AttentionPattern, layout: TokenLayout, device: torch.device, block_size: int
 ) -> BlockMask:
-    rows = torch.frombuffer(bytearray(token_rows), dtype=torch.long)
-    if rows.numel() and (int(rows.min()) < -1 or int(rows.max()) >= n_rows):
-        raise ValueError(
-            f"token rows must lie in -1 (global) ... {n_rows - 1} (frequency rows of the grid), "
-            f"got {int(rows.min())} ... {int(rows.max())}"
-        )
-    if block_size < 1:
-        raise ValueError(f"block_size must be >= 1, got {block_size}")
-    codes = rows + 1
-    allowed = _allowed_codes(pattern, n_rows)
-    n_tokens = rows.numel()
+    codes = layout.token_rows + 1
+    allowed = _allowed_codes(pattern, layout.n_rows)
     partial, full = _tile_pairs(codes, allowed, block_size)
     kv_num_blocks, kv_indices = _ordered(partial)
     full_kv_num_blocks, full_kv_indices = _ordered(full)
@@ -99,8 +92,8 @@ def _cached_block_mask(
         full_kv_num_blocks.to(device),
         full_kv_indices.to(device),
         BLOCK_SIZE=block_size,
-        mask_mod=_code_mask_mod(codes.to(device, torch.int32), allowed.flatten().to(device), n_rows + 1),
-        seq_lengths=(n_tokens, n_tokens),
+        mask_mod=_code_mask_mod(codes.to(device, torch.int32), allowed.flatten().to(device), layout.n_rows + 1),
+        seq_lengths=(layout.n_tokens, layout.n_tokens),
     )
 
 

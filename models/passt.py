@@ -10,7 +10,7 @@ import torch
 from timm.layers import DropPath, Mlp, trunc_normal_
 from torch import Tensor, nn
 
-from models.attention import ATTENTION_IMPLS, FrequencyAttention
+from models.attention import FrequencyAttention, check_attention_impl
 from models.patterns import AttentionPattern, TokenLayout, parse_rf_norm_t
 
 PATCH_SIZE = 16
@@ -52,12 +52,12 @@ class PaSST(nn.Module):
             u_patchout, s_patchout_t, s_patchout_f: patchout while training (tokens, time columns,
                 frequency rows of the patch grid).
             pattern: frequency restriction of attention (unrestricted when None).
-            attention_impl: "auto", "sparse" or "masked" execution of the pattern.
+            attention_impl: execution of the pattern: "auto", "sparse", "masked" or "flex" (see
+                models.attention.RESTRICTED_EXECUTORS).
             drop_rate, attn_drop_rate, drop_path_rate: dropout, attention dropout, stochastic depth.
         """
         super().__init__()
-        if attention_impl not in ATTENTION_IMPLS:
-            raise ValueError(f"attention_impl must be one of {ATTENTION_IMPLS}, got {attention_impl!r}")
+        check_attention_impl(attention_impl)
         if n_classes < 1:
             raise ValueError(f"n_classes must be >= 1, got {n_classes}")
         if input_fdim < PATCH_SIZE or input_tdim < PATCH_SIZE:

@@ -72,7 +72,9 @@ def choose_execution(pattern: AttentionPattern, layout: TokenLayout, q: Tensor, 
     which computes them natively. Attention dropout, other devices and tracing (TorchScript and ONNX
     export, whose tracers record functional operations faithfully but not the in-place and ``out=``
     writes of the matmul kernels): ``sdpa``. With ``fused_cpu`` and ``sdpa``, band forms take the number
-    of rows per block with the lowest modelled cost (:func:`modelled_cost`).
+    of rows per block with the lowest modelled cost (:func:`modelled_cost`). FlexAttention
+    (``attention_impl="flex"``) is never chosen here: the CUDA choice stays ``sdpa`` until
+    ``benchmarks/gpu_check.py`` has measured flex against it.
     """
     portable = dropout_p > 0 or torch.jit.is_tracing()
     return _choose(pattern, layout, q.device.type, q.dtype, portable)

@@ -6,7 +6,10 @@ import pytest
 import torch
 
 from models.attention import FrequencyAttention, masked_attention, select_executor
+from models.flex_attention import flex_attention_executor
+from models.network import get_model
 from models.patterns import TokenLayout, attention_mask, parse_rf_norm_t
+from models.sparse_attention import sparse_attention
 
 FORMS = [
     "",
@@ -230,3 +233,34 @@ def test_restricted_rows_do_not_leak_within_one_layer(form):
     row0 = slice(2, 2 + n_cols)
     assert torch.allclose(out[:, row0], out_changed[:, row0])  # row 0 cannot see row 5 in these forms
     assert not torch.allclose(out[:, :2], out_changed[:, :2])  # the global tokens see everything
+
+
+# attention_impl -> the executor of restricted forms, as the README and get_model's docstring promise
+EXPECTED_EXECUTORS = {
+    "auto": sparse_attention,
+    "sparse": sparse_attention,
+    "masked": masked_attention,
+    "flex": flex_attention_executor,
+}
+
+
+@pytest.mark.parametrize("attention_impl", list(EXPECTED_EXECUTORS))
+@pytest.mark.parametrize("form", ["per_row_1", "high_low", "row_overlap_2", "sparse_row_6"])
+def test_attention_impl_selects_its_executor_for_restricted_forms(form, attention_impl):
+    assert select_executor(parse_rf_norm_t(form), attention_impl) is EXPECTED_EXECUTORS[attention_impl]
+
+
+@pytest.mark.parametrize("attention_impl", list(EXPECTED_EXECUTORS))
+def test_unrestricted_attention_is_the_plain_call_whatever_the_impl(attention_impl):
+    assert select_executor(parse_rf_norm_t(""), attention_impl) is masked_attention
+
+
+@pytest.mark.parametrize("bad", ["flash", "FLEX", "", None])
+def test_unknown_attention_impl_lists_the_accepted_ones(bad):
+    for build in (lambda: select_executor(parse_rf_norm_t("per_row_1"), bad),
+                  lambda: get_model("passt_mini", n_classes=2, input_tdim=100, attention_impl=bad)):
+        with pytest.raises(ValueError) as error:
+            build()
+        message = str(error.value)
+        assert repr(bad) in message and "models.net.attention_impl" in message
+        assert all(repr(name) in message for name in EXPECTED_EXECUTORS)

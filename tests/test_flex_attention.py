@@ -9,9 +9,9 @@ import pytest
 import torch
 from torch.nn.attention.flex_attention import flex_attention
 
-from models.attention import TokenLayout, masked_attention, parse_rf_norm_t
 from models.flex_attention import flex_attention_executor, flex_block_mask
-from models.passt import get_model
+from models.network import get_model
+from models.patterns import TokenLayout, parse_rf_norm_t
 
 pytestmark = pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")
 
@@ -241,24 +241,24 @@ def test_unrestricted_attention_is_plain_softmax():
 PATCHOUT = {"s_patchout_t": 2, "s_patchout_f": 3, "u_patchout": 11}
 
 
-@pytest.mark.parametrize("form", ["per_row_1", "per_row_5", "high_low", "row_overlap_2"])
-def test_model_with_flex_executor_equals_masked_model_with_patchout(form):
-    """12 frequency rows x 9 time columns, every kind of patchout (training mode), no gradients (CPU)."""
+@pytest.mark.parametrize("form", ["per_row_1", "per_row_5", "high_low", "row_overlap_2", "sparse_row_6"])
+def test_flex_model_equals_masked_model_in_eval_and_with_patchout(form):
+    """get_model(attention_impl="flex") on passt_mini: 12 frequency rows x 9 time columns, the same weights
+    as the masked model; eval mode, and training mode with every kind of patchout (forward only: the CPU
+    has no FlexAttention backward)."""
+    options = {"n_classes": 5, "input_tdim": 100, "rf_norm_t": form, **PATCHOUT}
     torch.manual_seed(0)
-    model = get_model("passt_mini", n_classes=5, input_tdim=100, rf_norm_t=form, attention_impl="masked", **PATCHOUT)
+    masked = get_model("passt_mini", attention_impl="masked", **options)
+    flex = get_model("passt_mini", attention_impl="flex", **options)
+    flex.load_state_dict(masked.state_dict())
+    assert all(block.attn.executor is flex_attention_executor for block in flex.blocks)
     x = torch.randn(3, 1, 128, 100)
-
-    def outputs(executor):
-        for block in model.blocks:
-            block.attn.executor = executor
-        torch.manual_seed(1)  # the same patchout for both executors
-        with torch.no_grad():
-            return model.train()(x)[0], model.eval()(x)[0]
-
-    expected, expected_eval = outputs(masked_attention)
-    out, out_eval = outputs(flex_attention_executor)
-    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(out_eval, expected_eval, atol=1e-5, rtol=1e-5)
+    with torch.no_grad():
+        torch.testing.assert_close(flex.eval()(x)[0], masked.eval()(x)[0], atol=1e-5, rtol=1e-5)
+        torch.manual_seed(1)  # the same patchout for both models
+        expected = masked.train()(x)[0]
+        torch.manual_seed(1)
+        torch.testing.assert_close(flex.train()(x)[0], expected, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

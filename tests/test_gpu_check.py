@@ -1,6 +1,7 @@
-"""benchmarks/gpu_check.py on the CPU: the smoke run goes through every section without an error, and the
-budget bounds the sections."""
+"""benchmarks/gpu_check.py on the CPU: the smoke run goes through every section without an error, the
+budget bounds the sections; the layouts, pair counts and accuracy files its sections rest on."""
 
+import json
 import re
 import subprocess
 import sys
@@ -11,7 +12,11 @@ import pytest
 import torch
 
 from benchmarks import gpu_check
-from models.attention import TokenLayout, parse_rf_norm_t
+from benchmarks.gpu.attention_core import allowed_fraction
+from benchmarks.gpu.check import GPU_SIZES, SMOKE_SIZES
+from benchmarks.gpu.demo import final_accuracy
+from benchmarks.gpu.exactness import patchout_layouts
+from models.patterns import TokenLayout, parse_rf_norm_t
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")
@@ -34,8 +39,9 @@ def test_smoke_run_reports_every_section_without_errors(tmp_path):
     assert "skipped: no CUDA" in report
     counts = re.search(r"(\d+) CUDA tests, \d+ s: 0 passed, 0 failed, (\d+) skipped", report)
     assert counts and int(counts.group(1)) == int(counts.group(2)) > 0  # found, and all skip on the CPU
-    assert re.search(r"\| float32 \| \d+\.\d % \| val/acc \|", report)  # the demo training's accuracy
-    for form in gpu_check.SMOKE_SIZES.core_forms:
+    # the demo training's accuracy, and which figure it is
+    assert re.search(r"\| float32 \| \d+\.\d % \| val/acc \(validation split, last epoch\) \|", report)
+    for form in SMOKE_SIZES.core_forms:
         assert re.search(rf"\| {form} \| 60 s \| training \| float32 \| 1 \| \d", report)
     assert time.monotonic() - started < 120
 
@@ -58,7 +64,7 @@ def test_short_budget_stops_the_sections_on_time(tmp_path):
 
 def test_patchout_layouts_are_what_their_names_say():
     n_rows, n_cols = 12, 10
-    layouts = gpu_check.patchout_layouts(n_rows, n_cols)
+    layouts = patchout_layouts(n_rows, n_cols)
     counts = {name: torch.bincount(layout.token_rows[2:], minlength=n_rows) for name, layout in layouts.items()}
     assert counts["full grid"].tolist() == [n_cols] * n_rows
     assert counts["time patchout"].tolist() == [6] * n_rows
@@ -71,7 +77,7 @@ def test_patchout_layouts_are_what_their_names_say():
 @pytest.mark.parametrize("form", ["per_row_1", "per_row_5", "high_low", "row_overlap_2", "row_overlap_16"])
 def test_allowed_fraction_counts_the_allowed_token_pairs(form):
     """Counted pair by pair from the rule: same cluster / row distance, globals with everything."""
-    layout = gpu_check.patchout_layouts(7, 3)["token patchout"]
+    layout = patchout_layouts(7, 3)["token patchout"]
     rows = layout.token_rows.tolist()
 
     def allowed(q: int, k: int) -> bool:
@@ -83,5 +89,26 @@ def test_allowed_fraction_counts_the_allowed_token_pairs(form):
         return abs(q - k) < int(size) if name == "row_overlap" else q // int(size) == k // int(size)
 
     expected = sum(allowed(q, k) for q in rows for k in rows) / len(rows) ** 2
-    assert gpu_check.allowed_fraction(parse_rf_norm_t(form), layout) == pytest.approx(expected)
-    assert gpu_check.allowed_fraction(parse_rf_norm_t(""), TokenLayout.full_grid(3, 2)) == 1.0
+    assert allowed_fraction(parse_rf_norm_t(form), layout) == pytest.approx(expected)
+    assert allowed_fraction(parse_rf_norm_t(""), TokenLayout.full_grid(3, 2)) == 1.0
+
+
+def test_gpu_clips_are_the_log_mel_frames_of_10_and_60_s():
+    """At 32 kHz with a hop of 320 samples a clip has 100 log-mel frames per second."""
+    assert GPU_SIZES.clips == {"60 s": 6000, "10 s": 1000}
+
+
+def write_metrics(path, **values):
+    """A metrics.json as Sacred's file observer writes it: key -> steps, values, timestamps."""
+    path.write_text(json.dumps({key: {"steps": list(range(len(v))), "values": v, "timestamps": [""] * len(v)}
+                                for key, v in values.items()}))
+    return path
+
+
+def test_final_accuracy_reads_test_acc_where_written_else_val_acc(tmp_path):
+    both = write_metrics(tmp_path / "both.json", **{"val/acc": [0.5, 0.9], "test/acc": [0.7], "train/loss": [1.0]})
+    assert final_accuracy(both) == (0.7, "test/acc")
+    validation_only = write_metrics(tmp_path / "val.json", **{"val/acc": [0.5, 0.6], "train/loss": [1.0]})
+    assert final_accuracy(validation_only) == (0.6, "val/acc")
+    with pytest.raises(ValueError, match="train/loss"):
+        final_accuracy(write_metrics(tmp_path / "none.json", **{"train/loss": [1.0]}))
