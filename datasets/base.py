@@ -30,6 +30,7 @@ from datasets.cache import (
     CacheSpec,
     Clip,
     build_cache,
+    build_lock,
     open_cache,
     partial_path,
     remove_stale_partials,
@@ -175,24 +176,23 @@ class CachedData:
         raise NotImplementedError
 
     def _demo_dir(self) -> Path:
-        """The demo dataset's folder under cache_dir/demo, generated on first use."""
+        """The demo dataset's folder under cache_dir/demo, generated on first use (by one process at a time)."""
         folder = self.cache_dir / "demo" / self.demo_folder
         if folder.exists():
             return folder
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        remove_stale_partials(folder)
-        partial = partial_path(folder)
-        shutil.rmtree(partial, ignore_errors=True)
-        logger.info("Generating the %s demo dataset in %s", self.name, folder)
-        try:
-            self._build_demo(partial)
-            os.rename(partial, folder)
-        except OSError:
-            if not folder.exists():
-                raise
-            logger.info("Another process finished the demo dataset first; using %s", folder)
-        finally:
+        with build_lock(folder, f"generating the {self.name} demo data in {folder}"):
+            if folder.exists():
+                logger.info("Another process generated the demo dataset; using %s", folder)
+                return folder
+            remove_stale_partials(folder)
+            partial = partial_path(folder)
             shutil.rmtree(partial, ignore_errors=True)
+            logger.info("Generating the %s demo dataset in %s", self.name, folder)
+            try:
+                self._build_demo(partial)
+                os.rename(partial, folder)
+            finally:
+                shutil.rmtree(partial, ignore_errors=True)
         return folder
 
     def _seen_domains(self, train_domains: Sequence[str] | None) -> list[str]:
@@ -238,22 +238,27 @@ class CachedData:
         path = spec.path(self.cache_dir, clips)
         hint = f" (`python -m datasets.prepare {self.name} ...` or the experiment's prepare command)"
         if not path.exists():
-            others = sorted(p.name for p in path.parent.glob(f"{split}-*.h5"))
-            if others:
-                logger.info(
-                    "Caches of %s %s made with other settings exist in %s: %s", self.name, split, path.parent, others
-                )
-            logger.info("Preparing %s split %r (%d files) into %s", self.name, split, len(clips), path)
-            build_cache(
-                path,
-                spec,
-                clips,
-                self.layout.root,
-                workers=self.prepare_workers,
-                skip_bad_files=self.skip_bad_files,
-                features=self._mel_features() if self.cache_format == "spectrogram" else None,
-            )
+            with build_lock(path, f"preparing {self.name} split {split!r} into {path}"):
+                if not path.exists():
+                    self._build(path, spec, split, clips)
         return open_cache(path, rebuild_hint=hint)
+
+    def _build(self, path: Path, spec: CacheSpec, split: str, clips: Sequence[Clip]) -> None:
+        others = sorted(p.name for p in path.parent.glob(f"{split}-*.h5"))
+        if others:
+            logger.info(
+                "Caches of %s %s made with other settings exist in %s: %s", self.name, split, path.parent, others
+            )
+        logger.info("Preparing %s split %r (%d files) into %s", self.name, split, len(clips), path)
+        build_cache(
+            path,
+            spec,
+            clips,
+            self.layout.root,
+            workers=self.prepare_workers,
+            skip_bad_files=self.skip_bad_files,
+            features=self._mel_features() if self.cache_format == "spectrogram" else None,
+        )
 
     def _frontend(self):
         from models.preprocess import AugmentMelSTFT
