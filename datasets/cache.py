@@ -200,6 +200,12 @@ def build_lock(path: Path, what: str):
     return locking.exclusive(path.with_name(f"{path.name}.lock"), what)
 
 
+def read_file_names(path: Path) -> np.ndarray:
+    """The file name of every clip of the cache file `path` (validated by open_cache), as an array of str."""
+    with h5py.File(path, "r") as file:
+        return file["file_names"].asstr()[:]
+
+
 def partial_path(path: Path) -> Path:
     """Where this process builds `path` (a file or folder) before renaming it into place."""
     return path.with_name(f"{path.name}.{socket.gethostname()}-{os.getpid()}.partial")
