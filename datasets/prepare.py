@@ -60,6 +60,8 @@ def prepare(args: argparse.Namespace) -> None:
     data.prepare()
     for split, path in data.cache_files().items():
         logger.info("%s %s: %s (%.1f MB)", args.dataset, split, path, path.stat().st_size / 1e6)
+    for role, names in data.roles().items():
+        logger.info("%s %s role: %d files", args.dataset, role, len(names))
     logger.info("done in %.1f s", time.perf_counter() - start)
 
 

@@ -125,6 +125,34 @@ def test_a_killed_preparation_leaves_no_worker_and_the_next_one_prepares(tone_fo
     assert not any(cache_dir.rglob("*.partial")) and not any(cache_dir.rglob("*.lock"))
 
 
+PREPARE = f"""
+    import logging, sys, time
+    import datasets.audio
+    logging.basicConfig(level=logging.INFO)
+    real_load = datasets.audio.load_audio
+    def slow_load(*args, **kwargs):
+        time.sleep({DECODE_PAUSE})
+        return real_load(*args, **kwargs)
+    datasets.audio.load_audio = slow_load
+    from datasets.folder import DEFAULTS, Data
+    data = Data(**{{**DEFAULTS, "base_dir": sys.argv[1], "cache_dir": sys.argv[2], "prepare_workers": 2}})
+    print(sum(len(names) for names in data.roles().values()))
+"""
+
+
+def test_two_runs_preparing_the_same_data_decode_it_once(tone_folder, tmp_path):
+    runs = [_python(PREPARE, str(tone_folder), str(tmp_path / "cache")) for _ in range(2)]
+    outputs = [run.communicate(timeout=120) for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], [err[-2000:] for _, err in outputs]
+    assert [out for out, _ in outputs] == [f"{N_FILES}\n"] * 2  # both read every file from the one cache
+    builders = [i for i, (_, err) in enumerate(outputs) if "Preparing folder split 'all'" in err]
+    assert len(builders) == 1
+    waiter = 1 - builders[0]
+    assert outputs[waiter][1].count("Waiting for process") == 1
+    assert f"Waiting for process {runs[builders[0]].pid} on " in outputs[waiter][1]
+    assert len(list((tmp_path / "cache" / "folder").iterdir())) == 1  # the cache; no lock, no partial file
+
+
 HOLDER = """
     import sys, time
     from pathlib import Path
