@@ -113,6 +113,17 @@ def renamed_setting(old_key: str, old_value, new_key: str, new_value, new_defaul
     return old_value
 
 
+def check_fraction(key: str, value: float, meaning: str, example: float) -> None:
+    """Raise ValueError unless `value` is a share strictly between 0 and 1; meaning: what it is a share of."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 1:
+        raise ValueError(f"{key}={value!r}: expected {meaning}, between 0 and 1 (exclusive), e.g. {example}")
+
+
+def check_seed(split_seed: int) -> None:
+    if isinstance(split_seed, bool) or not isinstance(split_seed, int):
+        raise ValueError(f"split_seed={split_seed!r}: expected an integer, e.g. 0")
+
+
 class CachedData:
     """A dataset read from its real layout into HDF5 caches, with train, validation and test torch Datasets.
 

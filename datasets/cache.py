@@ -296,8 +296,9 @@ def _write_partial(
 def _end_with_parent(parent_pid: int) -> None:
     """Worker initializer: make this worker end when the process that started it ends, however it ends.
 
-    On Linux the kernel sends SIGKILL when the parent dies (prctl PR_SET_PDEATHSIG; a parent that died
-    before the call is caught by the check after it). Elsewhere, or where the worker's parent is not that
+    On Linux the kernel sends SIGKILL when the parent dies (prctl PR_SET_PDEATHSIG, tied to the parent's
+    thread that started the pool, which is the thread building the cache and outlives the pool; a parent
+    that died before the call is caught by the check after it). Elsewhere, or where the worker's parent is not that
     process (a fork server), a daemon thread ends the worker once `parent_pid` no longer runs.
     """
     if os.getppid() == parent_pid and _kill_when_parent_dies():

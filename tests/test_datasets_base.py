@@ -4,7 +4,7 @@ import inspect
 
 import pytest
 
-from datasets import dcase20, folder, nsynth
+from datasets import base, dcase20, folder, nsynth
 from datasets.base import SHARED_DEFAULTS
 
 PACKAGES = {"dcase20": dcase20, "nsynth": nsynth, "folder": folder}
@@ -43,3 +43,17 @@ def test_only_datasets_with_demo_data_accept_no_base_dir(tmp_path):
 def test_unknown_settings_are_refused_by_name(tmp_path):
     with pytest.raises(TypeError, match="sampel_rate"):
         nsynth.Data(cache_dir=tmp_path, sampel_rate=16000)
+
+
+@pytest.mark.parametrize("name", PACKAGES)
+def test_every_setting_of_a_dataset_is_commented_where_its_defaults_are_written(name):
+    sources = inspect.getsource(PACKAGES[name]) + inspect.getsource(base)
+    for key in PACKAGES[name].DEFAULTS:
+        lines = [line for line in sources.splitlines() if line.strip().startswith(f'"{key}":')]
+        assert lines and all("  # " in line for line in lines), key
+
+
+def test_each_dataset_names_its_domain_groups():
+    assert dcase20.Data.group_names == ("seen devices", "unseen devices")
+    assert nsynth.Data.group_names == ("in-domain sources", "out-of-domain sources")
+    assert folder.Data.group_names == ("seen domains", "unseen domains")

@@ -20,7 +20,7 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
-from datasets.base import TEST, TRAIN, VALIDATION, Layout, Role
+from datasets.base import TEST, TRAIN, VALIDATION, Layout, Role, check_fraction, check_seed
 from datasets.cache import Clip
 from datasets.metadata import LayoutError, read_tsv
 
@@ -109,17 +109,9 @@ def hold_out_locations(clips: Sequence[Clip], locations: dict[str, str], fractio
 
 def check_split_settings(validation_fraction: float, split_seed: int) -> None:
     """Raise ValueError for a validation_fraction outside (0, 1) or a split_seed that is not an integer."""
-    if (
-        isinstance(validation_fraction, bool)
-        or not isinstance(validation_fraction, int | float)
-        or not 0 < validation_fraction < 1
-    ):
-        raise ValueError(
-            f"validation_fraction={validation_fraction!r}: expected the share of the training split's clips whose "
-            "locations are held out for validation, between 0 and 1 (exclusive), e.g. 0.15"
-        )
-    if isinstance(split_seed, bool) or not isinstance(split_seed, int):
-        raise ValueError(f"split_seed={split_seed!r}: expected an integer, e.g. 0")
+    meaning = "the share of the training split's clips whose locations are held out for validation"
+    check_fraction("validation_fraction", validation_fraction, meaning, 0.15)
+    check_seed(split_seed)
 
 
 def _split_clips(root: Path, split: str, meta: dict[str, dict[str, str]]) -> list[Clip]:

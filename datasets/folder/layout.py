@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from datasets.base import ROLES, TEST, TRAIN, VALIDATION, Layout, Role
+from datasets.base import ROLES, TEST, TRAIN, VALIDATION, Layout, Role, check_fraction, check_seed
 from datasets.cache import Clip
 from datasets.metadata import LayoutError, Row, read_tsv
 
@@ -174,18 +174,14 @@ def stratified_split(
 def check_split_settings(validation_fraction: float, test_fraction: float, split_seed: int) -> None:
     """Raise ValueError for fractions outside (0, 1) or together 1 or more, or a split_seed that is not an integer."""
     for key, value in (("validation_fraction", validation_fraction), ("test_fraction", test_fraction)):
-        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 1:
-            raise ValueError(
-                f"{key}={value!r}: expected the share of each label and domain's files held out for "
-                f"{key.split('_')[0]}, between 0 and 1 (exclusive), e.g. 0.2"
-            )
+        meaning = f"the share of each label and domain's files held out for {key.split('_')[0]}"
+        check_fraction(key, value, meaning, 0.2)
     if validation_fraction + test_fraction >= 1:
         raise ValueError(
             f"validation_fraction={validation_fraction} and test_fraction={test_fraction} leave nothing to train on; "
             "their sum must be below 1"
         )
-    if isinstance(split_seed, bool) or not isinstance(split_seed, int):
-        raise ValueError(f"split_seed={split_seed!r}: expected an integer, e.g. 0")
+    check_seed(split_seed)
 
 
 def _round_half_up(x: float) -> int:
