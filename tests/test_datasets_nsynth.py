@@ -85,12 +85,13 @@ def test_default_families_are_those_present_in_every_split(nsynth, tmp_path):
     assert data.domain_names == ["acoustic", "electronic", "synthetic"]
     assert data.domain_kind == "instrument_source"
     assert data.clip_length == 4.0
-    assert len(data.train_set()) == 5 and len(data.eval_set()) == 4
+    assert len(data.train_set()) == 5 and len(data.test_set()) == 4
+    assert data.eval_set().file_names() == data.test_set().file_names()  # the former name, until callers switch
 
 
 def test_items_carry_family_source_and_instrument(nsynth, tmp_path):
     data = _data(nsynth, tmp_path, clip_length=0.1)
-    for dataset, split in ((data.train_set(), "nsynth-train"), (data.eval_set(), "nsynth-test")):
+    for dataset, split in ((data.train_set(), "nsynth-train"), (data.test_set(), "nsynth-test")):
         for i in range(len(dataset)):
             item = dataset[i]
             assert item["file_name"].startswith(f"{split}/audio/")
@@ -125,7 +126,7 @@ def test_a_single_family_name_must_come_as_a_list(nsynth, tmp_path):
 def test_training_on_acoustic_instruments_evaluates_every_source(nsynth, tmp_path):
     data = _data(nsynth, tmp_path, train_domains=["acoustic"])
     assert data.seen_domains == ["acoustic"]
-    train, evaluation = data.train_set(), data.eval_set()
+    train, evaluation = data.train_set(), data.test_set()
     assert {data.domain_names[train[i]["domain"]] for i in range(len(train))} == {"acoustic"}
     assert len(train) == 3
     assert {data.domain_names[evaluation[i]["domain"]] for i in range(len(evaluation))} == {
@@ -244,7 +245,7 @@ def test_spectrogram_cache_holds_the_eval_mode_log_mel_of_each_clip(nsynth, tmp_
         _data(nsynth, tmp_path, cache_format="spectrogram")
     with pytest.raises(ValueError, match="sr=16000.*32000"):
         _data(nsynth, tmp_path, cache_format="spectrogram", mel={"sr": 16000})
-    spectra = _data(nsynth, tmp_path, cache_format="spectrogram", mel=mel, clip_length=0.5).eval_set()
+    spectra = _data(nsynth, tmp_path, cache_format="spectrogram", mel=mel, clip_length=0.5).test_set()
     frontend = AugmentMelSTFT(**mel).eval()
     silence = float(frontend(torch.zeros(1, 3200))[0].min())
     for i in range(len(spectra)):
