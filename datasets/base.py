@@ -1,9 +1,15 @@
-"""What every dataset shares: settings, demo data, cache preparation, and the torch Dataset over a cache.
+"""What every dataset shares: settings, demo data, the three roles of data, cache preparation, and the torch
+Dataset over a cache.
+
+Every dataset serves three roles: train (the clips trained on), validation (clips of the training domains,
+for choosing a checkpoint or settings) and test (clips of every domain, reported and never used to choose
+anything). A role is a selection from one cached split (a file list of the dataset: NSynth's split folders,
+TAU's evaluation_setup files, the folder dataset's CSV), so several roles may share one cache file.
 
 A dataset package (datasets/dcase20, datasets/nsynth, datasets/folder) subclasses CachedData, stating only
 what differs: its DEFAULTS (SHARED_DEFAULTS plus its own settings), the keyword arguments of its own
-settings, and two hooks: reading its on-disk layout into a Layout, and generating its demo data (a dataset
-without demo data leaves demo_folder None).
+settings, and two hooks: reading its on-disk layout into a Layout (which says which clips each role
+serves), and generating its demo data (a dataset without demo data leaves demo_folder None).
 """
 
 from __future__ import annotations
@@ -30,12 +36,18 @@ from datasets.cache import (
     CacheSpec,
     Clip,
     build_cache,
+    build_lock,
     open_cache,
     partial_path,
+    read_file_names,
     remove_stale_partials,
 )
 
 logger = logging.getLogger(__name__)
+
+TRAIN, VALIDATION, TEST = "train", "validation", "test"
+ROLES = (TRAIN, VALIDATION, TEST)
+SHOWN = 5
 
 # Settings every dataset has, with the same default (a dataset's DEFAULTS add its own and its comments).
 SHARED_DEFAULTS = {
@@ -47,21 +59,33 @@ SHARED_DEFAULTS = {
     "audio_dtype": "int16",  # storage of cached waveforms: "int16" or "float16"
     "resample_quality": "HQ",  # soxr quality: "HQ" or "VHQ"
     "skip_bad_files": False,  # leave out missing/unreadable/empty files instead of stopping
-    "train_domains": None,  # domains to train on; None: every domain of the training split
+    "train_domains": None,  # domains to train on (and validate on); None: every domain of the training clips
+    "drop_untrained_classes": False,  # True: leave classes without a training clip out of every role; False: stop
     "prepare_workers": 2,  # decoding processes while preparing caches (0: in the main process)
 }
+
+
+@dataclass(frozen=True)
+class Role:
+    """The clips one role serves: those of the cached split `split`, all of them (files None) or those whose
+    path is in `files`. Domains and classes narrow the choice further when items are read."""
+
+    split: str
+    files: frozenset[str] | None = None
 
 
 @dataclass(frozen=True)
 class Layout:
     """A dataset as read from its folder.
 
-    root: the dataset folder; splits: the clips of each split used; class_names, domain_names,
-    subdomain_names: the vocabularies items are indexed into.
+    root: the dataset folder; splits: the clips of each cached split; roles: which clips the train,
+    validation and test roles serve; class_names, domain_names, subdomain_names: the vocabularies items
+    are indexed into.
     """
 
     root: Path
     splits: dict[str, list[Clip]]
+    roles: dict[str, Role]
     class_names: list[str]
     domain_names: list[str]
     subdomain_names: list[str]
@@ -75,8 +99,33 @@ def default_cache_dir() -> Path:
     return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "frito"
 
 
+def renamed_setting(old_key: str, old_value, new_key: str, new_value, new_default):
+    """The value of a setting that has a deprecated former name: `old_value` when given (with a notice), else
+    `new_value`. Both given, and different, is refused."""
+    if old_value is None:
+        return new_value
+    if new_value not in (new_default, old_value):
+        raise ValueError(
+            f"{old_key}={old_value!r} and {new_key}={new_value!r} are given; {old_key} is the former name of "
+            f"{new_key}: set {new_key} only"
+        )
+    logger.warning("basedataset.%s is deprecated: it is now called %s (using %r)", old_key, new_key, old_value)
+    return old_value
+
+
+def check_fraction(key: str, value: float, meaning: str, example: float) -> None:
+    """Raise ValueError unless `value` is a share strictly between 0 and 1; meaning: what it is a share of."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 1:
+        raise ValueError(f"{key}={value!r}: expected {meaning}, between 0 and 1 (exclusive), e.g. {example}")
+
+
+def check_seed(split_seed: int) -> None:
+    if isinstance(split_seed, bool) or not isinstance(split_seed, int):
+        raise ValueError(f"split_seed={split_seed!r}: expected an integer, e.g. 0")
+
+
 class CachedData:
-    """A dataset read from its real layout into HDF5 caches, with train and eval torch Datasets.
+    """A dataset read from its real layout into HDF5 caches, with train, validation and test torch Datasets.
 
     Subclasses set the class attributes and implement `_read_layout` and `_build_demo`.
     """
@@ -87,12 +136,11 @@ class CachedData:
     native_clip_length: ClassVar[float]
     demo_clip_length: ClassVar[float | None] = None
     demo_folder: ClassVar[str | None] = None  # folder of the generated demo data; None: the dataset has none
+    class_choice: ClassVar[str] = ""  # how a user chooses the classes, for messages (e.g. "set families=[...]")
 
     def __init__(
         self,
         *,
-        train_split: str,
-        eval_split: str,
         base_dir: str | os.PathLike | None = SHARED_DEFAULTS["base_dir"],
         cache_dir: str | os.PathLike | None = SHARED_DEFAULTS["cache_dir"],
         sample_rate: int = SHARED_DEFAULTS["sample_rate"],
@@ -102,11 +150,11 @@ class CachedData:
         resample_quality: str = SHARED_DEFAULTS["resample_quality"],
         skip_bad_files: bool = SHARED_DEFAULTS["skip_bad_files"],
         train_domains: Sequence[str] | None = SHARED_DEFAULTS["train_domains"],
+        drop_untrained_classes: bool = SHARED_DEFAULTS["drop_untrained_classes"],
         prepare_workers: int = SHARED_DEFAULTS["prepare_workers"],
         mel: dict | None = None,
     ):
         """
-        train_split, eval_split: the dataset's names of the splits trained and evaluated on.
         base_dir ... prepare_workers: as in SHARED_DEFAULTS (and the dataset's DEFAULTS).
         mel: the mel front-end's settings (needed for cache_format="spectrogram").
         """
@@ -117,8 +165,6 @@ class CachedData:
         self.resample_quality = resample_quality
         self.skip_bad_files = bool(skip_bad_files)
         self.prepare_workers = int(prepare_workers)
-        self.train_split = train_split
-        self.eval_split = eval_split
         self.mel = None if mel is None else dict(mel)
         self.cache_dir = (Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()).resolve()
         self.is_demo = base_dir is None
@@ -138,6 +184,8 @@ class CachedData:
         self.domain_names = list(self.layout.domain_names)
         self.subdomain_names = list(self.layout.subdomain_names)
         self.seen_domains = self._seen_domains(train_domains)
+        self.class_names = self._trained_classes(bool(drop_untrained_classes))
+        self._check_roles()
 
     @classmethod
     def has_demo(cls) -> bool:
@@ -150,24 +198,54 @@ class CachedData:
         return round(self.clip_length * self.sample_rate)
 
     def prepare(self) -> None:
-        """Build the train and eval caches that are missing; validate the ones that exist."""
+        """Build the caches of every role's split that are missing; validate the ones that exist."""
         for split in self._splits():
             self._cache(split)
 
     def cache_files(self) -> dict[str, Path]:
-        """The cache file of the train and eval splits (built by prepare)."""
+        """The cache file of each split the roles use (built by prepare), keyed by split."""
         return {split: self._spec(split).path(self.cache_dir, self.layout.splits[split]) for split in self._splits()}
 
     def train_set(self) -> ClipDataset:
-        """Training clips of the train split's seen domains, randomly cropped to clip_length."""
-        return self._dataset(self.train_split, self.seen_domains, random_crop=True)
+        """Training clips of the training domains (seen_domains), randomly cropped to clip_length."""
+        return self._dataset(TRAIN)
+
+    def validation_set(self) -> ClipDataset:
+        """Validation clips, of the training domains only, cropped deterministically (from the start)."""
+        return self._dataset(VALIDATION)
+
+    def test_set(self) -> ClipDataset:
+        """Test clips of every domain, cropped deterministically (from the start) to clip_length."""
+        return self._dataset(TEST)
 
     def eval_set(self) -> ClipDataset:
-        """Evaluation clips of every domain, cropped deterministically (from the start) to clip_length."""
-        return self._dataset(self.eval_split, self.domain_names, random_crop=False)
+        """The test set under its former name (kept until every caller uses validation_set and test_set)."""
+        return self.test_set()
+
+    def roles(self) -> dict[str, list[str]]:
+        """{role: file names of the items it serves} for train, validation and test (from the caches, so files
+        left out by skip_bad_files are not listed); the roles of a run, e.g. for a splits.json."""
+        return {role: self._dataset(role).file_names() for role in ROLES}
 
     def _splits(self) -> list[str]:
-        return list(dict.fromkeys((self.train_split, self.eval_split)))
+        return list(dict.fromkeys(self.layout.roles[role].split for role in ROLES))
+
+    def _role_domains(self, role: str) -> list[str]:
+        """The domains a role serves: the training domains for train and validation, every domain for test."""
+        return self.domain_names if role == TEST else self.seen_domains
+
+    def _role_clips(self, role: str, domains: Sequence[str] | None = None) -> list[Clip]:
+        """The clips of a role as the layout lists them, of the classes and of `domains` (None: the role's)."""
+        selection = self.layout.roles[role]
+        domains = set(self._role_domains(role) if domains is None else domains)
+        classes = set(self.class_names)
+        return [
+            clip
+            for clip in self.layout.splits[selection.split]
+            if (selection.files is None or clip.path in selection.files)
+            and clip.domain in domains
+            and clip.label in classes
+        ]
 
     def _read_layout(self, base_dir: Path) -> Layout:
         raise NotImplementedError
@@ -176,29 +254,29 @@ class CachedData:
         raise NotImplementedError
 
     def _demo_dir(self) -> Path:
-        """The demo dataset's folder under cache_dir/demo, generated on first use."""
+        """The demo dataset's folder under cache_dir/demo, generated on first use (by one process at a time)."""
         folder = self.cache_dir / "demo" / self.demo_folder
         if folder.exists():
             return folder
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        remove_stale_partials(folder)
-        partial = partial_path(folder)
-        shutil.rmtree(partial, ignore_errors=True)
-        logger.info("Generating the %s demo dataset in %s", self.name, folder)
-        try:
-            self._build_demo(partial)
-            os.rename(partial, folder)
-        except OSError:
-            if not folder.exists():
-                raise
-            logger.info("Another process finished the demo dataset first; using %s", folder)
-        finally:
+        with build_lock(folder, f"generating the {self.name} demo data in {folder}"):
+            if folder.exists():
+                logger.info("Another process generated the demo dataset; using %s", folder)
+                return folder
+            remove_stale_partials(folder)
+            partial = partial_path(folder)
             shutil.rmtree(partial, ignore_errors=True)
+            logger.info("Generating the %s demo dataset in %s", self.name, folder)
+            try:
+                self._build_demo(partial)
+                os.rename(partial, folder)
+            finally:
+                shutil.rmtree(partial, ignore_errors=True)
         return folder
 
     def _seen_domains(self, train_domains: Sequence[str] | None) -> list[str]:
-        """The domains the training set holds: train_domains, checked against the train split, or all of them."""
-        train_clips = [clip for clip in self.layout.splits[self.train_split] if clip.label in self.class_names]
+        """The domains the training set holds: train_domains, checked against the training clips, or all of them."""
+        split = self.layout.roles[TRAIN].split
+        train_clips = self._role_clips(TRAIN, domains=self.domain_names)
         present = [domain for domain in self.domain_names if domain in {clip.domain for clip in train_clips}]
         if train_domains is None:
             return present
@@ -216,10 +294,103 @@ class CachedData:
         absent = [domain for domain in train_domains if domain not in present]
         if absent:
             raise ValueError(
-                f"train_domains={list(train_domains)!r}: {absent} have no clips in the training split "
-                f"{self.train_split!r}, which holds {present}"
+                f"train_domains={list(train_domains)!r}: {absent} have no clips in the training split {split!r}, "
+                f"which holds {present}"
             )
         return [domain for domain in self.domain_names if domain in train_domains]
+
+    def _trained_classes(self, drop_untrained: bool) -> list[str]:
+        """The classes with a training clip in the training domains; the others stop here, or are left out of
+        every role when drop_untrained."""
+        trained = {clip.label for clip in self._role_clips(TRAIN)}
+        untrained = [name for name in self.class_names if name not in trained]
+        if not untrained:
+            return self.class_names
+        kind = self.domain_kind
+        elsewhere = {name: set() for name in untrained}
+        for clip in self._role_clips(TRAIN, domains=self.domain_names):
+            if clip.label in elsewhere:
+                elsewhere[clip.label].add(clip.domain)
+        details = "; ".join(
+            f"{name!r}: "
+            + (
+                f"training clips only of the {kind}s {sorted(elsewhere[name])}"
+                if elsewhere[name]
+                else "no training clip at all"
+            )
+            for name in untrained
+        )
+        where = f"the training {kind}s {self.seen_domains}"
+        if not drop_untrained:
+            choice = f", {self.class_choice}" if self.class_choice else ""
+            raise ValueError(
+                f"{self.name}: the classes {untrained} have no training clip of {where}, so the model could never "
+                f"learn them ({details}). Train on {kind}s that have them (basedataset.train_domains){choice}, or "
+                "set basedataset.drop_untrained_classes=True to leave them out of training, validation and test."
+            )
+        kept = [name for name in self.class_names if name in trained]
+        logger.warning(
+            "Leaving out the classes %s, which have no training clip of %s (%s): drop_untrained_classes=True; "
+            "%d classes remain",
+            untrained,
+            where,
+            details,
+            len(kept),
+        )
+        return kept
+
+    def _check_roles(self) -> None:
+        """Refuse an empty role; report what validation leaves out or lacks, and files that roles share."""
+        clips = {role: self._role_clips(role) for role in ROLES}
+        for role in ROLES:
+            if not clips[role]:
+                raise ValueError(f"{self.name}: the {role} set is empty: {self._why_empty(role)}")
+        every_domain = self._role_clips(VALIDATION, domains=self.domain_names)
+        left_out = sorted({clip.domain for clip in every_domain} - set(self.seen_domains))
+        if left_out:
+            logger.info(
+                "%d validation clips of the %ss %s are left out: validation holds the training %ss %s only",
+                len(every_domain) - len(clips[VALIDATION]),
+                self.domain_kind,
+                left_out,
+                self.domain_kind,
+                self.seen_domains,
+            )
+        for kind, names, present in (
+            (self.domain_kind, self.seen_domains, {clip.domain for clip in clips[VALIDATION]}),
+            ("class", self.class_names, {clip.label for clip in clips[VALIDATION]}),
+        ):
+            lacking = [name for name in names if name not in present]
+            if lacking:
+                logger.warning("The validation set has no clip of the training %ss %s", kind, lacking)
+        files = {role: {clip.path for clip in clips[role]} for role in ROLES}
+        for first, second, meaning in (
+            (VALIDATION, TEST, "choosing by validation chooses on test files: oracle selection"),
+            (TRAIN, TEST, "test files are trained on"),
+            (TRAIN, VALIDATION, "validation files are trained on"),
+        ):
+            shared = sorted(files[first] & files[second])
+            if shared:
+                logger.warning(
+                    "The %s and %s sets share %d files, e.g. %s: %s",
+                    first,
+                    second,
+                    len(shared),
+                    shared[:SHOWN],
+                    meaning,
+                )
+
+    def _why_empty(self, role: str) -> str:
+        split = self.layout.roles[role].split
+        of_classes = self._role_clips(role, domains=self.domain_names)
+        if of_classes:
+            domains = sorted({clip.domain for clip in of_classes})
+            return (
+                f"its clips (split {split!r}) are of the {self.domain_kind}s {domains}, none of the training "
+                f"{self.domain_kind}s {self.seen_domains}; train on some of them (basedataset.train_domains) or "
+                "choose the validation clips differently (see the dataset's README)"
+            )
+        return f"its clips (split {split!r}) hold none of the classes {self.class_names}"
 
     def _spec(self, split: str) -> CacheSpec:
         return CacheSpec(
@@ -239,22 +410,27 @@ class CachedData:
         path = spec.path(self.cache_dir, clips)
         hint = f" (`python -m datasets.prepare {self.name} ...` or the experiment's prepare command)"
         if not path.exists():
-            others = sorted(p.name for p in path.parent.glob(f"{split}-*.h5"))
-            if others:
-                logger.info(
-                    "Caches of %s %s made with other settings exist in %s: %s", self.name, split, path.parent, others
-                )
-            logger.info("Preparing %s split %r (%d files) into %s", self.name, split, len(clips), path)
-            build_cache(
-                path,
-                spec,
-                clips,
-                self.layout.root,
-                workers=self.prepare_workers,
-                skip_bad_files=self.skip_bad_files,
-                features=self._mel_features() if self.cache_format == "spectrogram" else None,
-            )
+            with build_lock(path, f"preparing {self.name} split {split!r} into {path}"):
+                if not path.exists():
+                    self._build(path, spec, split, clips)
         return open_cache(path, rebuild_hint=hint)
+
+    def _build(self, path: Path, spec: CacheSpec, split: str, clips: Sequence[Clip]) -> None:
+        others = sorted(p.name for p in path.parent.glob(f"{split}-*.h5"))
+        if others:
+            logger.info(
+                "Caches of %s %s made with other settings exist in %s: %s", self.name, split, path.parent, others
+            )
+        logger.info("Preparing %s split %r (%d files) into %s", self.name, split, len(clips), path)
+        build_cache(
+            path,
+            spec,
+            clips,
+            self.layout.root,
+            workers=self.prepare_workers,
+            skip_bad_files=self.skip_bad_files,
+            features=self._mel_features() if self.cache_format == "spectrogram" else None,
+        )
 
     def _frontend(self):
         from models.preprocess import AugmentMelSTFT
@@ -278,14 +454,19 @@ class CachedData:
             return self.clip_samples
         return self._frontend().frames_for(self.clip_samples)
 
-    def _dataset(self, split: str, domains: Sequence[str], random_crop: bool) -> ClipDataset:
-        index = self._cache(split)
+    def _dataset(self, role: str) -> ClipDataset:
+        selection = self.layout.roles[role]
+        index = self._cache(selection.split)
         labels = _remap(index.labels, index.label_names, self.class_names)
         domain_codes = _remap(index.domains, index.domain_names, self.domain_names)
         subdomains = _remap(index.subdomains, index.subdomain_names, self.subdomain_names)
-        allowed = np.isin(domain_codes, [self.domain_names.index(domain) for domain in domains])
-        rows = np.flatnonzero((labels >= 0) & allowed & (subdomains >= 0))
-        return ClipDataset(index, rows, labels, domain_codes, subdomains, self._item_length(), random_crop)
+        allowed = np.isin(domain_codes, [self.domain_names.index(domain) for domain in self._role_domains(role)])
+        keep = (labels >= 0) & allowed & (subdomains >= 0)
+        if selection.files is not None:
+            names = read_file_names(index.path)
+            keep &= np.fromiter((name in selection.files for name in names), dtype=bool, count=len(names))
+        rows = np.flatnonzero(keep)
+        return ClipDataset(index, rows, labels, domain_codes, subdomains, self._item_length(), role == TRAIN)
 
 
 class ClipDataset(Dataset):
@@ -349,6 +530,10 @@ class ClipDataset(Dataset):
             "domain": int(self.domains[i]),
             "subdomain": int(self.subdomains[i]),
         }
+
+    def file_names(self) -> list[str]:
+        """The file name of every item, in item order."""
+        return read_file_names(self.path)[self.rows].tolist()
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_datasets": None, "_file_pid": None}

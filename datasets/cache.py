@@ -4,7 +4,9 @@ A cache file is named after its split and a short hash of everything that determ
 (source folder, the split's file list and labels, sample rate, storage format and dtype, mel settings
 for spectrogram caches, and PREP_VERSION), so a run with different settings builds a new file instead
 of reading a stale one. Files are written to a temporary name in the same folder and renamed when
-complete; every open re-validates the file.
+complete; every open re-validates the file. A missing file is built under a lock beside it (build_lock,
+datasets.locking), so that of several processes wanting it one builds it and the others wait for it.
+Decoding worker processes end with the process that started them, even when it is killed.
 
 Layout of a cache file:
     audio        (total_samples,) int16 or float16   [cache_format="waveform"], clips concatenated
@@ -18,12 +20,18 @@ Layout of a cache file:
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import hashlib
 import json
 import logging
 import os
 import shutil
+import signal
 import socket
+import sys
+import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
@@ -33,7 +41,7 @@ import h5py
 import numpy as np
 from tqdm import tqdm
 
-from datasets import audio
+from datasets import audio, locking
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +53,8 @@ DATA_NAMES = {"waveform": "audio", "spectrogram": "spectrogram"}
 WAVEFORM_CHUNK = 1 << 16
 SPECTROGRAM_CHUNK_FRAMES = 256
 SHOWN_BAD_FILES = 5
+PR_SET_PDEATHSIG = 1  # prctl option (linux/prctl.h): the signal a process receives when its parent ends
+PARENT_POLL_SECONDS = 0.5  # where prctl is not available: how often a worker checks that its parent runs
 
 
 class CacheError(Exception):
@@ -182,6 +192,20 @@ def open_cache(path: Path, rebuild_hint: str = "") -> CacheIndex:
         raise CacheError(f"Cache file {path} is truncated or corrupt ({error}). {fix}") from error
 
 
+def build_lock(path: Path, what: str):
+    """A context holding the lock on building `path` (a file or folder), waiting while another process holds it.
+
+    what: what the holder does, for the message a waiting process logs. The lock file is `path` + ".lock".
+    """
+    return locking.exclusive(path.with_name(f"{path.name}.lock"), what)
+
+
+def read_file_names(path: Path) -> np.ndarray:
+    """The file name of every clip of the cache file `path` (validated by open_cache), as an array of str."""
+    with h5py.File(path, "r") as file:
+        return file["file_names"].asstr()[:]
+
+
 def partial_path(path: Path) -> Path:
     """Where this process builds `path` (a file or folder) before renaming it into place."""
     return path.with_name(f"{path.name}.{socket.gethostname()}-{os.getpid()}.partial")
@@ -238,7 +262,11 @@ def _write_partial(
     failures: list[tuple[str, str]] = []
     kept: list[Clip] = []
     offsets = [0]
-    executor = ProcessPoolExecutor(max_workers=workers) if workers > 0 else None
+    executor = (
+        ProcessPoolExecutor(max_workers=workers, initializer=_end_with_parent, initargs=(os.getpid(),))
+        if workers > 0
+        else None
+    )
     try:
         results: Iterable = executor.map(_decode, tasks, chunksize=4) if executor else map(_decode, tasks)
         with h5py.File(partial, "w") as file:
@@ -263,6 +291,40 @@ def _write_partial(
         if executor:
             executor.shutdown(wait=True, cancel_futures=True)
     return failures, kept
+
+
+def _end_with_parent(parent_pid: int) -> None:
+    """Worker initializer: make this worker end when the process that started it ends, however it ends.
+
+    On Linux the kernel sends SIGKILL when the parent dies (prctl PR_SET_PDEATHSIG, tied to the parent's
+    thread that started the pool, which is the thread building the cache and outlives the pool; a parent
+    that died before the call is caught by the check after it). Elsewhere, or where the worker's parent is not that
+    process (a fork server), a daemon thread ends the worker once `parent_pid` no longer runs.
+    """
+    if os.getppid() == parent_pid and _kill_when_parent_dies():
+        if os.getppid() != parent_pid:
+            os._exit(1)
+        return
+    threading.Thread(target=_exit_after, args=(parent_pid,), name="end-with-parent", daemon=True).start()
+
+
+def _kill_when_parent_dies() -> bool:
+    """Ask the Linux kernel to SIGKILL this process when its parent ends; False where that is not available."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        return libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def _exit_after(parent_pid: int) -> None:
+    """End this process once `parent_pid` no longer runs or this process's own parent changes."""
+    own_parent = os.getppid()
+    while _process_alive(parent_pid) and os.getppid() == own_parent:
+        time.sleep(PARENT_POLL_SECONDS)
+    os._exit(1)
 
 
 def _create_data(file: h5py.File, spec: CacheSpec, features: Callable | None) -> h5py.Dataset:

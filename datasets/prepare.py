@@ -5,7 +5,9 @@
     python -m datasets.prepare nsynth            # the demo data, generated on first use
     python -m datasets.prepare folder --base-dir ~/data/mine --csv labels.csv
 
-The experiments' `prepare` command does the same with the experiment's configuration.
+The experiments' `prepare` command does the same with the experiment's configuration. Problems with the
+data or the settings are reported as one message and exit status 1 (--debug adds the traceback). Several
+runs may prepare the same data at once: one builds each cache file, the others wait for it.
 """
 
 from __future__ import annotations
@@ -15,8 +17,11 @@ import logging
 import time
 
 from datasets import dcase20, folder, nsynth
+from datasets.cache import BadFilesError, CacheError
+from datasets.metadata import LayoutError
 
 DATASETS = {"dcase20": dcase20, "folder": folder, "nsynth": nsynth}
+USER_ERRORS = (BadFilesError, LayoutError, CacheError, ValueError)  # their messages say what to fix
 
 logger = logging.getLogger("datasets.prepare")
 
@@ -24,6 +29,16 @@ logger = logging.getLogger("datasets.prepare")
 def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        prepare(args)
+    except USER_ERRORS as error:
+        if args.debug:
+            raise
+        raise SystemExit(f"error: {error}") from None  # printed to stderr, exit status 1
+
+
+def prepare(args: argparse.Namespace) -> None:
+    """Build the caches of every role of the dataset the command line describes."""
     package = DATASETS[args.dataset]
     settings = {
         "base_dir": args.base_dir,
@@ -45,6 +60,8 @@ def main(argv: list[str] | None = None) -> None:
     data.prepare()
     for split, path in data.cache_files().items():
         logger.info("%s %s: %s (%.1f MB)", args.dataset, split, path, path.stat().st_size / 1e6)
+    for role, names in data.roles().items():
+        logger.info("%s %s role: %d files", args.dataset, role, len(names))
     logger.info("done in %.1f s", time.perf_counter() - start)
 
 
@@ -67,6 +84,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--audio-dtype", choices=("int16", "float16"), default="int16")
     parser.add_argument("--resample-quality", choices=("HQ", "VHQ"), default="HQ")
     parser.add_argument("--skip-bad-files", action="store_true", help="leave out unusable files instead of stopping")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of errors in the data or settings")
     return parser
 
 

@@ -4,7 +4,7 @@ import inspect
 
 import pytest
 
-from datasets import dcase20, folder, nsynth
+from datasets import base, dcase20, folder, nsynth
 from datasets.base import SHARED_DEFAULTS
 
 PACKAGES = {"dcase20": dcase20, "nsynth": nsynth, "folder": folder}
@@ -43,3 +43,24 @@ def test_only_datasets_with_demo_data_accept_no_base_dir(tmp_path):
 def test_unknown_settings_are_refused_by_name(tmp_path):
     with pytest.raises(TypeError, match="sampel_rate"):
         nsynth.Data(cache_dir=tmp_path, sampel_rate=16000)
+
+
+def defaults_lines(module) -> list[str]:
+    """The lines of the module's DEFAULTS (or SHARED_DEFAULTS) dict literal."""
+    source = inspect.getsource(module)
+    start = source.index("DEFAULTS = {")
+    return source[start : source.index("\n}\n", start)].splitlines()[1:]
+
+
+@pytest.mark.parametrize("name", PACKAGES)
+def test_every_setting_of_a_dataset_is_commented_where_its_default_is_written(name):
+    lines = defaults_lines(PACKAGES[name]) + defaults_lines(base)
+    for key in PACKAGES[name].DEFAULTS:
+        written = [line for line in lines if line.strip().startswith(f'"{key}":')]
+        assert written and all("  # " in line for line in written), key
+
+
+def test_each_dataset_names_its_domain_groups():
+    assert dcase20.Data.group_names == ("seen devices", "unseen devices")
+    assert nsynth.Data.group_names == ("in-domain sources", "out-of-domain sources")
+    assert folder.Data.group_names == ("seen domains", "unseen domains")

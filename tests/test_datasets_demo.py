@@ -1,4 +1,4 @@
-"""The demo datasets: real layouts, seeded generation, and signals that carry the task and the domain shift."""
+"""The demo datasets: real layouts, seeded generation, roles, and signals that carry the task and the domain shift."""
 
 import csv
 import hashlib
@@ -91,6 +91,22 @@ def test_tau_demo_has_the_real_layout_and_device_protocol(tau_data):
 
 
 @pytest.mark.slow
+def test_tau_demo_validation_holds_out_whole_locations_of_every_scene_and_device(tau_data):
+    root = tau_data.layout.root
+    meta = {row["filename"]: row for row in csv.DictReader(open(root / "meta.csv"), delimiter="\t")}
+    roles = tau_data.roles()
+    # 10 scenes x 6 training locations x 6 devices; 15 % of a scene's 36 clips is nearest one location (6)
+    assert len(roles["train"]) == 300 and len(roles["validation"]) == 60 and len(roles["test"]) == 180
+    locations = {role: {meta[name]["identifier"] for name in names} for role, names in roles.items()}
+    assert not locations["train"] & locations["validation"]
+    for role in ("train", "validation"):
+        assert {meta[name]["scene_label"] for name in roles[role]} == set(tau_data.class_names)
+        assert {meta[name]["source_label"] for name in roles[role]} == {"a", "b", "c", "s1", "s2", "s3"}
+    assert {meta[name]["source_label"] for name in roles["test"]} >= {"s4", "s5", "s6"}
+    assert set(roles["test"]).isdisjoint(roles["train"] + roles["validation"])
+
+
+@pytest.mark.slow
 def test_nsynth_demo_has_the_real_layout_and_disjoint_instruments(nsynth_data):
     root = nsynth_data.layout.root
     examples = {split: json.loads((root / split / "examples.json").read_text()) for split in nsynth_demo.SPLIT_SIZES}
@@ -100,6 +116,11 @@ def test_nsynth_demo_has_the_real_layout_and_disjoint_instruments(nsynth_data):
     families = {split: {e["instrument_family_str"] for e in entries.values()} for split, entries in examples.items()}
     assert "synth_lead" in families["nsynth-train"] and "synth_lead" not in families["nsynth-test"]
     assert nsynth_data.class_names == sorted(families["nsynth-test"]) and len(nsynth_data.class_names) == 10
+    roles = nsynth_data.roles()  # trained on acoustic instruments: validation holds acoustic notes only
+    assert len(roles["train"]) == 10 * 2 * 10 and len(roles["validation"]) == 10 * 5 and len(roles["test"]) == 210
+    validation_sources = {examples["nsynth-valid"][name.split("/")[-1][:-4]]["instrument_source_str"]
+                          for name in roles["validation"]}  # fmt: skip
+    assert validation_sources == {"acoustic"}
     note, entry = next(iter(examples["nsynth-test"].items()))
     assert note == entry["note_str"] == f"{entry['instrument_str']}-{entry['pitch']:03d}-{entry['velocity']:03d}"
     info = soundfile.info(root / "nsynth-test" / "audio" / f"{note}.wav")
@@ -108,7 +129,7 @@ def test_nsynth_demo_has_the_real_layout_and_disjoint_instruments(nsynth_data):
 
 @pytest.mark.slow
 def test_tau_demo_scenes_are_learnable_and_unseen_devices_harder(tau_data):
-    per_device, overall = _nearest_centroid_accuracy(tau_data.train_set(), tau_data.eval_set(), 32000)
+    per_device, overall = _nearest_centroid_accuracy(tau_data.train_set(), tau_data.test_set(), 32000)
     names = tau_data.domain_names
     unseen = np.mean([per_device[names.index(d)] for d in ("s4", "s5", "s6")])
     seen = np.mean([per_device[names.index(d)] for d in ("b", "c", "s1", "s2", "s3")])
@@ -118,7 +139,7 @@ def test_tau_demo_scenes_are_learnable_and_unseen_devices_harder(tau_data):
 
 @pytest.mark.slow
 def test_nsynth_demo_families_are_learnable_and_other_sources_harder(nsynth_data):
-    per_source, overall = _nearest_centroid_accuracy(nsynth_data.train_set(), nsynth_data.eval_set(), 32000)
+    per_source, overall = _nearest_centroid_accuracy(nsynth_data.train_set(), nsynth_data.test_set(), 32000)
     acoustic = per_source[nsynth_data.domain_names.index("acoustic")]
     others = np.mean([per_source[nsynth_data.domain_names.index(s)] for s in ("electronic", "synthetic")])
     assert overall > 0.4 and acoustic > 0.55

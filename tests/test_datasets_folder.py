@@ -1,8 +1,10 @@
-"""Your own dataset: the CSV format, the seeded stratified split, caching, bad input, and ex_folder end to end."""
+"""Your own dataset: the CSV format and its roles, the seeded stratified hold-out, caching, bad input, and ex_folder
+end to end."""
 
 import hashlib
 import importlib
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -23,8 +25,11 @@ LISTING = [  # filename, label, domain, split
     ("dog/1.wav", "dog", "phone", "train"),
     ("dog/2.wav", "dog", "studio", "train"),
     ("dog/3.wav", "dog", "phone", "eval"),
+    ("dog/4.wav", "dog", "studio", "validation"),
     ("cat/1.wav", "cat", "phone", "train"),
     ("cat/2.wav", "cat", "studio", "Validation"),
+    ("cat/3.wav", "cat", "studio", "train"),
+    ("cat/4.wav", "cat", "phone", "VALIDATION"),
     ("bird/1.wav", "bird", "studio", "train"),
     ("bird/2.wav", "bird", "phone", "TEST"),
 ]
@@ -65,18 +70,24 @@ def _files(dataset, data):
 
 
 @pytest.mark.parametrize("separator", [",", "\t"])
-def test_comma_and_tab_separated_listings_give_the_same_splits(tmp_path, separator):
+def test_comma_and_tab_separated_listings_give_the_same_roles(tmp_path, separator):
     data = _data(_folder(tmp_path, _table(LISTING, separator=separator)), tmp_path, clip_length=0.1)
     assert data.class_names == ["bird", "cat", "dog"]
     assert data.domain_names == ["phone", "studio"]
     assert data.subdomain_names == ["-"]
-    assert data.domain_kind == "domain"
+    assert data.domain_kind == "domain" and data.group_names == ("seen domains", "unseen domains")
     assert _files(data.train_set(), data) == {
         "dog/1.wav": ("dog", "phone"), "dog/2.wav": ("dog", "studio"), "cat/1.wav": ("cat", "phone"),
-        "bird/1.wav": ("bird", "studio")}  # fmt: skip
-    # eval, validation and test (any case) are all evaluated
-    assert _files(data.eval_set(), data) == {
-        "dog/3.wav": ("dog", "phone"), "cat/2.wav": ("cat", "studio"), "bird/2.wav": ("bird", "phone")}  # fmt: skip
+        "cat/3.wav": ("cat", "studio"), "bird/1.wav": ("bird", "studio")}  # fmt: skip
+    # validation in any case; eval and test (any case) are the test role
+    assert _files(data.validation_set(), data) == {
+        "dog/4.wav": ("dog", "studio"), "cat/2.wav": ("cat", "studio"), "cat/4.wav": ("cat", "phone")}  # fmt: skip
+    assert _files(data.test_set(), data) == {"dog/3.wav": ("dog", "phone"), "bird/2.wav": ("bird", "phone")}
+    assert {role: sorted(names) for role, names in data.roles().items()} == {
+        "train": ["bird/1.wav", "cat/1.wav", "cat/3.wav", "dog/1.wav", "dog/2.wav"],
+        "validation": ["cat/2.wav", "cat/4.wav", "dog/4.wav"],
+        "test": ["bird/2.wav", "dog/3.wav"],
+    }
 
 
 def test_header_case_extra_columns_quoting_bom_crlf_and_blank_lines_are_tolerated(tmp_path):
@@ -85,35 +96,88 @@ def test_header_case_extra_columns_quoting_bom_crlf_and_blank_lines_are_tolerate
         '"dog/1.wav",1.0," dog, barking ",train\r\n'
         "\r\n"
         '"./dog/2.wav",2.5,"dog, barking",eval\r\n'
+        '"dog/3.wav",0.5,"dog, barking",validation\r\n'
     )
-    data = _data(_folder(tmp_path, text, names=["dog/1.wav", "dog/2.wav"]), tmp_path, clip_length=0.1)
+    data = _data(_folder(tmp_path, text, names=["dog/1.wav", "dog/2.wav", "dog/3.wav"]), tmp_path, clip_length=0.1)
     assert data.class_names == ["dog, barking"]
-    assert _files(data.eval_set(), data) == {"dog/2.wav": ("dog, barking", "all")}
+    assert _files(data.test_set(), data) == {"dog/2.wav": ("dog, barking", "all")}
 
 
 def test_without_a_domain_column_every_file_is_in_one_domain(tmp_path):
     rows = [(name, label, split) for name, label, _, split in LISTING]
     data = _data(_folder(tmp_path, _table(rows, ("filename", "label", "split"))), tmp_path, clip_length=0.1)
     assert data.domain_names == ["all"] and data.seen_domains == ["all"]
-    assert set(_files(data.eval_set(), data).values()) == {("dog", "all"), ("cat", "all"), ("bird", "all")}
+    assert set(_files(data.test_set(), data).values()) == {("dog", "all"), ("bird", "all")}
+    assert set(_files(data.validation_set(), data).values()) == {("dog", "all"), ("cat", "all")}
 
 
-def test_labels_only_in_evaluation_files_are_rejected_by_name(tmp_path):
-    rows = [*LISTING, ("fox/1.wav", "fox", "phone", "eval"), ("owl/1.wav", "owl", "phone", "test")]
-    with pytest.raises(LayoutError, match=r"labels \['fox', 'owl'\] occur only in evaluation files"):
+def test_labels_without_training_files_are_refused_by_name_unless_dropped(tmp_path):
+    rows = [*LISTING, ("fox/1.wav", "fox", "phone", "eval"), ("owl/1.wav", "owl", "studio", "validation")]
+    folder = _folder(tmp_path, _table(rows), names=[row[0] for row in rows])
+    with pytest.raises(ValueError) as failure:
+        _data(folder, tmp_path)
+    message = str(failure.value)
+    assert "the classes ['fox', 'owl'] have no training clip of the training domains ['phone', 'studio']" in message
+    assert "'fox': no training clip at all" in message and "drop_untrained_classes=True" in message
+    data = _data(folder, tmp_path, clip_length=0.1, drop_untrained_classes=True)
+    assert data.class_names == ["bird", "cat", "dog"]
+    roles = data.roles()
+    assert "fox/1.wav" not in roles["test"] and "owl/1.wav" not in roles["validation"]
+
+
+def test_a_label_without_training_files_in_the_training_domains_is_refused(tmp_path):
+    folder = _folder(tmp_path, _table(LISTING))
+    with pytest.raises(ValueError) as failure:
+        _data(folder, tmp_path, train_domains=["phone"])
+    message = str(failure.value)
+    assert "the classes ['bird'] have no training clip of the training domains ['phone']" in message
+    assert "('bird': training clips only of the domains ['studio'])" in message
+    data = _data(folder, tmp_path, clip_length=0.1, train_domains=["phone"], drop_untrained_classes=True)
+    assert data.class_names == ["cat", "dog"]
+    assert {role: sorted(names) for role, names in data.roles().items()} == {
+        "train": ["cat/1.wav", "dog/1.wav"], "validation": ["cat/4.wav"], "test": ["dog/3.wav"]}  # fmt: skip
+
+
+def test_a_split_column_without_training_files_is_rejected(tmp_path):
+    rows = [(name, label, domain, "test" if split == "train" else split) for name, label, domain, split in LISTING]
+    with pytest.raises(LayoutError, match="no file has split 'train'.*drop the split column"):
         _data(_folder(tmp_path, _table(rows)), tmp_path)
 
 
-def test_a_split_column_without_training_or_evaluation_files_is_rejected(tmp_path):
-    rows = [(name, label, domain, "train") for name, label, domain, _ in LISTING]
-    with pytest.raises(LayoutError, match="no file has split 'eval'.*drop the split column"):
-        _data(_folder(tmp_path, _table(rows)), tmp_path)
+def test_roles_without_rows_are_held_out_of_the_training_rows(tmp_path, caplog):
+    rows = [(*row, "train") for row in _groups_listing(SIZES)] + [("dog/t.wav", "dog", "phone", "test")]
+    folder = _folder(tmp_path, _table(rows), names=[row[0] for row in rows])
+    with caplog.at_level(logging.INFO, logger="datasets.folder.layout"):
+        data = _data(folder, tmp_path, clip_length=0.1)
+    assert "no row of the CSV is marked ['validation']" in caplog.text and "validation_fraction=0.1" in caplog.text
+    roles = data.roles()
+    assert roles["test"] == ["dog/t.wav"]
+    # validation: the rounded tenth of each group (no test share taken: the CSV has test rows), the files
+    # ranked first by sha1("0/<filename>"): dog/phone 10 -> 1, cat/phone 5 -> 1 (0.5 rounds up), others 0
+    expected = set()
+    for (label, domain), n_validation in {("dog", "phone"): 1, ("cat", "phone"): 1}.items():
+        names = [r[0] for r in rows if r[1:3] == (label, domain) and r[3] == "train"]
+        expected |= set(sorted(names, key=lambda name: hashlib.sha1(f"0/{name}".encode()).hexdigest())[:n_validation])
+    assert set(roles["validation"]) == expected
+    assert set(roles["train"]) == {r[0] for r in rows if r[3] == "train"} - expected
+
+
+def test_validation_rows_of_other_domains_than_the_training_ones_are_left_out_with_a_notice(tmp_path, caplog):
+    folder = _folder(tmp_path, _table(LISTING))
+    with caplog.at_level(logging.INFO, logger="datasets.base"):
+        data = _data(folder, tmp_path, clip_length=0.1, train_domains=["studio"])
+    assert "1 validation clips of the domains ['phone'] are left out" in caplog.text
+    assert sorted(data.roles()["validation"]) == ["cat/2.wav", "dog/4.wav"]
+    assert sorted(data.roles()["test"]) == ["bird/2.wav", "dog/3.wav"]  # test keeps every domain
 
 
 @pytest.mark.parametrize(
     "row, message",
     [
-        ("dog/9.wav,dog,phone,holdout", r"line 3: split 'holdout' is not one of \['train', 'eval', 'validation'"),
+        (
+            "dog/9.wav,dog,phone,holdout",
+            r"line 3: split 'holdout' is not one of \['train', 'validation', 'test', 'eval'",
+        ),
         ("dog/9.wav,,phone,train", "line 3: empty label for 'dog/9.wav'"),
         ("dog/9.wav,dog,,train", "line 3: empty domain for 'dog/9.wav'; give every row a domain"),
         ("/data/dog/9.wav,dog,phone,train", "line 3: filename '/data/dog/9.wav' is absolute"),
@@ -136,8 +200,10 @@ def _groups_listing(sizes):
 
 
 SIZES = {("dog", "phone"): 10, ("dog", "studio"): 3, ("cat", "phone"): 5, ("cat", "studio"): 2, ("bird", "phone"): 1}
-# round(n * 0.2), halves up, at most n - 1: 10 -> 2, 3 -> 1 (0.6), 5 -> 1, 2 -> 0 (0.4), 1 -> 0
-EXPECTED_EVAL_COUNTS = {("dog", "phone"): 2, ("dog", "studio"): 1, ("cat", "phone"): 1}
+# test: round(n * 0.2), halves up, at most n - 1: 10 -> 2, 3 -> 1 (0.6), 5 -> 1, 2 -> 0 (0.4), 1 -> 0
+EXPECTED_TEST_COUNTS = {("dog", "phone"): 2, ("dog", "studio"): 1, ("cat", "phone"): 1}
+# validation: round(n * 0.1), at most n - 1 - test: 10 -> 1, 3 -> 0 (0.3), 5 -> 1 (0.5 up), 2 -> 0, 1 -> 0
+EXPECTED_VALIDATION_COUNTS = {("dog", "phone"): 1, ("cat", "phone"): 1}
 
 
 def _split_folder(tmp_path, rows, name="metadata.csv"):
@@ -147,16 +213,23 @@ def _split_folder(tmp_path, rows, name="metadata.csv"):
 def test_stratified_split_holds_out_the_rounded_share_of_each_label_and_domain(tmp_path):
     rows = _groups_listing(SIZES)
     data = _data(_split_folder(tmp_path, rows), tmp_path, clip_length=0.1)
-    evaluated, trained = _files(data.eval_set(), data), _files(data.train_set(), data)
-    counts = {group: list(evaluated.values()).count(group) for group in SIZES}
-    assert {group: n for group, n in counts.items() if n} == EXPECTED_EVAL_COUNTS
+    tested, validated = _files(data.test_set(), data), _files(data.validation_set(), data)
+    trained = _files(data.train_set(), data)
+    for held, expected in ((tested, EXPECTED_TEST_COUNTS), (validated, EXPECTED_VALIDATION_COUNTS)):
+        counts = {group: list(held.values()).count(group) for group in SIZES}
+        assert {group: n for group, n in counts.items() if n} == expected
     assert set(trained.values()) == set(SIZES)  # every group keeps a training file
-    assert len(evaluated) + len(trained) == len(rows)
-    # the documented rule: per group, the files ranked first by sha1("<seed>/<filename>")
-    for (label, domain), n_eval in EXPECTED_EVAL_COUNTS.items():
+    assert len(tested) + len(validated) + len(trained) == len(rows)
+    # the documented rule: per group, ranked by sha1("<seed>/<filename>"), the first are test, the next validation
+    for label, domain in SIZES:
         names = [r[0] for r in rows if r[1:] == (label, domain)]
-        first = sorted(names, key=lambda name: hashlib.sha1(f"0/{name}".encode()).hexdigest())[:n_eval]
-        assert {name for name, group in evaluated.items() if group == (label, domain)} == set(first)
+        ranked = sorted(names, key=lambda name: hashlib.sha1(f"0/{name}".encode()).hexdigest())
+        n_test = EXPECTED_TEST_COUNTS.get((label, domain), 0)
+        n_validation = EXPECTED_VALIDATION_COUNTS.get((label, domain), 0)
+        assert {name for name, group in tested.items() if group == (label, domain)} == set(ranked[:n_test])
+        assert {name for name, group in validated.items() if group == (label, domain)} == set(
+            ranked[n_test : n_test + n_validation]
+        )
 
 
 def test_stratified_split_is_seeded_and_independent_of_the_row_order(tmp_path):
@@ -164,24 +237,38 @@ def test_stratified_split_is_seeded_and_independent_of_the_row_order(tmp_path):
     folder = _split_folder(tmp_path, rows)
     (folder / "reversed.csv").write_text(_table(rows[::-1], ("filename", "label", "domain")))
     data = _data(folder, tmp_path, clip_length=0.1)
-    evaluated = set(_files(data.eval_set(), data))
+    roles = {role: set(names) for role, names in data.roles().items()}
     reordered = _data(folder, tmp_path, clip_length=0.1, csv="reversed.csv")
-    assert set(_files(reordered.eval_set(), reordered)) == evaluated
+    assert {role: set(names) for role, names in reordered.roles().items()} == roles
     reseeded = _data(folder, tmp_path, clip_length=0.1, split_seed=1)
-    assert set(_files(reseeded.eval_set(), reseeded)) != evaluated
-    assert len(reseeded.eval_set()) == len(evaluated)
+    assert set(reseeded.roles()["test"]) != roles["test"]
+    assert len(reseeded.test_set()) == len(roles["test"])
+
+
+def test_eval_fraction_is_the_deprecated_name_of_test_fraction(tmp_path, caplog):
+    rows = _groups_listing({("dog", "phone"): 10, ("cat", "phone"): 10})
+    with caplog.at_level(logging.WARNING, logger="datasets.base"):
+        data = _data(_split_folder(tmp_path, rows), tmp_path, eval_fraction=0.3)
+    assert "eval_fraction is deprecated" in caplog.text
+    assert len(data.roles()["test"]) == 6  # 3 of each group of 10
 
 
 def test_a_listing_too_small_to_hold_files_out_is_rejected(tmp_path):
     rows = _groups_listing({("dog", "phone"): 2, ("cat", "phone"): 2})
-    with pytest.raises(LayoutError, match="eval_fraction=0.2 of the 4 files.*leaves no file for evaluation"):
+    with pytest.raises(LayoutError, match="test_fraction=0.2 of the 4 training files.*leaves no file for test"):
         _data(_split_folder(tmp_path, rows), tmp_path)
-    assert len(_data(_split_folder(tmp_path, rows), tmp_path, eval_fraction=0.5).eval_set()) == 2
+    rows = _groups_listing({("dog", "phone"): 4, ("cat", "phone"): 4})
+    with pytest.raises(LayoutError, match="validation_fraction=0.1 of the 8 training files.*no file for validation"):
+        _data(_split_folder(tmp_path, rows), tmp_path)
+    data = _data(_split_folder(tmp_path, rows), tmp_path, test_fraction=0.25, validation_fraction=0.25)
+    assert len(data.roles()["test"]) == len(data.roles()["validation"]) == 2
 
 
 @pytest.mark.parametrize("settings, message", [
-    ({"eval_fraction": 1.0}, "eval_fraction=1.0: expected the share"),
-    ({"eval_fraction": 0}, "eval_fraction=0: expected the share"),
+    ({"test_fraction": 1.0}, "test_fraction=1.0: expected the share"),
+    ({"eval_fraction": 0}, "test_fraction=0: expected the share"),
+    ({"validation_fraction": -0.1}, "validation_fraction=-0.1: expected the share"),
+    ({"validation_fraction": 0.5, "test_fraction": 0.5}, "leave nothing to train on"),
     ({"split_seed": "a"}, "split_seed='a': expected an integer"),
 ])  # fmt: skip
 def test_split_settings_are_checked(tmp_path, settings, message):
@@ -189,11 +276,11 @@ def test_split_settings_are_checked(tmp_path, settings, message):
         _data(_folder(tmp_path, _table(LISTING)), tmp_path, **settings)
 
 
-def test_train_domains_restrict_training_and_evaluation_keeps_every_domain(tmp_path):
+def test_train_domains_restrict_training_and_validation_and_test_keeps_every_domain(tmp_path):
     data = _data(_folder(tmp_path, _table(LISTING)), tmp_path, clip_length=0.1, train_domains=["studio"])
     assert data.seen_domains == ["studio"]
-    assert set(_files(data.train_set(), data)) == {"dog/2.wav", "bird/1.wav"}
-    assert len(data.eval_set()) == 3
+    assert set(_files(data.train_set(), data)) == {"dog/2.wav", "cat/3.wav", "bird/1.wav"}
+    assert len(data.test_set()) == 2
     with pytest.raises(ValueError, match=r"\['car'\] not among the domains"):
         _data(_folder(tmp_path, _table(LISTING)), tmp_path, train_domains=["car"])
 
@@ -203,24 +290,24 @@ def test_train_domains_restrict_training_and_evaluation_keeps_every_domain(tmp_p
 
 def test_cache_round_trip_holds_the_resampled_mono_audio(tmp_path):
     folder = tmp_path / "mine"
-    rates = {"a.wav": 16000, "b.flac": 44100, "c.wav": 22050, "d.wav": 48000}
+    rates = {"a.wav": 16000, "b.flac": 44100, "c.wav": 22050, "d.wav": 48000, "e.ogg": 32000}
     rng = np.random.default_rng(0)
     sources = {}
     for name, rate in rates.items():
         folder.mkdir(exist_ok=True)
         channels = 2 if name == "b.flac" else 1
         samples = (0.3 * rng.standard_normal((int(rate * 0.25), channels))).clip(-0.9, 0.9)
-        soundfile.write(folder / name, samples, rate, subtype="PCM_16")
+        soundfile.write(folder / name, samples, rate, subtype="VORBIS" if name.endswith(".ogg") else "PCM_16")
         sources[name] = soundfile.read(folder / name, dtype="float32", always_2d=True)
     (folder / "metadata.csv").write_text(
-        "filename,label,split\na.wav,x,train\nb.flac,y,train\nc.wav,x,eval\nd.wav,y,eval\n"
+        "filename,label,split\na.wav,x,train\nb.flac,y,train\nc.wav,x,eval\nd.wav,y,test\ne.ogg,y,validation\n"
     )
     data = _data(folder, tmp_path, clip_length=0.3, audio_dtype="float16")
     data.prepare()
     paths = data.cache_files()
-    assert sorted(p.parent.name for p in paths.values()) == ["folder", "folder"]
+    assert list(paths) == ["all"] and paths["all"].parent.name == "folder"  # one cache; the roles select from it
     stamps = {split: path.stat().st_mtime_ns for split, path in paths.items()}
-    for dataset in (data.train_set(), data.eval_set()):
+    for dataset in (data.train_set(), data.validation_set(), data.test_set()):
         for i in range(len(dataset)):
             item = dataset[i]
             frames, rate = sources[item["file_name"]]
@@ -234,11 +321,16 @@ def test_cache_round_trip_holds_the_resampled_mono_audio(tmp_path):
     assert again.cache_files() == paths
     assert {split: path.stat().st_mtime_ns for split, path in paths.items()} == stamps  # read, not rebuilt
     (folder / "metadata.csv").write_text(
-        "filename,label,split\na.wav,y,train\nb.flac,x,train\nc.wav,x,eval\nd.wav,y,eval\n"
+        "filename,label,split\na.wav,x,train\nb.flac,y,train\nc.wav,x,validation\nd.wav,y,test\ne.ogg,y,test\n"
+    )
+    assert (
+        _data(folder, tmp_path, audio_dtype="float16").cache_files() == paths
+    )  # other roles, the same files: the same cache
+    (folder / "metadata.csv").write_text(
+        "filename,label,split\na.wav,y,train\nb.flac,x,train\nc.wav,x,eval\nd.wav,y,test\ne.ogg,y,validation\n"
     )
     relabelled = _data(folder, tmp_path, clip_length=0.3, audio_dtype="float16")
-    assert relabelled.cache_files()["train"] != paths["train"]  # a new label: a new cache
-    assert relabelled.cache_files()["eval"] == paths["eval"]
+    assert relabelled.cache_files()["all"] != paths["all"]  # a new label: a new cache
 
 
 # ---------------------------------------------------------------- bad input
@@ -291,17 +383,18 @@ def test_missing_and_corrupt_files_are_named_unless_skipped(tmp_path):
     folder = _folder(tmp_path, _table(LISTING))
     (folder / "dog/2.wav").unlink()
     with pytest.raises(
-        BadFilesError, match="(?s)1 of 4 files of folder split 'train'.*dog/2.wav: file not found.*skip_bad_files=True"
+        BadFilesError, match="(?s)1 of 10 files of folder split 'all'.*dog/2.wav: file not found.*skip_bad_files=True"
     ):
         _data(folder, tmp_path).prepare()
     _write_wavs(folder, ["dog/2.wav"])
     (folder / "cat/1.wav").write_bytes(b"RIFF not really a wave file")
-    with pytest.raises(BadFilesError, match="(?s)1 of 4 files.*cat/1.wav: not readable as audio"):
+    with pytest.raises(BadFilesError, match="(?s)1 of 10 files.*cat/1.wav: not readable as audio"):
         _data(folder, tmp_path).prepare()
     (folder / "dog/2.wav").unlink()
     data = _data(folder, tmp_path, clip_length=0.1, skip_bad_files=True)
     data.prepare()
-    assert set(_files(data.train_set(), data)) == {"dog/1.wav", "bird/1.wav"}
+    assert set(_files(data.train_set(), data)) == {"dog/1.wav", "cat/3.wav", "bird/1.wav"}
+    assert "dog/2.wav" not in data.roles()["train"]
 
 
 def test_read_class_names_gives_the_sorted_labels(tmp_path):
@@ -390,7 +483,7 @@ def test_ex_folder_trains_on_a_generated_folder_and_predicts(tmp_path):
     domains = (run_dir / "net_domains.csv").read_text().splitlines()
     assert domains[0].startswith("domain,group,examples,accuracy,high,low,mid")
     assert [row.split(",")[:3] for row in domains[1:3]] == [["clean", "seen", "6"], ["street", "seen", "6"]]
-    assert sorted(p.name for p in (tmp_path / "cache" / "folder").iterdir())[0].startswith("eval-")
+    assert [p.name[:4] for p in (tmp_path / "cache" / "folder").iterdir()] == ["all-"]
 
     predict = subprocess.run(
         [*run, "predict", "with", "checkpoint=runs/1/checkpoints/last.ckpt", f"files={data / 'low'}",

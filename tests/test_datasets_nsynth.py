@@ -1,6 +1,8 @@
-"""NSynth: reading the real layout, the family choice, the instrument-source protocol, spectrogram caches."""
+"""NSynth: reading the real layout, the family choice, the three roles, the instrument-source protocol, spectrogram
+caches."""
 
 import json
+import logging
 
 import numpy as np
 import pytest
@@ -83,12 +85,13 @@ def test_default_families_are_those_present_in_every_split(nsynth, tmp_path):
     assert data.domain_names == ["acoustic", "electronic", "synthetic"]
     assert data.domain_kind == "instrument_source"
     assert data.clip_length == 4.0
-    assert len(data.train_set()) == 5 and len(data.eval_set()) == 4
+    assert len(data.train_set()) == 5 and len(data.test_set()) == 4
+    assert data.eval_set().file_names() == data.test_set().file_names()  # the former name, until callers switch
 
 
 def test_items_carry_family_source_and_instrument(nsynth, tmp_path):
     data = _data(nsynth, tmp_path, clip_length=0.1)
-    for dataset, split in ((data.train_set(), "nsynth-train"), (data.eval_set(), "nsynth-test")):
+    for dataset, split in ((data.train_set(), "nsynth-train"), (data.test_set(), "nsynth-test")):
         for i in range(len(dataset)):
             item = dataset[i]
             assert item["file_name"].startswith(f"{split}/audio/")
@@ -123,17 +126,91 @@ def test_a_single_family_name_must_come_as_a_list(nsynth, tmp_path):
 def test_training_on_acoustic_instruments_evaluates_every_source(nsynth, tmp_path):
     data = _data(nsynth, tmp_path, train_domains=["acoustic"])
     assert data.seen_domains == ["acoustic"]
-    train, evaluation = data.train_set(), data.eval_set()
+    train, evaluation = data.train_set(), data.test_set()
     assert {data.domain_names[train[i]["domain"]] for i in range(len(train))} == {"acoustic"}
     assert len(train) == 3
     assert {data.domain_names[evaluation[i]["domain"]] for i in range(len(evaluation))} == {
         "acoustic", "electronic", "synthetic"}  # fmt: skip
 
 
-def test_validation_split_can_be_the_evaluation_split(nsynth, tmp_path):
-    data = _data(nsynth, tmp_path, eval_split="nsynth-valid")
-    names = sorted(data.eval_set()[i]["file_name"] for i in range(3))
-    assert names == sorted(f"nsynth-valid/audio/{i}-{p:03d}-{v:03d}.wav" for i, p, v in NOTES["nsynth-valid"])
+def _note_file(split, instrument, pitch, velocity):
+    return f"{split}/audio/{instrument}-{pitch:03d}-{velocity:03d}.wav"
+
+
+def test_roles_are_the_three_split_folders_and_validation_holds_the_training_sources_only(nsynth, tmp_path):
+    data = _data(nsynth, tmp_path, train_domains=["acoustic"], clip_length=0.1)
+    roles = data.roles()
+    # by hand from NOTES: the acoustic notes of bass, brass and vocal in training; the one acoustic validation
+    # note; every test note of the three families
+    assert sorted(roles["train"]) == sorted(
+        _note_file("nsynth-train", *note) for note in [NOTES["nsynth-train"][i] for i in (0, 2, 5)]
+    )
+    assert roles["validation"] == [_note_file("nsynth-valid", "brass_acoustic_011", 58, 50)]
+    assert sorted(roles["test"]) == sorted(_note_file("nsynth-test", *note) for note in NOTES["nsynth-test"])
+    validation = data.validation_set()
+    assert len(validation) == 1 and data.domain_names[validation[0]["domain"]] == "acoustic"
+    assert validation.file_names() == roles["validation"]
+    assert set(roles["validation"]).isdisjoint(roles["test"]) and set(roles["train"]).isdisjoint(roles["test"])
+    assert data.group_names == ("in-domain sources", "out-of-domain sources")
+    assert set(data.cache_files()) == {"nsynth-train", "nsynth-valid", "nsynth-test"}
+
+
+def test_validation_is_cropped_from_the_start_like_test(nsynth, tmp_path):
+    data = _data(nsynth, tmp_path, clip_length=0.05)
+    validation = data.validation_set()
+    item = validation[0]
+    samples, rate = soundfile.read(nsynth / item["file_name"], dtype="float32")
+    expected = soxr.resample(samples, rate, 32000, quality="HQ")[:1600]
+    np.testing.assert_allclose(item["waveform"].numpy(), expected, atol=2e-4)
+    np.testing.assert_array_equal(validation[0]["waveform"], validation[0]["waveform"])
+
+
+def test_eval_split_is_the_deprecated_name_of_test_split(nsynth, tmp_path, caplog):
+    with caplog.at_level(logging.WARNING, logger="datasets.base"):
+        data = _data(nsynth, tmp_path, eval_split="nsynth-valid", validation_split="nsynth-test")
+    assert "eval_split is deprecated" in caplog.text
+    assert sorted(data.roles()["test"]) == sorted(_note_file("nsynth-valid", *note) for note in NOTES["nsynth-valid"])
+    with pytest.raises(ValueError, match="eval_split='nsynth-valid' and test_split='nsynth-train' are given"):
+        _data(nsynth, tmp_path, eval_split="nsynth-valid", test_split="nsynth-train")
+
+
+def test_validation_on_the_test_split_is_called_oracle_selection(nsynth, tmp_path, caplog):
+    with caplog.at_level(logging.WARNING, logger="datasets.base"):
+        _data(nsynth, tmp_path, validation_split="nsynth-test")
+    assert "The validation and test sets share 4 files" in caplog.text and "oracle" in caplog.text
+
+
+def test_a_family_without_training_notes_of_the_training_sources_is_refused_by_name(nsynth, tmp_path):
+    families = ["bass", "synth_lead", "vocal"]
+    with pytest.raises(ValueError) as failure:
+        _data(nsynth, tmp_path, families=families, train_domains=["acoustic"])
+    message = str(failure.value)
+    assert "the classes ['synth_lead'] have no training clip of the training instrument_sources ['acoustic']" in message
+    assert "'synth_lead': training clips only of the instrument_sources ['synthetic']" in message
+    assert "basedataset.families" in message and "drop_untrained_classes=True" in message
+
+
+def test_drop_untrained_classes_leaves_them_out_of_every_role(nsynth, tmp_path):
+    families = ["brass", "synth_lead", "vocal"]
+    data = _data(nsynth, tmp_path, families=families, train_domains=["acoustic"], drop_untrained_classes=True)
+    assert data.class_names == ["brass", "vocal"]
+    roles = data.roles()
+    assert sorted(roles["train"]) == sorted(
+        [
+            _note_file("nsynth-train", "brass_acoustic_002", 60, 75),
+            _note_file("nsynth-train", "vocal_acoustic_005", 64, 50),
+        ]
+    )
+    assert roles["validation"] == [_note_file("nsynth-valid", "brass_acoustic_011", 58, 50)]
+    assert sorted(roles["test"]) == sorted(_note_file("nsynth-test", *note) for note in NOTES["nsynth-test"][1:])
+
+
+def test_a_validation_split_without_notes_of_the_training_sources_is_refused(nsynth, tmp_path):
+    # nsynth-valid holds an electronic bass and a synthetic vocal note only
+    with pytest.raises(ValueError, match=r"the validation set is empty: its clips \(split 'nsynth-valid'\) are of the "
+                       r"instrument_sources \['electronic', 'synthetic'\], none of the training instrument_sources "
+                       r"\['acoustic'\]"):  # fmt: skip
+        _data(nsynth, tmp_path, families=["bass", "vocal"], train_domains=["acoustic"])
 
 
 def test_base_dir_may_hold_an_nsynth_folder(nsynth, tmp_path):
@@ -168,7 +245,7 @@ def test_spectrogram_cache_holds_the_eval_mode_log_mel_of_each_clip(nsynth, tmp_
         _data(nsynth, tmp_path, cache_format="spectrogram")
     with pytest.raises(ValueError, match="sr=16000.*32000"):
         _data(nsynth, tmp_path, cache_format="spectrogram", mel={"sr": 16000})
-    spectra = _data(nsynth, tmp_path, cache_format="spectrogram", mel=mel, clip_length=0.5).eval_set()
+    spectra = _data(nsynth, tmp_path, cache_format="spectrogram", mel=mel, clip_length=0.5).test_set()
     frontend = AugmentMelSTFT(**mel).eval()
     silence = float(frontend(torch.zeros(1, 3200))[0].min())
     for i in range(len(spectra)):

@@ -6,6 +6,10 @@ birds, babble, beeps, passing cars) with scene-specific levels and rates; every 
 response, noise floor and saturation of the devices that recorded it: device a is flat; b, c and
 s1-s3 appear in training and evaluation; s4-s6 only in the evaluation fold and have the most extreme
 responses, so unseen devices are harder, as in the real dataset. Clips are 2 s of 44.1 kHz 24-bit mono.
+
+Each scene has six training locations, so that holding one out for validation (the default 15 % of the
+training clips, see datasets/dcase20/layout.py) leaves five to train on; every training segment is
+recorded on all six seen devices, so a held-out location brings every training device into validation.
 """
 
 from __future__ import annotations
@@ -21,16 +25,15 @@ import soundfile
 from datasets.dcase20.layout import DATASET_FOLDER
 from datasets.synthesis import colored_noise, filtered, normalize_rms
 
-VERSION = 1  # bump when the generated data changes, so existing demo folders are not reused
+VERSION = 2  # bump when the generated data changes, so existing demo folders are not reused
 SEED = 2020
 SAMPLE_RATE = 44100
 CLIP_LENGTH = 2.0
 CITIES = ("barcelona", "helsinki", "lisbon", "lyon", "prague")
 SEEN_DEVICES = ("a", "b", "c", "s1", "s2", "s3")
 UNSEEN_DEVICES = ("s4", "s5", "s6")
-TRAIN_LOCATIONS_PER_SCENE = 3
+TRAIN_LOCATIONS_PER_SCENE = 6
 EVAL_LOCATIONS_PER_SCENE = 2
-TRAIN_SEGMENTS_PER_LOCATION = 3
 
 
 @dataclass(frozen=True)
@@ -62,23 +65,17 @@ def build(folder: Path) -> None:
     (root / "audio").mkdir(parents=True)
     (root / "evaluation_setup").mkdir()
     train, evaluate = [], []
-    segment = 0
+    n_locations = TRAIN_LOCATIONS_PER_SCENE + EVAL_LOCATIONS_PER_SCENE
     for scene_index, scene in enumerate(SCENE_RECIPES):
-        n_locations = TRAIN_LOCATIONS_PER_SCENE + EVAL_LOCATIONS_PER_SCENE
         for location in range(n_locations):
-            location_id = scene_index * n_locations + location
+            location_id = segment = scene_index * n_locations + location  # one segment per location
             identifier = f"{CITIES[location_id % len(CITIES)]}-{location_id}"
             in_train = location < TRAIN_LOCATIONS_PER_SCENE
-            n_segments = TRAIN_SEGMENTS_PER_LOCATION if in_train else 1
-            for segment_in_location in range(n_segments):
-                devices = _devices_of(in_train, location_id, segment_in_location)
-                signal = scene_segment(scene, location_id, segment)
-                for device in devices:
-                    name = f"audio/{scene}-{identifier}-{segment}-{device}.wav"
-                    audio = record(signal, device, segment)
-                    soundfile.write(root / name, audio, SAMPLE_RATE, subtype="PCM_24")
-                    (train if in_train else evaluate).append((name, scene, identifier, device))
-                segment += 1
+            signal = scene_segment(scene, location_id, segment)
+            for device in SEEN_DEVICES if in_train else SEEN_DEVICES + UNSEEN_DEVICES:
+                name = f"audio/{scene}-{identifier}-{segment}-{device}.wav"
+                soundfile.write(root / name, record(signal, device, segment), SAMPLE_RATE, subtype="PCM_24")
+                (train if in_train else evaluate).append((name, scene, identifier, device))
     _write_tsv(root / "meta.csv", ("filename", "scene_label", "identifier", "source_label"), sorted(train + evaluate))
     setup = root / "evaluation_setup"
     _write_tsv(setup / "fold1_train.csv", ("filename", "scene_label"), [row[:2] for row in train])
@@ -109,17 +106,6 @@ def record(signal: np.ndarray, device: str, segment: int) -> np.ndarray:
         out = np.tanh(out * (1 + 4 * spec.drive)) / (1 + 4 * spec.drive) ** 0.5
     out += 10 ** (spec.noise_db / 20) * rng.standard_normal(len(out))
     return np.clip(out, -1.0, 1.0 - 2.0**-23)
-
-
-def _devices_of(in_train: bool, location_id: int, segment_in_location: int) -> tuple[str, ...]:
-    """Evaluation segments are rendered on every device; training segments on a, and each other seen
-    device on one segment of each location."""
-    if not in_train:
-        return SEEN_DEVICES + UNSEEN_DEVICES
-    others = SEEN_DEVICES[1:]
-    return ("a",) + tuple(
-        d for i, d in enumerate(others) if (i + location_id) % TRAIN_SEGMENTS_PER_LOCATION == segment_in_location
-    )
 
 
 def _draw(location_rng: np.random.Generator, rng: np.random.Generator, value):

@@ -1,15 +1,26 @@
-"""Reading TAU Urban Acoustic Scenes 2020 Mobile (development set) as downloaded from zenodo.
+"""Reading TAU Urban Acoustic Scenes 2020 Mobile (development set) as downloaded from zenodo, and holding
+recording locations of the training split out for validation.
 
 meta.csv lists every file with its scene, recording location (identifier, "<city>-<number>") and
 device (source_label); evaluation_setup/<split>.csv lists the files of each split. All are
 tab-separated with a header line.
+
+Validation locations: the training split's locations are ranked per scene by sha1("<split_seed>/<identifier>");
+each scene with two or more locations holds out the first location, and then the next ones while that
+brings the scene's held-out share of clips closer to validation_fraction, always keeping one location
+for training. Every clip of a held-out location (all its devices) is validated on, none trained on, so
+validation is location-disjoint from training. A location recorded in several scenes counts for the
+first of them (alphabetically). Adding locations moves few others.
 """
 
 from __future__ import annotations
 
+import hashlib
+from collections import Counter, defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 
-from datasets.base import Layout
+from datasets.base import TEST, TRAIN, VALIDATION, Layout, Role, check_fraction, check_seed
 from datasets.cache import Clip
 from datasets.metadata import LayoutError, read_tsv
 
@@ -44,19 +55,63 @@ def find_root(base_dir: Path) -> Path:
     )
 
 
-def read_layout(base_dir: Path, train_split: str, eval_split: str) -> Layout:
-    """The dataset's clips for the two splits, named by their evaluation_setup files (without .csv)."""
+def read_layout(
+    base_dir: Path, train_split: str, test_split: str, validation_fraction: float, split_seed: int
+) -> Layout:
+    """The dataset's clips for the training and test splits, named by their evaluation_setup files (without
+    .csv); validation is the training split's held-out locations (see the module docstring)."""
+    check_split_settings(validation_fraction, split_seed)
     root = find_root(base_dir)
     meta = {row["filename"]: row for row in read_tsv(root / "meta.csv", META_COLUMNS)}
-    splits = {split: _split_clips(root, split, meta) for split in dict.fromkeys((train_split, eval_split))}
+    splits = {split: _split_clips(root, split, meta) for split in dict.fromkeys((train_split, test_split))}
+    locations = {clip.path: meta[clip.path]["identifier"] for clip in splits[train_split]}
+    held_out = hold_out_locations(splits[train_split], locations, validation_fraction, split_seed)
+    validation = frozenset(path for path, location in locations.items() if location in held_out)
     rows = meta.values()
     return Layout(
         root=root,
         splits=splits,
+        roles={
+            TRAIN: Role(train_split, frozenset(locations) - validation),
+            VALIDATION: Role(train_split, validation),
+            TEST: Role(test_split),
+        },
         class_names=sorted({row["scene_label"] for row in rows}),
         domain_names=sorted({row["source_label"] for row in rows}),
         subdomain_names=sorted({_city(row["identifier"]) for row in rows}),
     )
+
+
+def hold_out_locations(clips: Sequence[Clip], locations: dict[str, str], fraction: float, seed: int) -> set[str]:
+    """The identifiers of the recording locations held out for validation (see the module docstring).
+
+    clips: the training split; locations: each clip's identifier, by path.
+    """
+    scenes: dict[str, set[str]] = defaultdict(set)
+    for clip in clips:
+        scenes[locations[clip.path]].add(clip.label)
+    sizes = Counter(locations[clip.path] for clip in clips)
+    per_scene: dict[str, list[str]] = defaultdict(list)
+    for location, location_scenes in scenes.items():
+        per_scene[min(location_scenes)].append(location)
+    held_out = set()
+    for members in per_scene.values():
+        ranked = sorted(members, key=lambda location: hashlib.sha1(f"{seed}/{location}".encode()).hexdigest())
+        target = fraction * sum(sizes[location] for location in members)
+        count = 0
+        for location in ranked[:-1]:
+            if count and abs(count + sizes[location] - target) >= abs(count - target):
+                break
+            held_out.add(location)
+            count += sizes[location]
+    return held_out
+
+
+def check_split_settings(validation_fraction: float, split_seed: int) -> None:
+    """Raise ValueError for a validation_fraction outside (0, 1) or a split_seed that is not an integer."""
+    meaning = "the share of the training split's clips whose locations are held out for validation"
+    check_fraction("validation_fraction", validation_fraction, meaning, 0.15)
+    check_seed(split_seed)
 
 
 def _split_clips(root: Path, split: str, meta: dict[str, dict[str, str]]) -> list[Clip]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from datasets.base import SHARED_DEFAULTS, CachedData, Layout
+from datasets.base import SHARED_DEFAULTS, CachedData, Layout, renamed_setting
 from datasets.folder import layout
 
 DEFAULTS = {
@@ -17,44 +17,56 @@ DEFAULTS = {
     "base_dir": None,  # the folder holding your audio files (required: this dataset has no demo data)
     "csv": None,  # the CSV listing them; None: <base_dir>/metadata.csv; a relative path is relative to base_dir
     "clip_length": None,  # seconds per item (longer files cropped, shorter padded); None: 10.0
-    "train_domains": None,  # domains to train on, e.g. ["phone"]; None: every domain of the training files
-    "eval_fraction": 0.2,  # without a split column: share of each label and domain held out for evaluation
-    "split_seed": 0,  # without a split column: seed of the choice of held-out files
+    "train_domains": None,  # domains to train and validate on, e.g. ["phone"]; None: every domain of the training files
+    "validation_fraction": 0.1,  # CSV without validation rows: share of each label and domain's rows validated on
+    "test_fraction": 0.2,  # CSV without test rows: share of each label and domain's rows held out for test
+    "eval_fraction": None,  # deprecated former name of test_fraction: when set, it is the test fraction (with a notice)
+    "split_seed": 0,  # seed of the choice of held-out validation and test files
 }
 
 
 def read_class_names(base_dir: str | os.PathLike, csv: str | None = DEFAULTS["csv"]) -> list[str]:
-    """The classes of the folder's CSV (sorted labels), as Data.class_names will name them."""
+    """Every label of the folder's CSV, sorted: Data.class_names unless drop_untrained_classes leaves some out."""
     return layout.read_listing(Path(base_dir).expanduser().resolve(), csv).class_names
 
 
 class Data(CachedData):
     """A folder of audio files listed in a CSV, cached as HDF5.
 
+    Roles: the CSV's split column (train, validation, test; eval means test); roles without rows are held out
+    of the training rows (see layout). Validation serves the train_domains domains only, test every domain.
     Items: waveform (or spectrogram), file_name (as in the CSV), label (the CSV's label), domain (the CSV's
     domain, or "all" without a domain column), subdomain (always "-").
     """
 
     name = "folder"
     domain_kind = "domain"
-    group_names = ("seen", "unseen")  # the domains trained on, and the others
+    group_names = ("seen domains", "unseen domains")
     native_clip_length = 10.0
+    class_choice = "add training rows of these labels to the CSV (or remove their rows)"
 
     def __init__(
         self,
         *,
         csv: str | None = DEFAULTS["csv"],
-        eval_fraction: float = DEFAULTS["eval_fraction"],
+        validation_fraction: float = DEFAULTS["validation_fraction"],
+        test_fraction: float = DEFAULTS["test_fraction"],
+        eval_fraction: float | None = DEFAULTS["eval_fraction"],
         split_seed: int = DEFAULTS["split_seed"],
         **settings,
     ):
-        """csv: the CSV listing the files; eval_fraction, split_seed: the split without a split column (see
-        layout.stratified_split); settings: the rest of DEFAULTS, and mel."""
-        layout.check_split_settings(eval_fraction, split_seed)
+        """csv: the CSV listing the files; validation_fraction, test_fraction, split_seed: the files held out of
+        the training rows for roles the CSV does not assign (see layout.stratified_split); eval_fraction: the
+        former name of test_fraction; settings: the rest of DEFAULTS, and mel."""
+        test_fraction = renamed_setting(
+            "eval_fraction", eval_fraction, "test_fraction", test_fraction, DEFAULTS["test_fraction"]
+        )
+        layout.check_split_settings(validation_fraction, test_fraction, split_seed)
         self.csv = csv
-        self.eval_fraction = eval_fraction
+        self.validation_fraction = validation_fraction
+        self.test_fraction = test_fraction
         self.split_seed = split_seed
-        super().__init__(train_split=layout.TRAIN, eval_split=layout.EVAL, **settings)
+        super().__init__(**settings)
 
     def _read_layout(self, base_dir: Path) -> Layout:
-        return layout.read_layout(base_dir, self.csv, self.eval_fraction, self.split_seed)
+        return layout.read_layout(base_dir, self.csv, self.validation_fraction, self.test_fraction, self.split_seed)

@@ -2,35 +2,40 @@
 
 The CSV has a header line and one row per file: `filename` (the path relative to the folder), `label`
 (the class), optionally `domain` (the recording condition whose accuracy is reported separately, e.g.
-device, site, speaker) and `split` (which files are trained on and which evaluated). Columns are
-separated by commas or tabs, whichever the header line uses; column names are matched without regard to
-case, and other columns are ignored.
+device, site, speaker) and `split` (train, validation or test; eval means test). Columns are separated by
+commas or tabs, whichever the header line uses; column names are matched without regard to case, and
+other columns are ignored.
 
-Without a split column, each (label, domain) group is split on its own: the files of a group are ranked
-by a seeded hash of their file name and the first round(n * eval_fraction) of them (at most n - 1, so
-every group keeps a training file) are evaluated. The choice does not depend on the row order, and adding
-files to the folder moves few of the others.
+Roles the CSV does not assign (all of validation and test without a split column, or one of them when no
+row names it) are held out of the training rows, each (label, domain) group on its own: the group's files
+are ranked by a seeded hash of their file name; the first round(n * test_fraction) are test, the next
+round(n * validation_fraction) validation (together at most n - 1, so every group keeps a training file),
+the rest train. The choice does not depend on the row order, and adding files moves few of the others.
+Every file listed is cached in one file; the roles select from it.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from datasets.base import Layout
+from datasets.base import ROLES, TEST, TRAIN, VALIDATION, Layout, Role, check_fraction, check_seed
 from datasets.cache import Clip
 from datasets.metadata import LayoutError, Row, read_tsv
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_CSV = "metadata.csv"
 REQUIRED_COLUMNS = ("filename", "label")
 OPTIONAL_COLUMNS = ("domain", "split")
 SEPARATORS = "\t,"  # tab or comma, whichever the header line uses (tab when both)
-TRAIN, EVAL = "train", "eval"
-SPLIT_VALUES = {"train": TRAIN, "eval": EVAL, "validation": EVAL, "test": EVAL}  # lower-cased cell -> split
+SPLIT_VALUES = {"train": TRAIN, "validation": VALIDATION, "test": TEST, "eval": TEST}  # lower-cased cell -> role
+CACHED_SPLIT = "all"  # the one cached split: every file of the CSV
 NO_DOMAIN = "all"  # the one domain of a CSV without a domain column
 NO_SUBDOMAIN = "-"  # this dataset has no secondary domain
 SHOWN = 5
@@ -38,19 +43,19 @@ SHOWN = 5
 EXPECTED_CSV = """\
     filename,label,domain,split          header line; domain and split are optional columns
     dogs/bark_001.wav,dog,phone,train    filename: path relative to base_dir
-    dogs/bark_002.wav,dog,studio,eval    split: train, or eval / validation / test (all evaluated)
-    birds/blackbird_01.flac,bird,phone,train
-(comma- or tab-separated; without a split column, eval_fraction of each label and domain is evaluated)"""
+    dogs/bark_002.wav,dog,studio,test    split: train, validation, or test (eval means test)
+    birds/blackbird_01.flac,bird,phone,validation
+(comma- or tab-separated; roles without rows are held out of the training rows per label and domain)"""
 
 
 @dataclass(frozen=True)
 class Listing:
-    """The files a CSV lists, checked: clips in CSV order; splits: "train"/"eval" per clip, or None
-    when the CSV has no split column; has_domain: whether it has a domain column."""
+    """The files a CSV lists, checked: clips in CSV order; roles: "train"/"validation"/"test" per clip, or
+    None when the CSV has no split column; has_domain: whether it has a domain column."""
 
     csv_path: Path
     clips: list[Clip]
-    splits: list[str] | None
+    roles: list[str] | None
     has_domain: bool
 
     @property
@@ -82,7 +87,7 @@ def read_listing(base_dir: Path, csv_file: str | None) -> Listing:
     rows = _read_rows(path)
     columns = set(rows[0]) if rows else set()
     has_domain, has_split = "domain" in columns, "split" in columns
-    clips, splits = [], []
+    clips, roles = [], []
     for row in rows:
         line = row.line
         clips.append(
@@ -94,65 +99,93 @@ def read_listing(base_dir: Path, csv_file: str | None) -> Listing:
             )
         )
         if has_split:
-            splits.append(_split(path, line, row["split"]))
+            roles.append(_role(path, line, row["split"]))
     if not clips:
         raise LayoutError(f"{path} lists no files: expected a row per audio file after the header:\n{EXPECTED_CSV}")
     _check_duplicates(path, rows, clips)
-    if has_split:
-        _check_split_labels(path, clips, splits)
-    return Listing(csv_path=path, clips=clips, splits=splits if has_split else None, has_domain=has_domain)
+    if has_split and TRAIN not in roles:
+        raise LayoutError(
+            f"{path}: no file has split 'train' ({len(roles)} rows); mark the files to train on 'train', or drop the "
+            "split column to hold validation and test files out of all rows"
+        )
+    return Listing(csv_path=path, clips=clips, roles=roles if has_split else None, has_domain=has_domain)
 
 
-def read_layout(base_dir: Path, csv_file: str | None, eval_fraction: float, split_seed: int) -> Layout:
-    """The training and evaluation clips of the folder, by the CSV's split column or a seeded stratified split."""
+def read_layout(
+    base_dir: Path, csv_file: str | None, validation_fraction: float, test_fraction: float, split_seed: int
+) -> Layout:
+    """The folder's files and their roles, by the CSV's split column, the rest held out of the training rows."""
+    check_split_settings(validation_fraction, test_fraction, split_seed)
     listing = read_listing(base_dir, csv_file)
-    if listing.splits is None:
-        train, evaluation = stratified_split(listing.clips, eval_fraction, split_seed)
-        if not evaluation:
-            raise LayoutError(
-                f"eval_fraction={eval_fraction} of the {len(listing.clips)} files of {listing.csv_path} leaves no "
-                "file for evaluation (each label and domain keeps at least one training file); raise "
-                "basedataset.eval_fraction or add a split column to the CSV"
-            )
-    else:
-        train = [clip for clip, split in zip(listing.clips, listing.splits, strict=True) if split == TRAIN]
-        evaluation = [clip for clip, split in zip(listing.clips, listing.splits, strict=True) if split == EVAL]
+    roles = listing.roles or [TRAIN] * len(listing.clips)
+    assigned = {role: [clip for clip, r in zip(listing.clips, roles, strict=True) if r == role] for role in ROLES}
+    missing = [role for role in (TEST, VALIDATION) if not assigned[role]]
+    if missing:
+        fractions = {role: (test_fraction if role == TEST else validation_fraction) for role in missing}
+        train, held_out = stratified_split(
+            assigned[TRAIN], fractions.get(VALIDATION, 0.0), fractions.get(TEST, 0.0), split_seed
+        )
+        for role in missing:
+            if not held_out[role]:
+                raise LayoutError(
+                    f"{role}_fraction={fractions[role]} of the {len(assigned[TRAIN])} training files of "
+                    f"{listing.csv_path} leaves no file for {role} (each label and domain keeps at least one training "
+                    f"file); raise basedataset.{role}_fraction, or mark {role} files in a split column of the CSV"
+                )
+        assigned = {**assigned, **{role: held_out[role] for role in missing}, TRAIN: train}
+        shares = ", ".join(
+            f"{len(held_out[role])} {role} files ({role}_fraction={fractions[role]})" for role in missing
+        )
+        source = "the CSV has no split column" if listing.roles is None else f"no row of the CSV is marked {missing}"
+        logger.info("%s: %s, so %s are held out of its training rows", listing.csv_path, source, shares)
     return Layout(
         root=base_dir,
-        splits={TRAIN: train, EVAL: evaluation},
+        splits={CACHED_SPLIT: listing.clips},
+        roles={role: Role(CACHED_SPLIT, frozenset(clip.path for clip in assigned[role])) for role in ROLES},
         class_names=listing.class_names,
         domain_names=sorted({clip.domain for clip in listing.clips}),
         subdomain_names=[NO_SUBDOMAIN],
     )
 
 
-def stratified_split(clips: Sequence[Clip], eval_fraction: float, seed: int) -> tuple[list[Clip], list[Clip]]:
-    """(training clips, evaluation clips), each in the given order.
+def stratified_split(
+    clips: Sequence[Clip], validation_fraction: float, test_fraction: float, seed: int
+) -> tuple[list[Clip], dict[str, list[Clip]]]:
+    """(training clips, {"validation": clips, "test": clips}), each in the given order.
 
-    Per (label, domain) group of n clips, the round(n * eval_fraction) clips (at most n - 1; halves round
-    up) that come first when ranked by sha1("<seed>/<path>") are evaluated.
+    Per (label, domain) group of n clips ranked by sha1("<seed>/<path>"): the first round(n * test_fraction)
+    are test, the next round(n * validation_fraction) validation (halves round up; together at most n - 1,
+    test first), the rest train. A fraction of 0 holds out nothing for that role.
     """
-    check_split_settings(eval_fraction, seed)
     groups: dict[tuple[str, str], list[Clip]] = defaultdict(list)
     for clip in clips:
         groups[clip.label, clip.domain].append(clip)
-    held_out = set()
+    role_of: dict[str, str] = {}
     for members in groups.values():
-        n_eval = min(len(members) - 1, math.floor(len(members) * eval_fraction + 0.5))
+        n_test = min(len(members) - 1, _round_half_up(len(members) * test_fraction))
+        n_validation = min(len(members) - 1 - n_test, _round_half_up(len(members) * validation_fraction))
         ranked = sorted(members, key=lambda clip: hashlib.sha1(f"{seed}/{clip.path}".encode()).hexdigest())
-        held_out.update(clip.path for clip in ranked[:n_eval])
-    return [c for c in clips if c.path not in held_out], [c for c in clips if c.path in held_out]
+        role_of.update({clip.path: TEST for clip in ranked[:n_test]})
+        role_of.update({clip.path: VALIDATION for clip in ranked[n_test : n_test + n_validation]})
+    held_out = {role: [clip for clip in clips if role_of.get(clip.path) == role] for role in (VALIDATION, TEST)}
+    return [clip for clip in clips if clip.path not in role_of], held_out
 
 
-def check_split_settings(eval_fraction: float, split_seed: int) -> None:
-    """Raise ValueError for an eval_fraction outside (0, 1) or a split_seed that is not an integer."""
-    if isinstance(eval_fraction, bool) or not isinstance(eval_fraction, int | float) or not 0 < eval_fraction < 1:
+def check_split_settings(validation_fraction: float, test_fraction: float, split_seed: int) -> None:
+    """Raise ValueError for fractions outside (0, 1) or together 1 or more, or a split_seed that is not an integer."""
+    for key, value in (("validation_fraction", validation_fraction), ("test_fraction", test_fraction)):
+        meaning = f"the share of each label and domain's files held out for {key.split('_')[0]}"
+        check_fraction(key, value, meaning, 0.2)
+    if validation_fraction + test_fraction >= 1:
         raise ValueError(
-            f"eval_fraction={eval_fraction!r}: expected the share of files held out for evaluation, "
-            "between 0 and 1 (exclusive), e.g. 0.2"
+            f"validation_fraction={validation_fraction} and test_fraction={test_fraction} leave nothing to train on; "
+            "their sum must be below 1"
         )
-    if isinstance(split_seed, bool) or not isinstance(split_seed, int):
-        raise ValueError(f"split_seed={split_seed!r}: expected an integer, e.g. 0")
+    check_seed(split_seed)
+
+
+def _round_half_up(x: float) -> int:
+    return math.floor(x + 0.5)
 
 
 def _read_rows(path: Path) -> list[Row]:
@@ -184,14 +217,15 @@ def _required_cell(path: Path, line: int, row: dict[str, str], column: str) -> s
     return row[column]
 
 
-def _split(path: Path, line: int, cell: str) -> str:
-    split = SPLIT_VALUES.get(cell.lower())
-    if split is None:
+def _role(path: Path, line: int, cell: str) -> str:
+    role = SPLIT_VALUES.get(cell.lower())
+    if role is None:
         raise LayoutError(
-            f"{path} line {line}: split {cell!r} is not one of {list(SPLIT_VALUES)} (any case; validation and test "
-            "are evaluated like eval); drop the split column to split by basedataset.eval_fraction instead"
+            f"{path} line {line}: split {cell!r} is not one of {list(SPLIT_VALUES)} (any case; eval means test); "
+            "drop the split column to hold validation and test files out by basedataset.validation_fraction and "
+            "test_fraction instead"
         )
-    return split
+    return role
 
 
 def _check_duplicates(path: Path, rows: list[Row], clips: list[Clip]) -> None:
@@ -202,21 +236,3 @@ def _check_duplicates(path: Path, rows: list[Row], clips: list[Clip]) -> None:
     if repeated:
         shown = ", ".join(f"{name!r} (lines {numbers})" for name, numbers in list(repeated.items())[:SHOWN])
         raise LayoutError(f"{path}: {len(repeated)} files are listed more than once: {shown}; list each file once")
-
-
-def _check_split_labels(path: Path, clips: list[Clip], splits: list[str]) -> None:
-    counts = {split: sum(s == split for s in splits) for split in (TRAIN, EVAL)}
-    empty = [split for split, count in counts.items() if count == 0]
-    if empty:
-        raise LayoutError(
-            f"{path}: no file has split {empty[0]!r} ({counts[TRAIN]} train, {counts[EVAL]} eval); mark some files "
-            f"{'train' if empty[0] == TRAIN else 'eval'}, or drop the split column to split by "
-            "basedataset.eval_fraction"
-        )
-    trained = {clip.label for clip, split in zip(clips, splits, strict=True) if split == TRAIN}
-    untrained = sorted({clip.label for clip, split in zip(clips, splits, strict=True) if split == EVAL} - trained)
-    if untrained:
-        raise LayoutError(
-            f"{path}: the labels {untrained} occur only in evaluation files, so the model could never learn them; "
-            "add training files of these labels or remove their rows"
-        )

@@ -8,16 +8,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from datasets.base import SHARED_DEFAULTS, CachedData, Layout
+from datasets.base import SHARED_DEFAULTS, TEST, TRAIN, VALIDATION, CachedData, Layout, renamed_setting
 from datasets.nsynth import demo, layout
 
 DEFAULTS = {
     **SHARED_DEFAULTS,
     "base_dir": None,  # folder holding nsynth-train/, nsynth-valid/, nsynth-test/ (or nsynth/ with them); None: demo
     "clip_length": None,  # seconds per item; None: 4.0 (NSynth notes and the demo's alike)
-    "train_domains": None,  # instrument sources to train on, e.g. ["acoustic"]; None: all
-    "train_split": "nsynth-train",  # split folder of the training notes
-    "eval_split": "nsynth-test",  # split folder of the evaluation notes ("nsynth-valid" for validation)
+    "train_domains": None,  # instrument sources to train and validate on, e.g. ["acoustic"]; None: all
+    "train_split": "nsynth-train",  # split folder of the training notes (train role)
+    "validation_split": "nsynth-valid",  # split folder of the validation notes (train_domains sources only; selection)
+    "test_split": "nsynth-test",  # split folder of the test notes, every source (reported, never used to choose)
+    "eval_split": None,  # deprecated former name of test_split: when set, it is the test split (with a notice)
     "families": None,  # instrument families (classes); None: the families present in every split on disk
 }
 
@@ -25,32 +27,42 @@ DEFAULTS = {
 class Data(CachedData):
     """NSynth, cached as HDF5.
 
-    Items: waveform (or spectrogram), file_name (split/audio/<note_str>.wav), label (family), domain
-    (instrument source), subdomain (instrument).
+    Roles: train (train_split, train_domains sources), validation (validation_split, train_domains sources),
+    test (test_split, every source). Items: waveform (or spectrogram), file_name (split/audio/<note_str>.wav),
+    label (family), domain (instrument source), subdomain (instrument).
     """
 
     name = "nsynth"
     domain_kind = "instrument_source"
-    group_names = ("in-domain sources", "out-of-domain sources")  # the domains trained on, and the others
+    group_names = ("in-domain sources", "out-of-domain sources")
     native_clip_length = 4.0
     demo_clip_length = demo.CLIP_LENGTH
     demo_folder = f"nsynth-demo-v{demo.VERSION}"
+    class_choice = "choose the families with basedataset.families=[...]"
 
     def __init__(
         self,
         *,
         train_split: str = DEFAULTS["train_split"],
-        eval_split: str = DEFAULTS["eval_split"],
+        validation_split: str = DEFAULTS["validation_split"],
+        test_split: str = DEFAULTS["test_split"],
+        eval_split: str | None = DEFAULTS["eval_split"],
         families: Sequence[str] | None = DEFAULTS["families"],
         **settings,
     ):
-        """train_split, eval_split: split folders; families: the instrument families classified (None: those in
-        every split); settings: the rest of DEFAULTS, and mel."""
+        """train_split, validation_split, test_split: the split folders of the three roles; eval_split: the former
+        name of test_split; families: the instrument families classified (None: those in every split);
+        settings: the rest of DEFAULTS, and mel."""
+        self.role_splits = {
+            TRAIN: train_split,
+            VALIDATION: validation_split,
+            TEST: renamed_setting("eval_split", eval_split, "test_split", test_split, DEFAULTS["test_split"]),
+        }
         self.families = families
-        super().__init__(train_split=train_split, eval_split=eval_split, **settings)
+        super().__init__(**settings)
 
     def _read_layout(self, base_dir: Path) -> Layout:
-        return layout.read_layout(base_dir, self.train_split, self.eval_split, self.families)
+        return layout.read_layout(base_dir, self.role_splits, self.families)
 
     def _build_demo(self, folder: Path) -> None:
         demo.build(folder)

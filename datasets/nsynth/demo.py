@@ -19,7 +19,7 @@ import soundfile
 
 from datasets.synthesis import envelope_adsr, filtered, normalize_rms
 
-VERSION = 1  # bump when the generated data changes, so existing demo folders are not reused
+VERSION = 2  # bump when the generated data changes, so existing demo folders are not reused
 SEED = 1234
 SAMPLE_RATE = 16000
 CLIP_LENGTH = 4.0
@@ -93,7 +93,7 @@ FAMILIES = {
 }
 
 # split -> (instruments per family and source, notes per instrument); synth_lead only in training.
-SPLIT_SIZES = {"nsynth-train": (2, 10), "nsynth-valid": (1, 3), "nsynth-test": (1, 7)}
+SPLIT_SIZES = {"nsynth-train": (2, 10), "nsynth-valid": (1, 5), "nsynth-test": (1, 7)}
 TRAIN_ONLY = {"synth_lead": ((("electronic", "synthetic")), 5)}
 
 

@@ -12,7 +12,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from datasets.base import Layout
+from datasets.base import ROLES, Layout, Role
 from datasets.cache import Clip
 from datasets.metadata import LayoutError
 
@@ -26,7 +26,7 @@ base_dir/                     (or base_dir/nsynth/ holding the same)
 │   ├── examples.json         {"<note_str>": {"note_str", "instrument_family_str", "instrument_source_str",
 │   │                                         "instrument_str", "pitch", "velocity", ...}, ...}
 │   └── audio/<note_str>.wav  (16 kHz, 4 s)
-├── nsynth-valid/             (same; optional unless used as a split)
+├── nsynth-valid/             (same)
 └── nsynth-test/              (same)"""
 
 
@@ -48,16 +48,14 @@ def find_root(base_dir: Path, needed: Sequence[str]) -> Path:
     )
 
 
-def read_layout(base_dir: Path, train_split: str, eval_split: str, families: Sequence[str] | None) -> Layout:
-    """The clips of the two splits; families: the classes (None: those present in every split on disk)."""
-    root = find_root(base_dir, dict.fromkeys((train_split, eval_split)))
-    on_disk = [
-        split
-        for split in dict.fromkeys((*SPLITS, train_split, eval_split))
-        if (root / split / "examples.json").is_file()
-    ]
+def read_layout(base_dir: Path, role_splits: dict[str, str], families: Sequence[str] | None) -> Layout:
+    """The clips of the split folders named by role_splits ({role: split folder} for train, validation and test);
+    families: the classes (None: those present in every split on disk)."""
+    used = list(dict.fromkeys(role_splits[role] for role in ROLES))
+    root = find_root(base_dir, used)
+    on_disk = [split for split in dict.fromkeys((*SPLITS, *used)) if (root / split / "examples.json").is_file()]
     examples = {split: _read_examples(root / split / "examples.json") for split in on_disk}
-    class_names = _choose_families(examples, train_split, families)
+    class_names = _choose_families(examples, role_splits["train"], families)
     splits = {
         split: [
             Clip(
@@ -68,17 +66,18 @@ def read_layout(base_dir: Path, train_split: str, eval_split: str, families: Seq
             )
             for note, entry in examples[split].items()
         ]
-        for split in dict.fromkeys((train_split, eval_split))
+        for split in used
     }
-    used = [clip for clips in splits.values() for clip in clips if clip.label in class_names]
+    classified = [clip for clips in splits.values() for clip in clips if clip.label in class_names]
     return Layout(
         root=root,
         splits=splits,
+        roles={role: Role(role_splits[role]) for role in ROLES},
         class_names=class_names,
         domain_names=sorted(
             {entry["instrument_source_str"] for split in examples.values() for entry in split.values()}
         ),
-        subdomain_names=sorted({clip.subdomain for clip in used}),
+        subdomain_names=sorted({clip.subdomain for clip in classified}),
     )
 
 
