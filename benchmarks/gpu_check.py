@@ -33,8 +33,7 @@ keeps what it measured. Sections, in order of value; each may use its share of t
    per_row_1), interleaved in one process on one set of weights.
 5. mixed precision (20 %): two epochs of the demo training (``python ex_dcase20.py``) with
    trainer.precision=bf16-mixed and 16-mixed beside float32, same seed, the three side by side on the
-   GPU; final accuracy from each run folder's metrics.json: test/acc (test split, epoch chosen on
-   validation) where the run writes it, else val/acc (validation split, last epoch), labelled as such.
+   GPU; their accuracy on the test split at the epoch selected on the validation split (results.json).
 
 This module runs the sections in order within the budget and writes the report; the sections are in
 benchmarks/gpu/ (exactness.py, cuda_tests.py, attention_core.py, whole_model.py, demo.py), on what they

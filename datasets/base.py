@@ -218,10 +218,6 @@ class CachedData:
         """Test clips of every domain, cropped deterministically (from the start) to clip_length."""
         return self._dataset(TEST)
 
-    def eval_set(self) -> ClipDataset:
-        """The test set under its former name (kept until every caller uses validation_set and test_set)."""
-        return self.test_set()
-
     def roles(self) -> dict[str, list[str]]:
         """{role: file names of the items it serves} for train, validation and test (from the caches, so files
         left out by skip_bad_files are not listed); the roles of a run, e.g. for a splits.json."""

@@ -271,7 +271,7 @@ def _write_partial(
         results: Iterable = executor.map(_decode, tasks, chunksize=4) if executor else map(_decode, tasks)
         with h5py.File(partial, "w") as file:
             data = None
-            progress = tqdm(results, total=len(tasks), desc=f"{spec.dataset} {spec.split}", unit="clip")
+            progress = tqdm(results, total=len(tasks), desc=f"{spec.dataset} {spec.split}", unit="clip", disable=None)
             for index, array, error in progress:
                 if error is not None:
                     failures.append((clips[index].path, error))

@@ -35,14 +35,13 @@ import pytorch_lightning as pl
 import torch
 from sacred import Experiment
 from sacred import commands as sacred_commands
-from sacred.commandline_options import cli_option
 from sacred.utils import SacredError, apply_backspaces_and_linefeeds
 
 from benchmarks.speed import training_step_seconds
 from datasets.audio import AudioError
 from datasets.cache import BadFilesError, CacheError
 from datasets.metadata import LayoutError
-from helpers.checkpoint import CheckpointError, rebuild_network
+from helpers.checkpoint import CheckpointError
 from helpers.command_options import command_options
 from helpers.config_check import ConfigurationError, check_keys, check_values, config_sections
 from helpers.export import ExportError
@@ -52,7 +51,8 @@ from helpers.model_config import SettingsError, build_audio_model, derived_setti
 from helpers.plots import write_attention_mask_plot
 from helpers.run_folder import run_folder
 from helpers.trainer import process_rank, quiet_lightning, translate_trainer_config
-from helpers.training import data_module, evaluate, train
+from helpers.training import data_module, evaluate, train, with_class_count
+from models.passt import patch_grid
 from models.weight_files import PretrainedError
 
 logger = logging.getLogger(__name__)
@@ -87,8 +87,6 @@ def add_commands(ex: Experiment, dataset: ModuleType) -> None:
         # recorded with each run beside what Sacred detects; Sacred rejects local versions such as +cu130
         ex.add_package_dependency(package, version.split("+")[0])
     ex.config(command_options)
-    ex.all_cli_options = [print_config_option if option.long_flag == "--print-config" else option
-                          for option in ex.all_cli_options]
 
     def check_config(config, command_name, logger):
         check_keys(config, config_sections(ex, dataset))
@@ -138,7 +136,9 @@ def add_commands(ex: Experiment, dataset: ModuleType) -> None:
     @command(unobserved=True)
     def model_speed_test(speed_test_batch_size, speed_test_steps):
         """Forward+backward spectrograms per second of the configured model (GPU when present)."""
-        return speed_test(settings(), speed_test_batch_size, speed_test_steps)
+        config = settings()
+        return speed_test(with_class_count(config, data_module(dataset, config)), speed_test_batch_size,
+                          speed_test_steps)
 
     @command
     def plot_attention_mask(_run, plot_path):
@@ -177,13 +177,6 @@ def print_config(_run) -> None:
     """
     sacred_commands.print_config(_run)
     print(derived_text(plain(_run.config)))
-
-
-@cli_option("-p", "--print-config", is_flag=True)
-def print_config_option(args, run):
-    """Always print the configuration (and the values derived from it) first."""
-    print_config(run)
-    print("-" * 79)
 
 
 def derived_text(config: Mapping[str, Any]) -> str:
@@ -256,9 +249,9 @@ def predict_command(run, checkpoint: str | None, files, top_k: int, weights: str
 
 def attention_mask_plot(net: Mapping[str, Any], path: Path) -> Path:
     """The plot_attention_mask command: the configured pattern over the network's patch grid."""
-    grid = rebuild_network(net)
-    write_attention_mask_plot(net["rf_norm_t"], grid.n_rows, grid.n_cols, path)
-    print(f"attention mask of rf_norm_t={net['rf_norm_t']!r} over {grid.n_rows} x {grid.n_cols} patches: {path}")
+    n_rows, n_cols = patch_grid(net["input_fdim"], net["input_tdim"], net["fstride"], net["tstride"])
+    write_attention_mask_plot(net["rf_norm_t"], n_rows, n_cols, path)
+    print(f"attention mask of rf_norm_t={net['rf_norm_t']!r} over {n_rows} x {n_cols} patches: {path}")
     return path
 
 

@@ -54,7 +54,7 @@ def write_results(run_dir: Path, selection: ModelSelection, data, test_files: Se
     """results.json and test_predictions.csv of a finished training.
 
     data: what the run trained on (class and domain names, seen domains, domain kind, group names);
-    test_files: the test split's file names in its order (the order of the evaluations' examples).
+    test_files: the test split's file names in its order (the evaluations name their examples' positions).
     """
     selected, last = selection.selected, selection.last
     results = {
@@ -73,11 +73,14 @@ def write_results(run_dir: Path, selection: ModelSelection, data, test_files: Se
     }
     text = json.dumps(results, indent=1)
     paths = [atomic_write(run_dir / RESULTS, lambda stream: stream.write(text.encode()))]
+    if not np.array_equal(selected.indices["test"], last.indices["test"]):
+        raise ValueError("the selected and the last epoch were evaluated on different test examples")
     columns = {f"{net}_{when}": evaluations["test"][net]
                for when, evaluations in (("selected", selected.evaluations), ("last", last.evaluations))
                for net in evaluations["test"] if net in selected.evaluations["test"]}
+    files = [test_files[position] for position in last.indices["test"]]
     paths.append(atomic_write(run_dir / PREDICTIONS,
-                              lambda stream: stream.write(_predictions_csv(columns, test_files).encode())))
+                              lambda stream: stream.write(_predictions_csv(columns, files).encode())))
     return paths
 
 

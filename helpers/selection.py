@@ -15,9 +15,10 @@ that a resumed training selects as the uninterrupted one.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 
 from helpers.metrics import Evaluation, evaluation
@@ -29,20 +30,25 @@ NET_SUFFIXES = {"net": "", "net_swa": "_swa"}  # network -> suffix of its figure
 
 @dataclass
 class EpochEvaluations:
-    """The evaluations of one epoch: role ("val", "test") -> network ("net", "net_swa") -> Evaluation."""
+    """The evaluations of one epoch: role ("val", "test") -> network ("net", "net_swa") -> Evaluation, and
+    role -> the positions in its split of the examples evaluated, in the evaluations' order (all of them
+    unless Lightning's limit_val_batches cut the evaluation short)."""
 
     epoch: int
     evaluations: dict[str, dict[str, Evaluation]]
+    indices: dict[str, np.ndarray] = field(default_factory=dict)
 
     def state(self) -> dict[str, Any]:
         return {"epoch": self.epoch,
                 "evaluations": {role: {net: _evaluation_state(result) for net, result in nets.items()}
-                                for role, nets in self.evaluations.items()}}
+                                for role, nets in self.evaluations.items()},
+                "indices": {role: torch.from_numpy(positions) for role, positions in self.indices.items()}}
 
     @classmethod
     def from_state(cls, state: Mapping[str, Any]) -> EpochEvaluations:
         return cls(int(state["epoch"]), {role: {net: evaluation(**result) for net, result in nets.items()}
-                                         for role, nets in state["evaluations"].items()})
+                                         for role, nets in state["evaluations"].items()},
+                   {role: positions.numpy() for role, positions in state.get("indices", {}).items()})
 
 
 class ModelSelection:
@@ -70,15 +76,17 @@ class ModelSelection:
     def selected_epoch(self) -> int | None:
         return None if self.selected is None else self.selected.epoch
 
-    def record(self, epoch: int, evaluations: dict[str, dict[str, Evaluation]]) -> dict[str, float]:
+    def record(self, epoch: int, evaluations: dict[str, dict[str, Evaluation]],
+               indices: dict[str, np.ndarray] | None = None) -> dict[str, float]:
         """Add an epoch's evaluations (replacing an earlier record of the same epoch, which a resumed training
-        repeats); returns its figures by logged name (val/acc, test/acc, val_swa/acc, ...)."""
+        repeats), with the split positions of their examples per role; returns its figures by logged name
+        (val/acc, test/acc, val_swa/acc, ...)."""
         figures = {f"{role}{NET_SUFFIXES[net]}/{name}": value
                    for role, nets in evaluations.items() for net, result in nets.items()
                    for name, value in result.scalars().items()}
         self.history = [entry for entry in self.history if entry["epoch"] != epoch]
         self.history.append({"epoch": epoch, **figures})
-        self.last = EpochEvaluations(epoch, evaluations)
+        self.last = EpochEvaluations(epoch, evaluations, dict(indices or {}))
         best = self.best()
         if best is not None and best[0] == epoch:
             self.selected = self.last

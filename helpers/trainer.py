@@ -213,14 +213,14 @@ class SelectedCheckpoint(Callback):
     def on_validation_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         if trainer.sanity_checking or module.selection.selected_epoch != trainer.current_epoch:
             return
-        trainer.save_checkpoint(self.path)
+        trainer.save_checkpoint(self.path, weights_only=False)  # a whole training state, as last.ckpt
 
 
 class EpochLine(Callback):
     """One log line per epoch with the headline figures (instead of a progress bar)."""
 
-    def on_validation_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
-        if trainer.sanity_checking or not trainer.is_global_zero:
+    def on_train_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        if not trainer.is_global_zero:
             return
         metrics = trainer.callback_metrics
         figures = ", ".join(f"{name} {float(metrics[name]):.4f}" for name in EPOCH_LINE_FIGURES if name in metrics)

@@ -21,7 +21,7 @@ from helpers.checkpoint import CheckpointError, checkpoint_entry, read_checkpoin
 from helpers.config_check import ConfigurationError
 from helpers.data_module import AudioDataModule
 from helpers.freq_mixstyle import FreqMixStyle
-from helpers.model_config import build_audio_model, mel_settings, net_settings
+from helpers.model_config import build_audio_model, derived_settings, mel_settings, net_settings
 from helpers.reports import finish
 from helpers.results import write_results, write_splits
 from helpers.run_folder import evaluation_folder, resume_checkpoint, run_folder, shared_with_child_processes
@@ -56,6 +56,9 @@ def train(dataset: ModuleType, run, config: dict, resume: str | None = None) -> 
     data = data_module(dataset, config)  # reads the dataset's file lists; no audio is decoded before fit
     config = with_class_count(config, data)
     model = build_audio_model(config)  # before any cache is built: pretrained weights fail fast
+    logger.info("derived from the config: %s, models.net.n_classes=%d",
+                ", ".join(f"{key}={value}" for key, value in derived_settings(config).items()),
+                config["models"]["net"]["n_classes"])
     module = training_module(config, data, model)
     if resumed is not None:
         check_resumable(resumed, module)

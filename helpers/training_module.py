@@ -176,7 +176,8 @@ class AudioClassifier(pl.LightningModule):
             ) for name in self._evaluated_nets()}
             for role, role_outputs in outputs.items() if role_outputs
         }
-        for name, value in self.selection.record(self.current_epoch, evaluations).items():
+        indices = {role: role_outputs["index"].numpy() for role, role_outputs in outputs.items() if role_outputs}
+        for name, value in self.selection.record(self.current_epoch, evaluations, indices).items():
             self.log(name, value, prog_bar=name in PROGRESS_BAR_FIGURES)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:

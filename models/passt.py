@@ -68,8 +68,7 @@ class PaSST(nn.Module):
         self.pattern = pattern or parse_rf_norm_t("")
         self.n_classes = n_classes
         self.embed_dim = embed_dim
-        self.n_rows = (input_fdim - PATCH_SIZE) // fstride + 1
-        self.n_cols = (input_tdim - PATCH_SIZE) // tstride + 1
+        self.n_rows, self.n_cols = patch_grid(input_fdim, input_tdim, fstride, tstride)
         _check_patchout(u_patchout, s_patchout_t, s_patchout_f, self.n_rows, self.n_cols)
         self.u_patchout = u_patchout
         self.s_patchout_t = s_patchout_t
@@ -159,6 +158,12 @@ class PaSST(nn.Module):
         trunc_normal_(self.freq_pos_embed, std=0.02)
         trunc_normal_(self.time_pos_embed, std=0.02)
         self.apply(_init_vit_weights)
+
+
+def patch_grid(input_fdim: int, input_tdim: int, fstride: int, tstride: int) -> tuple[int, int]:
+    """(frequency rows, time columns) of the 16 x 16 patches of a spectrogram of input_fdim mel bins and
+    input_tdim frames at these strides (12 x 99 for PaSST-S on 10 s)."""
+    return (input_fdim - PATCH_SIZE) // fstride + 1, (input_tdim - PATCH_SIZE) // tstride + 1
 
 
 class PatchEmbed(nn.Module):

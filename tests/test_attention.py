@@ -1,9 +1,9 @@
 """The rf_norm_t patterns: parsing, masks against hand-derived rules, executors against the reference."""
 
-import itertools
 
 import pytest
 import torch
+from oracles import rule_mask, softmax_attention
 
 from models.attention import FrequencyAttention, masked_attention, select_executor
 from models.flex_attention import flex_attention_executor
@@ -30,29 +30,6 @@ FORMS = [
 GRIDS = [(1, 3), (2, 2), (3, 4), (5, 2), (7, 3), (12, 2)]
 
 
-def rule_allows(form: str, row_q: int, row_k: int, n_rows: int) -> bool:
-    """The issue's wording of each form, written out by hand (independent of models.attention)."""
-    if form == "":
-        return True
-    if form in ("high_low", "high_low_branch"):
-        lower = n_rows // 2
-        return (row_q < lower) == (row_k < lower)
-    if form.startswith("row_overlap"):
-        v = int(form.rsplit("_", 1)[1]) if form != "row_overlap" else 2
-        return abs(row_q - row_k) <= v - 1
-    r = int(form.rsplit("_", 1)[1]) if form != "per_row" else 1
-    return row_q // r == row_k // r
-
-
-def expected_mask(form: str, token_rows: list[int], n_rows: int) -> torch.Tensor:
-    n = len(token_rows)
-    mask = torch.zeros(n, n, dtype=torch.bool)
-    for i, j in itertools.product(range(n), range(n)):
-        ri, rj = token_rows[i], token_rows[j]
-        mask[i, j] = ri < 0 or rj < 0 or rule_allows(form, ri, rj, n_rows)
-    return mask
-
-
 def grid_rows(n_rows: int, n_cols: int, n_global: int) -> list[int]:
     return [-1] * n_global + [r for r in range(n_rows) for _ in range(n_cols)]
 
@@ -63,7 +40,7 @@ def test_mask_matches_rule_on_small_and_odd_grids(form, n_rows, n_cols):
     mask = attention_mask(form, n_rows, n_cols, n_global=2)
     assert mask.dtype == torch.bool
     assert mask.shape == (2 + n_rows * n_cols,) * 2
-    assert torch.equal(mask, expected_mask(form, grid_rows(n_rows, n_cols, 2), n_rows))
+    assert torch.equal(mask, rule_mask(form, grid_rows(n_rows, n_cols, 2), n_rows))
 
 
 def test_hand_written_per_row_2_mask():
@@ -177,15 +154,8 @@ def patchout_layouts(n_rows=7, n_cols=5, n_global=2):
 def test_token_mask_keeps_original_rows_under_patchout(form, patchout):
     layout = patchout_layouts()[patchout]
     pattern = parse_rf_norm_t(form)
-    expected = expected_mask(form, layout.token_rows.tolist(), layout.n_rows)
+    expected = rule_mask(form, layout.token_rows.tolist(), layout.n_rows)
     assert torch.equal(pattern.token_mask(layout), expected)
-
-
-def reference_attention(q, k, v, mask):
-    """Plain softmax attention with -inf outside the mask."""
-    scores = q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5
-    scores = scores.masked_fill(~mask, float("-inf"))
-    return scores.softmax(-1) @ v
 
 
 @pytest.mark.parametrize("form", ["", "per_row_2", "row_overlap_3", "high_low", "sparse_row_3"])
@@ -194,8 +164,8 @@ def test_masked_executor_equals_plain_softmax(form):
     layout = patchout_layouts()["tokens"]
     q, k, v = torch.randn(3, 2, 4, layout.n_tokens, 8).unbind(0)
     pattern = parse_rf_norm_t(form)
-    expected = reference_attention(q, k, v, expected_mask(form, layout.token_rows.tolist(), layout.n_rows))
-    torch.testing.assert_close(masked_attention(q, k, v, pattern, layout), expected, atol=1e-5, rtol=1e-5)
+    expected = softmax_attention(q, k, v, rule_mask(form, layout.token_rows.tolist(), layout.n_rows))
+    torch.testing.assert_close(masked_attention(q, k, v, pattern, layout).double(), expected, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("form", ["sparse_row_1", "sparse_row_3", "per_row_2", "high_low", "sparse_row_9"])

@@ -15,8 +15,9 @@ import pytest
 import soundfile
 import soxr
 
+from datasets import folder as folder_package
 from datasets.cache import BadFilesError
-from datasets.folder import DEFAULTS, Data, read_class_names
+from datasets.folder import DEFAULTS, Data
 from datasets.metadata import LayoutError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -397,10 +398,6 @@ def test_missing_and_corrupt_files_are_named_unless_skipped(tmp_path):
     assert "dog/2.wav" not in data.roles()["train"]
 
 
-def test_read_class_names_gives_the_sorted_labels(tmp_path):
-    assert read_class_names(_folder(tmp_path, _table(LISTING))) == ["bird", "cat", "dog"]
-
-
 # ---------------------------------------------------------------- the experiment
 
 
@@ -413,16 +410,23 @@ def ex_folder():
         sys.path.remove(str(REPO))
 
 
-def test_experiment_reads_the_number_of_classes_from_the_csv(ex_folder, tmp_path):
+def test_experiment_takes_the_number_of_classes_from_the_csv_and_checks_a_given_one(ex_folder, tmp_path):
     from helpers.config_check import ConfigurationError
     from helpers.model_config import derived_settings
+    from helpers.training import data_module, with_class_count
 
     folder = _folder(tmp_path, _table(LISTING))
     config = ex_folder.run(
         "print_config", config_updates={"basedataset": {"base_dir": str(folder)}}, options={"--capture": "sys"}
     ).config
-    assert config["models"]["net"]["n_classes"] == 3
+    assert config["models"]["net"]["n_classes"] is None  # None: the number of classes of the data
     assert derived_settings(config)["models.net.input_tdim"] == 1000  # 10 s at 32 kHz, hop 320
+    data = data_module(folder_package, {**config, "basedataset": {**config["basedataset"], "cache_dir": str(tmp_path)}})
+    assert with_class_count(config, data)["models"]["net"]["n_classes"] == 3  # bird, cat, dog; no cache built
+    assert not list(tmp_path.glob("folder/*.h5"))
+    wrong = {**config, "models": {**config["models"], "net": {**config["models"]["net"], "n_classes": 5}}}
+    with pytest.raises(ConfigurationError, match="models.net.n_classes=5 but the data has 3 classes"):
+        with_class_count(wrong, data)
     with pytest.raises(ConfigurationError, match="main: basedataset.base_dir is required"):
         ex_folder.run("main", options={"--capture": "sys"})
 
@@ -474,15 +478,17 @@ def test_ex_folder_trains_on_a_generated_folder_and_predicts(tmp_path):
     )  # fmt: skip
     assert train.returncode == 0, train.stdout[-3000:] + train.stderr[-3000:]
     run_dir = tmp_path / "runs" / "1"
-    config = json.loads((run_dir / "config.json").read_text())
-    assert config["models"]["net"]["n_classes"] == 3
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["class_names"] == ["high", "low", "mid"]  # the classes (and their number) from the CSV
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    for name in ("val/acc", "val/domain/clean", "val/domain/street"):
+    for name in ("val/acc", "val/domain/clean", "test/acc", "test/domain/street"):
         assert len(metrics[name]["values"]) == 1, name
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
-    domains = (run_dir / "net_domains.csv").read_text().splitlines()
+    domains = (run_dir / "test_selected_net_domains.csv").read_text().splitlines()
     assert domains[0].startswith("domain,group,examples,accuracy,high,low,mid")
-    assert [row.split(",")[:3] for row in domains[1:3]] == [["clean", "seen", "6"], ["street", "seen", "6"]]
+    # 10 files per label and domain, test_fraction 0.2: 2 of each, 6 per domain
+    assert [row.split(",")[:3] for row in domains[1:3]] == [["clean", "seen domains", "6"],
+                                                            ["street", "seen domains", "6"]]
     assert [p.name[:4] for p in (tmp_path / "cache" / "folder").iterdir()] == ["all-"]
 
     predict = subprocess.run(

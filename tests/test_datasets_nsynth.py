@@ -86,7 +86,6 @@ def test_default_families_are_those_present_in_every_split(nsynth, tmp_path):
     assert data.domain_kind == "instrument_source"
     assert data.clip_length == 4.0
     assert len(data.train_set()) == 5 and len(data.test_set()) == 4
-    assert data.eval_set().file_names() == data.test_set().file_names()  # the former name, until callers switch
 
 
 def test_items_carry_family_source_and_instrument(nsynth, tmp_path):

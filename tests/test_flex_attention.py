@@ -7,6 +7,7 @@ reason and run on CUDA, where the compiled kernels also exercise the block mask'
 
 import pytest
 import torch
+from oracles import rule_mask, softmax_attention
 from torch.nn.attention.flex_attention import flex_attention
 
 from models.flex_attention import flex_attention_executor, flex_block_mask
@@ -29,28 +30,6 @@ FORMS = [
     "row_overlap_16",
 ]
 N_ROWS, N_COLS = 7, 4
-
-
-def allowed_by_rule(form: str, row_q: int, row_k: int, n_rows: int) -> bool:
-    """The forms as the README words them; -1 is a global token, which attends and is attended by all."""
-    if row_q < 0 or row_k < 0:
-        return True
-    if form == "high_low":
-        return (row_q < n_rows // 2) == (row_k < n_rows // 2)
-    name, size = form.rsplit("_", 1)
-    if name == "row_overlap":
-        return abs(row_q - row_k) <= int(size) - 1
-    return row_q // int(size) == row_k // int(size)  # per_row_<r>, sparse_row_<r>: clusters of r rows
-
-
-def rule_mask(form: str, token_rows: list[int], n_rows: int) -> torch.Tensor:
-    return torch.tensor([[allowed_by_rule(form, q, k, n_rows) for k in token_rows] for q in token_rows])
-
-
-def softmax_reference(q, k, v, mask):
-    q, k, v = (t.double() for t in (q, k, v))
-    scores = (q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5).masked_fill(~mask, float("-inf"))
-    return scores.softmax(dim=-1) @ v
 
 
 def grid(n_rows: int, n_cols: int) -> list[int]:
@@ -92,7 +71,7 @@ def test_forward_equals_float64_softmax_over_the_rule(form, layout_name):
     pattern, q, k, v, mask = case(form, layout)
     out = flex_attention_executor(q, k, v, pattern, layout, 0.0)
     assert out.dtype == torch.float32 and out.shape == q.shape
-    torch.testing.assert_close(out.double(), softmax_reference(q, k, v, mask), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out.double(), softmax_attention(q, k, v, mask), atol=1e-5, rtol=1e-5)
 
 
 def backward_devices():
@@ -120,7 +99,7 @@ def test_backward_equals_float64_softmax_over_the_rule(form, layout_name, device
     leaves = [t.clone().requires_grad_() for t in (q, k, v)]
     (flex_attention_executor(*leaves, pattern, layout, 0.0) * weights).sum().backward()
     expected = [t.double().clone().requires_grad_() for t in (q, k, v)]
-    (softmax_reference(*expected, mask) * weights.double()).sum().backward()
+    (softmax_attention(*expected, mask) * weights.double()).sum().backward()
     tolerance = 1e-5 if device == "cpu" else 1e-4  # CUDA: fused kernels, other summation order
     for leaf, reference in zip(leaves, expected, strict=True):
         torch.testing.assert_close(leaf.grad.double(), reference.grad, atol=tolerance, rtol=tolerance)
@@ -135,7 +114,7 @@ def test_16_bit_floats_within_their_rounding(form, dtype):
     pattern, q, k, v, mask = case(form, layout, dtype=dtype)
     out = flex_attention_executor(q, k, v, pattern, layout, 0.0)
     assert out.dtype == dtype
-    expected = softmax_reference(q, k, v, mask)
+    expected = softmax_attention(q, k, v, mask)
     unit = 2.0**-8
     torch.testing.assert_close(out.double(), expected, atol=unit * expected.abs().max().item(), rtol=unit)
 
@@ -196,7 +175,7 @@ def test_compiled_cpu_kernel_follows_the_block_mask(form):
     pattern, q, k, v, mask = case(form, layout)
     block_mask = flex_block_mask(pattern, layout, "cpu", 16)
     out = torch.compile(flex_attention)(q, k, v, block_mask=block_mask)
-    torch.testing.assert_close(out.double(), softmax_reference(q, k, v, mask), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out.double(), softmax_attention(q, k, v, mask), atol=1e-5, rtol=1e-5)
 
 
 def test_block_mask_is_built_once_per_pattern_layout_and_device():
@@ -235,7 +214,7 @@ def test_unrestricted_attention_is_plain_softmax():
     pattern, q, k, v, _ = case("per_row_1", layout)
     out = flex_attention_executor(q, k, v, parse_rf_norm_t(""), layout, 0.0)
     everything = torch.ones(layout.n_tokens, layout.n_tokens, dtype=torch.bool)
-    torch.testing.assert_close(out.double(), softmax_reference(q, k, v, everything), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out.double(), softmax_attention(q, k, v, everything), atol=1e-5, rtol=1e-5)
 
 
 PATCHOUT = {"s_patchout_t": 2, "s_patchout_f": 3, "u_patchout": 11}
@@ -273,7 +252,7 @@ def test_compiled_cuda_kernels_on_several_tiles_forward_and_backward(form):
     out = flex_attention_executor(*leaves, pattern, layout, 0.0)
     (out * weights).sum().backward()
     expected = [t.double().clone().requires_grad_() for t in (q, k, v)]
-    reference = softmax_reference(*expected, mask)
+    reference = softmax_attention(*expected, mask)
     (reference * weights.double()).sum().backward()
     torch.testing.assert_close(out.double(), reference, atol=1e-4, rtol=1e-4)
     for leaf, expected_leaf in zip(leaves, expected, strict=True):

@@ -14,7 +14,7 @@ import torch
 from benchmarks import gpu_check
 from benchmarks.gpu.attention_core import allowed_fraction
 from benchmarks.gpu.check import GPU_SIZES, SMOKE_SIZES
-from benchmarks.gpu.demo import final_accuracy
+from benchmarks.gpu.demo import selected_test_accuracy
 from benchmarks.gpu.exactness import patchout_layouts
 from models.patterns import TokenLayout, parse_rf_norm_t
 
@@ -40,7 +40,7 @@ def test_smoke_run_reports_every_section_without_errors(tmp_path):
     counts = re.search(r"(\d+) CUDA tests, \d+ s: 0 passed, 0 failed, (\d+) skipped", report)
     assert counts and int(counts.group(1)) == int(counts.group(2)) > 0  # found, and all skip on the CPU
     # the demo training's accuracy, and which figure it is
-    assert re.search(r"\| float32 \| \d+\.\d % \| val/acc \(validation split, last epoch\) \|", report)
+    assert re.search(r"\| float32 \| \d+\.\d % \| test/acc \(test split, epoch selected on validation\) \|", report)
     for form in SMOKE_SIZES.core_forms:
         assert re.search(rf"\| {form} \| 60 s \| training \| float32 \| 1 \| \d", report)
     assert time.monotonic() - started < 120
@@ -98,17 +98,8 @@ def test_gpu_clips_are_the_log_mel_frames_of_10_and_60_s():
     assert GPU_SIZES.clips == {"60 s": 6000, "10 s": 1000}
 
 
-def write_metrics(path, **values):
-    """A metrics.json as Sacred's file observer writes it: key -> steps, values, timestamps."""
-    path.write_text(json.dumps({key: {"steps": list(range(len(v))), "values": v, "timestamps": [""] * len(v)}
-                                for key, v in values.items()}))
-    return path
-
-
-def test_final_accuracy_reads_test_acc_where_written_else_val_acc(tmp_path):
-    both = write_metrics(tmp_path / "both.json", **{"val/acc": [0.5, 0.9], "test/acc": [0.7], "train/loss": [1.0]})
-    assert final_accuracy(both) == (0.7, "test/acc")
-    validation_only = write_metrics(tmp_path / "val.json", **{"val/acc": [0.5, 0.6], "train/loss": [1.0]})
-    assert final_accuracy(validation_only) == (0.6, "val/acc")
-    with pytest.raises(ValueError, match="train/loss"):
-        final_accuracy(write_metrics(tmp_path / "none.json", **{"train/loss": [1.0]}))
+def test_the_demo_accuracy_is_the_test_split_at_the_selected_epoch(tmp_path):
+    results = {"test": {"net": {"selected": {"acc": 0.7}, "last": {"acc": 0.9}}},
+               "validation": {"net": {"selected": {"acc": 0.8}, "last": {"acc": 0.6}}}}
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    assert selected_test_accuracy(tmp_path / "results.json") == 0.7

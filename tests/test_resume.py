@@ -37,7 +37,8 @@ class Interrupt(pl.Callback):
 
 
 build_trainer = training.build_trainer
-training.build_trainer = lambda *args, **kwargs: build_trainer(*args, callbacks=(Interrupt(),), **kwargs)
+training.build_trainer = lambda *args, callbacks=(), **kwargs: build_trainer(
+    *args, callbacks=(*callbacks, Interrupt()), **kwargs)
 ex.run_commandline()
 """
 

@@ -3,6 +3,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from oracles import rule_mask, softmax_attention
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from models import sparse_kernels
@@ -16,34 +17,6 @@ from models.sparse_kernels import BLOCK_KERNELS
 CLUSTER_FORMS = ["per_row", "per_row_2", "per_row_3", "per_row_5", "high_low", "sparse_row_2", "sparse_row_6"]
 BAND_FORMS = ["row_overlap", "row_overlap_1", "row_overlap_3", "row_overlap_8"]
 FORMS = CLUSTER_FORMS + BAND_FORMS
-
-
-def rule_allows(form: str, row_q: int, row_k: int, n_rows: int) -> bool:
-    """Each form as the issue words it, written out independently of models.attention."""
-    if form == "high_low":
-        return (row_q < n_rows // 2) == (row_k < n_rows // 2)
-    name, _, number = form.rpartition("_")
-    if not number.isdigit():
-        name, number = form, "2" if form == "row_overlap" else "1"
-    if name == "row_overlap":
-        return abs(row_q - row_k) <= int(number) - 1
-    return row_q // int(number) == row_k // int(number)
-
-
-def rule_mask(form: str, token_rows: list[int], n_rows: int) -> torch.Tensor:
-    n = len(token_rows)
-    mask = torch.zeros(n, n, dtype=torch.bool)
-    for i, row_q in enumerate(token_rows):
-        for j, row_k in enumerate(token_rows):
-            mask[i, j] = row_q < 0 or row_k < 0 or rule_allows(form, row_q, row_k, n_rows)
-    return mask
-
-
-def plain_attention(q, k, v, mask):
-    """Softmax attention in float64 with -inf outside the mask."""
-    q, k, v = (t.double() for t in (q, k, v))
-    scores = (q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5).masked_fill(~mask, float("-inf"))
-    return scores.softmax(dim=-1) @ v
 
 
 def rows_layout(kept_rows: list[int], n_rows: int, n_global: int = 2) -> TokenLayout:
@@ -96,7 +69,7 @@ def uneven_case(form: str):
     mask = rule_mask(form, layout.token_rows.tolist(), n_rows)
     inputs = torch.randn(3, 2, 3, layout.n_tokens, 8).unbind(0)
     weights = torch.randn(2, 3, layout.n_tokens, 8)
-    expected, expected_grads = forward_backward(lambda q, k, v: plain_attention(q, k, v, mask), inputs, weights)
+    expected, expected_grads = forward_backward(lambda q, k, v: softmax_attention(q, k, v, mask), inputs, weights)
     return layout, parse_rf_norm_t(form), inputs, weights, expected, expected_grads
 
 
@@ -117,7 +90,7 @@ def test_every_execution_equals_plain_softmax_forward_and_backward(form, executi
     out, grads = forward_backward(
         lambda q, k, v: blockwise_attention(q, k, v, pattern, layout, 0.0, execution), inputs, weights
     )
-    expected, expected_grads = forward_backward(lambda q, k, v: plain_attention(q, k, v, mask), inputs, weights)
+    expected, expected_grads = forward_backward(lambda q, k, v: softmax_attention(q, k, v, mask), inputs, weights)
     reference, reference_grads = forward_backward(
         lambda q, k, v: masked_attention(q, k, v, pattern, layout), inputs, weights
     )
@@ -176,7 +149,7 @@ def test_low_precision_matches_within_1e_2(form, layout_name, dtype):
     inputs = [t.to(dtype) for t in torch.randn(3, 2, 3, layout.n_tokens, 8).unbind(0)]
     weights = torch.randn(2, 3, layout.n_tokens, 8).to(dtype)
     expected, expected_grads = forward_backward(
-        lambda q, k, v: plain_attention(q, k, v, mask), inputs, weights.double()
+        lambda q, k, v: softmax_attention(q, k, v, mask), inputs, weights.double()
     )
     for execution in [Execution(), *executions(form)]:
         out, grads = forward_backward(

@@ -39,10 +39,19 @@ def start_study(*arguments, cwd: Path) -> subprocess.Popen:
 
 
 def wait_for(condition, timeout: float = 60.0) -> None:
+    """Wait until ``condition()`` holds; a file read half-written by its writer (Sacred rewrites run.json in
+    place) counts as not yet."""
     deadline = time.monotonic() + timeout
-    while not condition():
+    while not _holds(condition):
         assert time.monotonic() < deadline, "timed out waiting"
         time.sleep(0.05)
+
+
+def _holds(condition) -> bool:
+    try:
+        return bool(condition())
+    except (json.JSONDecodeError, FileNotFoundError):
+        return False
 
 
 def launches(base: Path) -> list[dict]:

@@ -6,7 +6,6 @@ weights. There is no demo data: basedataset.base_dir is required.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from datasets.base import SHARED_DEFAULTS, CachedData, Layout, renamed_setting
@@ -23,11 +22,6 @@ DEFAULTS = {
     "eval_fraction": None,  # deprecated former name of test_fraction: when set, it is the test fraction (with a notice)
     "split_seed": 0,  # seed of the choice of held-out validation and test files
 }
-
-
-def read_class_names(base_dir: str | os.PathLike, csv: str | None = DEFAULTS["csv"]) -> list[str]:
-    """Every label of the folder's CSV, sorted: Data.class_names unless drop_untrained_classes leaves some out."""
-    return layout.read_listing(Path(base_dir).expanduser().resolve(), csv).class_names
 
 
 class Data(CachedData):
