@@ -38,16 +38,17 @@ def finish(run, run_dir: Path, data, title: str, moments: Sequence[tuple[str, Ep
     the summary lists (checkpoints, results).
     """
     figures: dict[str, float] = {}
-    files = list(files)
+    reports: list[Path] = []
     for moment, evaluated in moments:
         for net, result in evaluated.evaluations.get("test", {}).items():
             figures.update({f"{moment}/{net}/{key}": value for key, value in result.scalars().items()
                             if key in HEADLINE})
             if rank_zero_only.rank == 0:
-                files.extend(write_reports(result, run_dir, f"test_{moment}_{net}", data.group_names))
+                reports.extend(write_reports(result, run_dir, f"test_{moment}_{net}", data.group_names))
     if rank_zero_only.rank == 0:
-        print(console_summary(moments, data.domain_kind, data.group_names, f"{title} ({run_dir})", files))
-        _attach(run, run_dir, files)
+        listed = [*files, f"{len(reports)} reports of the test split: {run_dir}/test_*_{{confusion_matrix,domains}}.*"]
+        print(console_summary(moments, data.domain_kind, data.group_names, f"{title} ({run_dir})", listed))
+        _attach(run, run_dir, [*files, *reports])
     return figures
 
 
@@ -92,7 +93,7 @@ def console_summary(
     domain_kind: str,
     group_names: tuple[str, str],
     title: str,
-    files: Sequence[Path] = (),
+    files: Sequence[Path | str] = (),
 ) -> str:
     """A one-screen summary: for each moment (selected epoch, last epoch, a checkpoint), the test split's
     overall figures and per-domain accuracy for each evaluated network, and the validation accuracy."""

@@ -363,9 +363,9 @@ def _plot(report: Report, path: Path) -> Path:
                            "tab:red" if clear else "tab:gray")
     left.set_yticks(positions, names)
     left.invert_yaxis()
-    left.set_xlabel(f"{figure_name} accuracy (mean, 95 % bootstrap interval; x: seeds)")
+    left.set_xlabel(f"{figure_name} accuracy\n(mean, 95 % bootstrap interval; x: seeds)")
     right.axvline(0.0, color="black", linewidth=0.8)
-    right.set_xlabel(f"difference to {report.study.baseline} (95 % paired interval; grey: no clear difference)")
+    right.set_xlabel(f"difference to {report.study.baseline}\n(95 % paired interval; grey: no clear difference)")
     title = f"Study {report.study.name}: test split, {report.selection_text}"
     figure.suptitle(title)
     figure.tight_layout()
