@@ -157,6 +157,8 @@ def build_trainer(
         settings.kwargs["enable_progress_bar"] = False
         all_callbacks.append(EpochLine())
     kwargs = {"accelerator": "auto", "devices": 1, **settings.kwargs}
+    if not checkpoints:  # nor Lightning's own default checkpoint in the run folder
+        kwargs.setdefault("enable_checkpointing", False)
     return pl.Trainer(
         **kwargs,
         logger=loggers or False,

@@ -128,10 +128,10 @@ def data_module(dataset: ModuleType, config: Mapping[str, Any]) -> AudioDataModu
                            config["num_workers"])
     if config["dir_p"] > 0:
         settings = config["basedataset"]
-        augment = ImpulseResponseAugment(config["dir_folder"], settings["sample_rate"], config["dir_p"],
-                                         config["dir_domains"], settings["skip_bad_files"],
-                                         settings["resample_quality"])
-        try:
+        try:  # unusable files raise BadFilesError (shown as a message too); settings raise ValueError
+            augment = ImpulseResponseAugment(config["dir_folder"], settings["sample_rate"], config["dir_p"],
+                                             config["dir_domains"], settings["skip_bad_files"],
+                                             settings["resample_quality"])
             augment.check_domains(data.seen_domains, data.domain_kind)
         except ValueError as error:
             raise ConfigurationError(str(error)) from None
