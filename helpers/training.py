@@ -1,7 +1,8 @@
 """Training and evaluating: the work behind the experiments' main and evaluate_only commands.
 
-Both build the audio model, the data module and a Lightning Trainer writing into the run folder, run
-it, then write the reports of the last evaluation (helpers.reports.finish).
+Both build the audio model, the data module and a Lightning Trainer writing into the run folder, run it,
+then write the results (helpers.results) and the reports of the test split (helpers.reports.finish): at the
+selected and the last epoch of a training, for the checkpoint of an evaluation.
 """
 
 from __future__ import annotations
