@@ -424,10 +424,7 @@ def _files_missing_or_empty(clips: Sequence[Clip], root: Path) -> list[tuple[str
 def _report_bad_files(bad: Sequence[tuple[str, str]], n_clips: int, skip: bool, spec: CacheSpec) -> None:
     if not bad:
         return
-    shown = "\n".join(f"  {file_path}: {reason}" for file_path, reason in bad[:SHOWN_BAD_FILES])
-    more = f"\n  ... and {len(bad) - SHOWN_BAD_FILES} more" if len(bad) > SHOWN_BAD_FILES else ""
-    where = f"{spec.dataset} split {spec.split!r} (in {spec.source})"
-    summary = f"{len(bad)} of {n_clips} files of {where} are unusable:\n{shown}{more}"
+    summary = bad_files_summary(bad, n_clips, f"files of {spec.dataset} split {spec.split!r} (in {spec.source})")
     if skip:
         logger.warning("%s\nThey are left out (skip_bad_files=True) and listed in the cache's record.", summary)
         return
@@ -435,6 +432,13 @@ def _report_bad_files(bad: Sequence[tuple[str, str]], n_clips: int, skip: bool, 
         f"{summary}\nRestore these files (re-extract the download), or set basedataset.skip_bad_files=True to "
         "leave them out."
     )
+
+
+def bad_files_summary(bad: Sequence[tuple[str, str]], n_files: int, what: str) -> str:
+    """"<n> of <n_files> <what> are unusable:" and the first SHOWN_BAD_FILES (file, reason) pairs, one a line."""
+    shown = "\n".join(f"  {name}: {reason}" for name, reason in bad[:SHOWN_BAD_FILES])
+    more = f"\n  ... and {len(bad) - SHOWN_BAD_FILES} more" if len(bad) > SHOWN_BAD_FILES else ""
+    return f"{len(bad)} of {n_files} {what} are unusable:\n{shown}{more}"
 
 
 def _process_alive(pid: int) -> bool:

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from datasets.audio import AudioError, load_audio
-from datasets.cache import SHOWN_BAD_FILES, BadFilesError
+from datasets.cache import BadFilesError, bad_files_summary
 
 logger = logging.getLogger(__name__)
 
@@ -221,9 +221,7 @@ def _read(path: Path, sample_rate: int, resample_quality: str) -> np.ndarray:
 def _report_bad_files(bad: Sequence[tuple[str, str]], n_files: int, root: Path, skip: bool, usable: int) -> None:
     if not bad:
         return
-    shown = "\n".join(f"  {name}: {reason}" for name, reason in bad[:SHOWN_BAD_FILES])
-    more = f"\n  ... and {len(bad) - SHOWN_BAD_FILES} more" if len(bad) > SHOWN_BAD_FILES else ""
-    summary = f"{len(bad)} of {n_files} impulse response files in {root} (dir_folder) are unusable:\n{shown}{more}"
+    summary = bad_files_summary(bad, n_files, f"impulse response files in {root} (dir_folder)")
     if skip and usable:
         logger.warning("%s\nThey are left out (skip_bad_files=True).", summary)
         return

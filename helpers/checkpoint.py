@@ -96,7 +96,7 @@ def checkpoint_entry(net: Mapping, mel: Mapping, class_names, domain_names, seen
     """The "frito" entry of the checkpoints of a training (see the module docstring)."""
     return {
         "version": FORMAT_VERSION,
-        "net": {key: value for key, value in net.items() if key not in PRETRAINED_KEYS},
+        "net": _without_pretrained(net),
         "mel": dict(mel),
         "class_names": list(class_names),
         "domain_names": list(domain_names),
@@ -108,7 +108,7 @@ def checkpoint_entry(net: Mapping, mel: Mapping, class_names, domain_names, seen
 
 def rebuild_network(net_settings: Mapping) -> PaSST:
     """The network ``net_settings`` describe, freshly initialised (no pretrained weights are read)."""
-    return get_model(**{key: value for key, value in net_settings.items() if key not in PRETRAINED_KEYS})
+    return get_model(**_without_pretrained(net_settings))
 
 
 @dataclass(frozen=True)
@@ -169,14 +169,17 @@ class Checkpoint:
 
     def build_model(self, weights: str = "auto") -> AudioModel:
         """The front-end and the plain or SWA network the checkpoint describes, with its weights."""
-        network = rebuild_network(self.entry["net"])
-        state = self.network_state(weights)
+        model = self.untrained_model()
         try:
-            network.load_state_dict(state, strict=True)
+            model.net.load_state_dict(self.network_state(weights), strict=True)
         except RuntimeError as error:
             raise CheckpointError(f"{self.path}: the {self.choose_weights(weights)} weights do not fit the network "
                                   f"its '{ENTRY}' entry describes ({error})") from None
-        return AudioModel(AugmentMelSTFT(**self.entry["mel"]), network)
+        return model
+
+    def untrained_model(self) -> AudioModel:
+        """The front-end and network the checkpoint describes, freshly initialised (for :meth:`load_into`)."""
+        return AudioModel(AugmentMelSTFT(**self.entry["mel"]), rebuild_network(self.entry["net"]))
 
     def load_into(self, module: torch.nn.Module) -> None:
         """Load the weights into a training module built with the checkpoint's settings."""
@@ -242,8 +245,12 @@ def _current_key(key: str) -> str:
 def _resolved_network_settings(net: Mapping) -> dict[str, Any]:
     """A version 1 entry's "net" (the run's config) as the current format records it: the strides a
     version 1 network was built with (10 unless given), no pretrained-weight options."""
-    settings = {key: value for key, value in net.items() if key not in PRETRAINED_KEYS}
-    return {"fstride": 10, "tstride": 10, **settings}
+    return {"fstride": 10, "tstride": 10, **_without_pretrained(net)}
+
+
+def _without_pretrained(net: Mapping) -> dict[str, Any]:
+    """Network settings without the options of where its first weights came from."""
+    return {key: value for key, value in net.items() if key not in PRETRAINED_KEYS}
 
 
 def _differences(name: str, saved, wanted) -> Iterator[tuple[str, Any, Any]]:

@@ -30,20 +30,22 @@ class AudioDataModule(pl.LightningDataModule):
     """
 
     def __init__(self, dataset: ModuleType, settings: Mapping[str, Any], mel: Mapping[str, Any], batch_size: int,
-                 num_workers: int, waveform_augment: WaveformAugment | None = None):
+                 num_workers: int):
         """
         dataset: a package of datasets/ (its Data reads the dataset's folder).
         settings: the ``basedataset`` config (keywords of the package's Data).
         mel: the front-end's settings (the spectrogram cache format stores its output).
         batch_size: examples per batch of every loader; num_workers: loader processes (0: this process).
-        waveform_augment: applied to each training example's waveform (e.g. device impulse responses,
-            datasets.impulse_responses), as (waveform (samples,) float32, its domain's name) -> waveform.
+
+        ``waveform_augment``, None here, may be set before setup: applied to each training example's waveform
+        (e.g. device impulse responses, datasets.impulse_responses) as (waveform (samples,) float32, its
+        domain's name) -> waveform; it is made after the module, as it checks the names of the data's domains.
         """
         super().__init__()
         self.data = dataset.Data(**settings, mel=dict(mel))
         self.batch_size = batch_size
         self.num_workers = num_workers
-        self.waveform_augment = waveform_augment
+        self.waveform_augment: WaveformAugment | None = None
         self._sets: dict[str, Dataset] = {}
 
     @property

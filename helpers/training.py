@@ -110,7 +110,7 @@ def evaluate(dataset: ModuleType, run, config: dict, checkpoint_path: str | None
             f"has {list(data.class_names)}; evaluate it on the dataset (and families) it was trained on."
         )
     seen = trained_seen_domains(entry, data, checkpoint.path)
-    module = training_module(config, data, checkpoint.build_model("plain"), seen_domains=seen, entry=entry)
+    module = training_module(config, data, checkpoint.untrained_model(), seen_domains=seen, entry=entry)
     checkpoint.load_into(module)
     trainer = build_trainer(config["trainer"], run_dir, run, checkpoints=False)
     with shared_with_child_processes(run_dir):

@@ -15,12 +15,11 @@ first of them (alphabetically). Adding locations moves few others.
 
 from __future__ import annotations
 
-import hashlib
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
-from datasets.base import TEST, TRAIN, VALIDATION, Layout, Role, check_fraction, check_seed
+from datasets.base import TEST, TRAIN, VALIDATION, Layout, Role, check_fraction, check_seed, seeded_order
 from datasets.cache import Clip
 from datasets.metadata import LayoutError, read_tsv
 
@@ -96,7 +95,7 @@ def hold_out_locations(clips: Sequence[Clip], locations: dict[str, str], fractio
         per_scene[min(location_scenes)].append(location)
     held_out = set()
     for members in per_scene.values():
-        ranked = sorted(members, key=lambda location: hashlib.sha1(f"{seed}/{location}".encode()).hexdigest())
+        ranked = seeded_order(members, seed)
         target = fraction * sum(sizes[location] for location in members)
         count = 0
         for location in ranked[:-1]:

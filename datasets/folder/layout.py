@@ -16,7 +16,6 @@ Every file listed is cached in one file; the roles select from it.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 from collections import defaultdict
@@ -24,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from datasets.base import ROLES, TEST, TRAIN, VALIDATION, Layout, Role, check_fraction, check_seed
+from datasets.base import ROLES, TEST, TRAIN, VALIDATION, Layout, Role, check_fraction, check_seed, seeded_order
 from datasets.cache import Clip
 from datasets.metadata import LayoutError, Row, read_tsv
 
@@ -164,7 +163,8 @@ def stratified_split(
     for members in groups.values():
         n_test = min(len(members) - 1, _round_half_up(len(members) * test_fraction))
         n_validation = min(len(members) - 1 - n_test, _round_half_up(len(members) * validation_fraction))
-        ranked = sorted(members, key=lambda clip: hashlib.sha1(f"{seed}/{clip.path}".encode()).hexdigest())
+        by_path = {clip.path: clip for clip in members}
+        ranked = [by_path[path] for path in seeded_order(list(by_path), seed)]
         role_of.update({clip.path: TEST for clip in ranked[:n_test]})
         role_of.update({clip.path: VALIDATION for clip in ranked[n_test : n_test + n_validation]})
     held_out = {role: [clip for clip in clips if role_of.get(clip.path) == role] for role in (VALIDATION, TEST)}
