@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from helpers.defaults import CPU_PRESET
+from helpers.experiment.defaults import CPU_PRESET
 from models.architectures import ARCHITECTURES
 
 

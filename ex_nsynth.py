@@ -19,8 +19,8 @@ from sacred import Experiment  # noqa: E402
 
 from config_updates import add_named_configs  # noqa: E402
 from datasets import nsynth  # noqa: E402
-from helpers.commands import add_commands  # noqa: E402
-from helpers.defaults import add_config  # noqa: E402
+from helpers.experiment.commands import add_commands  # noqa: E402
+from helpers.experiment.defaults import add_config  # noqa: E402
 
 
 def default_config(models, trainer):

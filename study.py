@@ -18,10 +18,10 @@ import warnings
 
 warnings.filterwarnings("ignore", "pkg_resources is deprecated", UserWarning)  # raised by importing sacred 0.8.7
 
-from helpers.study.commands import LAUNCHERS, report_study, run_study  # noqa: E402
+from helpers.study.cli import LAUNCHERS, report_study, run_study  # noqa: E402
 from helpers.study.local import Stopped  # noqa: E402
-from helpers.study.report import RESAMPLES  # noqa: E402
 from helpers.study.spec import StudyError, load_study, merge_slurm_options  # noqa: E402
+from helpers.study.table import RESAMPLES  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,10 +12,12 @@ import numpy as np
 import soundfile
 import soxr
 
+from errors import UserError
+
 RESAMPLE_QUALITIES = ("HQ", "VHQ")
 
 
-class AudioError(Exception):
+class AudioError(UserError):
     """A file that cannot be used as audio: missing, unreadable, or without samples."""
 
 

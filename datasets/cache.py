@@ -42,6 +42,7 @@ import numpy as np
 from tqdm import tqdm
 
 from datasets import audio, locking
+from errors import UserError
 
 logger = logging.getLogger(__name__)
 
@@ -57,11 +58,11 @@ PR_SET_PDEATHSIG = 1  # prctl option (linux/prctl.h): the signal a process recei
 PARENT_POLL_SECONDS = 0.5  # where prctl is not available: how often a worker checks that its parent runs
 
 
-class CacheError(Exception):
+class CacheError(UserError):
     """A cache file that exists but cannot be used (truncated, corrupt or incomplete)."""
 
 
-class BadFilesError(Exception):
+class BadFilesError(UserError):
     """Files listed in a dataset's metadata that are missing, unreadable or empty."""
 
 

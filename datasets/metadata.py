@@ -7,10 +7,12 @@ import io
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from errors import UserError
+
 SEPARATOR_NAMES = {"\t": "tab", ",": "comma", ";": "semicolon"}
 
 
-class LayoutError(Exception):
+class LayoutError(UserError):
     """A dataset folder that does not look like the dataset as downloaded."""
 
 

@@ -1,6 +1,6 @@
 """The frito checkpoint format: its version, writing, reading with validation, and the model it describes.
 
-A frito checkpoint is a Lightning checkpoint of the training module (helpers.training_module) with a
+A frito checkpoint is a Lightning checkpoint of the training module (helpers.training.classifier) with a
 "frito" entry describing the model and data it was trained with::
 
     {"version": 2,
@@ -31,6 +31,7 @@ import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from torch import Tensor
 
+from errors import UserError
 from helpers.files import atomic_write
 from models.audio_model import AudioModel
 from models.conversion import NetworkWeights
@@ -53,7 +54,7 @@ _RESUME_SETTINGS = (("net", "models.net"), ("mel", "models.mel"), ("class_names"
                     ("clip_length", "basedataset.clip_length"), ("seen_domains", "basedataset.train_domains"))
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
     """A checkpoint that is missing, unreadable, not frito's, or does not fit what it is used for."""
 
 

@@ -40,6 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from errors import OutputExistsError, UserError
 from helpers.files import atomic_write
 from helpers.inference import Predictor, load_model
 from models.audio_model import AudioModel
@@ -54,7 +55,7 @@ OUTPUT_NAMES = ("logits", "embedding")
 FILE_NAMES = {"torchscript": "model.torchscript.pt", "onnx": "model.onnx", "metadata": "model.json"}
 
 
-class ExportError(RuntimeError):
+class ExportError(UserError, RuntimeError):
     """An exported model that cannot be written or does not reproduce PyTorch's outputs."""
 
 
@@ -85,7 +86,7 @@ def export(
     targets = {name: out_dir / FILE_NAMES[name] for name in (*formats, "metadata")}
     existing = [str(path) for path in targets.values() if path.exists()]
     if existing and not overwrite:
-        raise FileExistsError(f"{existing} exist; choose another folder or allow overwriting them")
+        raise OutputExistsError(f"{existing} exist; choose another folder or allow overwriting them")
     predictor = model if isinstance(model, Predictor) else load_model(model, device="cpu", weights=weights)
     samples = _example_samples(predictor, example_seconds)
     trained = copy.deepcopy(predictor.model).cpu().eval()

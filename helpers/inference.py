@@ -30,6 +30,7 @@ import torch
 from torch import Tensor
 
 from datasets.audio import AudioError, load_audio
+from errors import OutputExistsError
 from helpers.checkpoint import read_checkpoint
 from helpers.files import atomic_write
 from models.audio_model import AudioModel
@@ -208,7 +209,7 @@ def predict_files(
     if top_k < 1:
         raise ValueError(f"top_k must be >= 1, got {top_k}")
     if csv_path is not None and Path(csv_path).exists() and not overwrite:
-        raise FileExistsError(f"{csv_path} exists; choose another CSV path or allow overwriting it")
+        raise OutputExistsError(f"{csv_path} exists; choose another CSV path or allow overwriting it")
     files, skipped = _audio_files(paths)
     top_k = min(top_k, len(predictor.class_names))
     predictions = []

@@ -19,13 +19,15 @@ from urllib.parse import urlparse
 
 import torch
 
+from errors import UserError
+
 logger = logging.getLogger(__name__)
 
 PATH_KEY = "models.net.pretrained_path"
 CONNECT_TIMEOUT_S = 5.0
 
 
-class PretrainedError(ValueError):
+class PretrainedError(UserError, ValueError):
     """A pretrained checkpoint that cannot be fetched, read, or fitted to the model being built."""
 
 

@@ -1,7 +1,7 @@
 """A stand-in for ex_dcase20.py in the study tests: a Sacred experiment that "trains" without a network.
 
 It leaves in its FileStorageObserver run folder what a frito training leaves for a study (see
-helpers/results.py): Sacred's files, checkpoints/last.ckpt rewritten atomically after every epoch,
+helpers/results/run_files.py): Sacred's files, checkpoints/last.ckpt rewritten atomically after every epoch,
 checkpoints/best.ckpt, and at the end results.json and test_predictions.csv.
 
 An epoch takes ``epoch_seconds`` in "batches" of 0.05 s. SIGTERM stops it at the next batch with exit

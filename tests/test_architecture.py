@@ -1,5 +1,6 @@
-"""The shape of the code: no import cycle among the project's modules, layers that import downwards only,
-no module over 600 lines. Every import statement counts, those inside functions and under TYPE_CHECKING too."""
+"""The shape of the code: no import cycle among the project's modules, layers that import downwards only (between
+the top-level packages and between helpers/' packages), no module over 600 lines, at most 8 modules directly in
+helpers/. Every import statement counts, those inside functions and under TYPE_CHECKING too."""
 
 import ast
 from pathlib import Path
@@ -9,6 +10,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("models", "datasets", "helpers", "benchmarks")
 MAX_LINES = 600
+MAX_HELPERS_MODULES = 8
 # What each layer may not import (by top-level name): models/ knows nothing of Lightning, Sacred or the
 # datasets; datasets/ nothing of the network, Lightning or Sacred; nothing below the experiments imports them.
 FORBIDDEN = {
@@ -17,6 +19,8 @@ FORBIDDEN = {
     "helpers": {"ex_dcase20", "ex_nsynth", "ex_folder", "config_updates", "study"},
     "benchmarks": {"ex_dcase20", "ex_nsynth", "ex_folder", "config_updates", "study"},
 }
+# helpers/' packages, top to bottom: each imports only from those below it (and helpers/' own modules).
+HELPERS_LAYERS = ("helpers.experiment", "helpers.study", "helpers.training", "helpers.results", "helpers.augment")
 
 
 def project_modules() -> dict[str, Path]:
@@ -94,13 +98,13 @@ def test_the_cycle_finder_finds_a_cycle_and_only_a_cycle():
 def test_relative_and_nested_imports_are_seen(tmp_path):
     source = tmp_path / "x.py"
     source.write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from models.passt import PaSST\n"
-                      "def f():\n    import helpers.trainer\n    from . import sibling\n")
-    assert {"models.passt.PaSST", "helpers.trainer", "pkg.sibling"} <= imported_names(source, "pkg.x")
+                      "def f():\n    import helpers.training.trainer\n    from . import sibling\n")
+    assert {"models.passt.PaSST", "helpers.training.trainer", "pkg.sibling"} <= imported_names(source, "pkg.x")
 
 
 def test_no_import_cycle_among_the_projects_modules():
     graph = import_graph()
-    assert {"models.patterns", "helpers.commands", "ex_dcase20"} <= set(graph)
+    assert {"models.patterns", "helpers.experiment.commands", "ex_dcase20"} <= set(graph)
     assert find_cycle(graph) is None, " -> ".join(find_cycle(graph))
 
 
@@ -120,3 +124,22 @@ def test_layers_import_downwards_only(layer):
 def test_no_module_is_over_600_lines():
     lengths = {module: len(path.read_text().splitlines()) for module, path in project_modules().items()}
     assert {module: n for module, n in lengths.items() if n > MAX_LINES} == {}
+
+
+def test_errors_is_a_leaf_every_layer_may_import():
+    assert import_graph()["errors"] == set()
+
+
+@pytest.mark.parametrize("package", HELPERS_LAYERS)
+def test_helpers_packages_import_downwards_only(package):
+    above = HELPERS_LAYERS[: HELPERS_LAYERS.index(package)]
+    offences = [f"{module} imports {target}" for module, targets in import_graph().items()
+                if module.startswith(package + ".") for target in targets if target.startswith(above)]
+    assert offences == []
+
+
+def test_helpers_shows_its_packages_with_few_modules_beside_them():
+    modules = sorted(path.name for path in (REPO / "helpers").glob("*.py") if path.name != "__init__.py")
+    assert len(modules) <= MAX_HELPERS_MODULES, modules
+    packages = {path.parent.name for path in (REPO / "helpers").glob("*/__init__.py")}
+    assert {"experiment", "training", "results", "augment", "study"} <= packages

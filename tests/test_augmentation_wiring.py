@@ -8,10 +8,10 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from helpers.data_module import AugmentedWaveforms
-from helpers.schedule import lr_schedule
-from helpers.trainer import build_trainer
-from helpers.training_module import AudioClassifier
+from helpers.training.classifier import AudioClassifier
+from helpers.training.data import AugmentedWaveforms
+from helpers.training.schedule import lr_schedule
+from helpers.training.trainer import build_trainer
 from models.audio_model import AudioModel
 
 

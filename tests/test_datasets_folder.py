@@ -411,9 +411,9 @@ def ex_folder():
 
 
 def test_experiment_takes_the_number_of_classes_from_the_csv_and_checks_a_given_one(ex_folder, tmp_path):
-    from helpers.config_check import ConfigurationError
-    from helpers.model_config import derived_settings
-    from helpers.training import data_module, with_class_count
+    from errors import ConfigurationError, UserError
+    from helpers.model_spec import derived_settings
+    from helpers.training.fit import data_module, with_class_count
 
     folder = _folder(tmp_path, _table(LISTING))
     config = ex_folder.run(
@@ -427,7 +427,7 @@ def test_experiment_takes_the_number_of_classes_from_the_csv_and_checks_a_given_
     wrong = {**config, "models": {**config["models"], "net": {**config["models"]["net"], "n_classes": 5}}}
     with pytest.raises(ConfigurationError, match="models.net.n_classes=5 but the data has 3 classes"):
         with_class_count(wrong, data)
-    with pytest.raises(ConfigurationError, match="main: basedataset.base_dir is required"):
+    with pytest.raises(UserError, match="main: basedataset.base_dir is required"):
         ex_folder.run("main", options={"--capture": "sys"})
 
 

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from helpers.trainer import ddp_processes, translate_trainer_config
-from helpers.training_module import AudioClassifier
+from helpers.training.classifier import AudioClassifier
+from helpers.training.trainer import ddp_processes, translate_trainer_config
 from models.audio_model import AudioModel
 
 REPO = Path(__file__).resolve().parents[1]  # torchrun is given the script's path

@@ -12,10 +12,10 @@ import soundfile
 import torch
 
 from datasets import dcase20, folder, nsynth
-from helpers.commands import UserError, check_demo
-from helpers.config_check import ConfigurationError
-from helpers.model_config import derived_settings
-from helpers.training import trained_seen_domains
+from errors import ConfigurationError, UserError
+from helpers.experiment.commands import check_demo
+from helpers.model_spec import derived_settings
+from helpers.training.fit import trained_seen_domains
 from models.preprocess import AugmentMelSTFT, clip_frames
 
 QUICK = {"max_epochs": 1, "limit_train_batches": 3, "limit_val_batches": 3, "enable_progress_bar": False,
@@ -81,7 +81,7 @@ TAU_LIKE = SimpleNamespace(domain_names=["a", "b", "c", "s1"], seen_domains=["a"
 
 
 def test_seen_domains_come_from_the_checkpoint_and_a_disagreeing_config_is_logged(caplog):
-    caplog.set_level(logging.INFO, logger="helpers.training")
+    caplog.set_level(logging.INFO, logger="helpers.training.fit")
     assert trained_seen_domains({"seen_domains": ["a"]}, TAU_LIKE, Path("x.ckpt")) == ["a"]
     assert "x.ckpt was trained on the devices ['a'], the configured basedataset.train_domains give ['a', 'b', 'c']" \
         in caplog.text
@@ -155,7 +155,7 @@ def test_help_and_dependencies(experiment, cache_dir, capsys):
     ],
 )
 def test_configuration_errors_stop_before_any_work(experiment, cache_dir, in_tmp, updates, message):
-    with pytest.raises(ConfigurationError, match=message):
+    with pytest.raises(UserError, match=message):
         run(experiment, "main", cache_dir, **updates)
     assert list(in_tmp.iterdir()) == []  # no run folder, nothing written
 
@@ -169,7 +169,7 @@ def test_configuration_errors_stop_before_any_work(experiment, cache_dir, in_tmp
     ],
 )
 def test_evaluate_only_refuses_a_missing_or_foreign_checkpoint(experiment, cache_dir, in_tmp, content, message):
-    """Refused with a message (ConfigurationError and UserError are printed without a traceback)."""
+    """Refused with a message (a UserError is printed without a traceback)."""
     checkpoint = None
     if content is not None:
         checkpoint = str(in_tmp / "model.ckpt")
@@ -177,7 +177,7 @@ def test_evaluate_only_refuses_a_missing_or_foreign_checkpoint(experiment, cache
             Path(checkpoint).write_bytes(content)
         else:
             torch.save(content, checkpoint)
-    with pytest.raises((ConfigurationError, UserError), match=message):
+    with pytest.raises(UserError, match=message):
         run(experiment, "evaluate_only", cache_dir, checkpoint=checkpoint)
 
 

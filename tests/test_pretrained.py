@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import save_file
 
 from helpers.checkpoint import read_checkpoint
-from helpers.model_config import build_network
+from helpers.model_spec import build_network
 from models.architectures import ARCHITECTURES
 from models.conversion import split_image_pos_grid
 from models.network import get_model

@@ -13,8 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers.commands import UserError
-from helpers.config_check import ConfigurationError
+from errors import ConfigurationError, UserError
 
 REPO = Path(__file__).resolve().parents[1]
 SHORT = ["cpu_tiny", "trainer.max_epochs=3", "trainer.limit_train_batches=3", "trainer.limit_val_batches=2",
@@ -26,7 +25,7 @@ INTERRUPTING_SCRIPT = """
 import os, signal, sys
 sys.path.insert(0, {repo!r})
 import pytorch_lightning as pl
-import helpers.training as training
+import helpers.training.fit as training
 from ex_nsynth import ex
 
 

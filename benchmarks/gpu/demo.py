@@ -1,6 +1,6 @@
 """Section 5, mixed precision: the demo training (``python ex_dcase20.py``) with trainer.precision=bf16-mixed
 and 16-mixed beside float32, same seed, side by side on the GPU; the accuracy of each run on the test split at
-the epoch selected on the validation split, from its run folder's results.json (helpers.results). Target:
+the epoch selected on the validation split, from its run folder's results.json (helpers.results.run_files). Target:
 the mixed-precision trainings within 2 points of float32's accuracy."""
 
 from __future__ import annotations

@@ -6,9 +6,9 @@
     local      the local launcher, N runs at a time (a GPU each, or a share of the CPU cores)
     slurm      the SLURM launcher: one submitit array job, tasks requeued on timeout or preemption
     bootstrap  figures per run and paired bootstrap intervals over seeds and test examples
-    report     the report: tables over seeds, differences to the baseline, Markdown/CSV/PNG (from each
-               run's helpers.results files)
-    commands   `study.py run` and `study.py report`
+    table      the report: tables over seeds, differences to the baseline, Markdown/CSV/PNG (from each
+               run's helpers.results.run_files files)
+    cli        `study.py run` and `study.py report`
 
 Layers: these modules use helpers/ and the standard library, never ex_*.py or study.py.
 """

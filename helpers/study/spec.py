@@ -38,6 +38,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from errors import UserError
+
 STUDY_KEYS = ("experiment", "seeds", "with", "variants", "baseline", "folder", "slurm")
 SLURM_KEYS = ("partition", "time", "gpus_per_task", "cpus_per_task", "mem_gb", "array_parallelism",
               "signal_delay_s", "setup", "extra")
@@ -52,7 +54,7 @@ RESERVED_SETTINGS = ("seed", "resume")
 SLURM_TIME = re.compile(r"(?:(?P<days>\d+)-)?(?P<parts>\d+(?::\d+){0,2})")
 
 
-class StudyError(ValueError):
+class StudyError(UserError, ValueError):
     """A study file, folder or command line that cannot be used as given; the message says the fix."""
 
 

@@ -12,8 +12,8 @@ import pytest
 from fake_study_experiment import TEST_DOMAINS, write_outputs
 
 from helpers.study.folder import acquire_run_lock
-from helpers.study.report import ORACLE_LABEL, build_report, markdown, write_report
 from helpers.study.spec import StudyError, load_study
+from helpers.study.table import ORACLE_LABEL, build_report, markdown, write_report
 
 FAKE = Path(__file__).resolve().parent / "fake_study_experiment.py"
 

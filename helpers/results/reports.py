@@ -2,7 +2,7 @@
 
 Domains are named as the dataset names them: its domain kind ("device", "instrument_source", ...) and
 the names of its two groups, the domains trained on and the others (e.g. "seen devices" and "unseen
-devices"). Group figures are means of per-domain accuracies (helpers.metrics), and say so.
+devices"). Group figures are means of per-domain accuracies (helpers.results.metrics), and say so.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from pytorch_lightning.utilities import rank_zero_only
 from sacred.observers import FileStorageObserver
 
 from helpers.files import atomic_write
-from helpers.metrics import Evaluation
-from helpers.selection import EpochEvaluations
+from helpers.results.metrics import Evaluation
+from helpers.results.selection import EpochEvaluations
 
 SUMMARY_WIDTH = 78
 HEADLINE = ("loss", "acc", "macro_acc", "acc_seen", "acc_unseen")  # the figures a run returns to Sacred

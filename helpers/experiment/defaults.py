@@ -12,7 +12,7 @@ may change it; values from the command line and from named configs always win):
   demo_preset       without basedataset.base_dir, for a dataset with demo data: the CPU-sized preset
 
 Values that follow from others (the front-end's sample rate, the network's input size, the architecture's
-strides) are not config entries: they are derived where the model is built (helpers.model_config), and
+strides) are not config entries: they are derived where the model is built (helpers.model_spec), and
 print_config shows them.
 
 Sacred reads a config scope's local variables as config entries, the comment beside a top-level entry as

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from errors import ConfigurationError
 from helpers.checkpoint import CHECKPOINT_WEIGHTS, checkpoint_from_contents, rebuild_network
 from models.architectures import architecture
 from models.audio_model import AudioModel
@@ -28,7 +29,7 @@ from models.weight_files import PretrainedError
 from models.weight_files import read_checkpoint as read_weights_file
 
 
-class SettingsError(ValueError):
+class SettingsError(ConfigurationError):
     """A model setting that contradicts what the data or another setting implies."""
 
 

@@ -18,13 +18,13 @@ from typing import Any
 
 from sacred import Experiment
 from sacred.config import chain_evaluate_config_scopes
-from sacred.utils import SacredError
 
-from helpers.freq_mixstyle import FreqMixStyle
-from helpers.model_config import SettingsError, derived_settings, mel_settings
-from helpers.schedule import lr_schedule
-from helpers.selection import ModelSelection
-from helpers.trainer import trainer_keys
+from errors import ConfigurationError
+from helpers.augment.freq_mixstyle import FreqMixStyle
+from helpers.model_spec import SettingsError, derived_settings, mel_settings
+from helpers.results.selection import ModelSelection
+from helpers.training.schedule import lr_schedule
+from helpers.training.trainer import trainer_keys
 from models.architectures import architecture
 from models.network import get_model
 from models.patterns import parse_rf_norm_t
@@ -33,13 +33,6 @@ from models.preprocess import AugmentMelSTFT
 # Keys Sacred itself puts into every config: the seed, and the docstring of a named config scope.
 SACRED_KEYS = ("seed", "__doc__")
 LISTED_KEYS_MAX = 12
-
-
-class ConfigurationError(SacredError, ValueError):
-    """A config key or value no component accepts; Sacred prints the message without a traceback."""
-
-    def __init__(self, message: str):
-        super().__init__(message, print_traceback=False)
 
 
 @dataclass(frozen=True)
@@ -70,7 +63,7 @@ def check_keys(config: Mapping[str, Any], section: Section, path: str = "") -> N
 
 def check_values(config: Mapping[str, Any]) -> None:
     """Raise ConfigurationError for values of ``models`` and the schedule that their components reject,
-    and for settings that contradict what the model derives from the data (helpers.model_config)."""
+    and for settings that contradict what the model derives from the data (helpers.model_spec)."""
     net = config["models"]["net"]
     checks = (
         ("models.net.rf_norm_t", lambda: parse_rf_norm_t(net.get("rf_norm_t", ""))),

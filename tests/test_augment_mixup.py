@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers.mixup import mix, mixed_cross_entropy, mixup
+from helpers.augment.mixup import mix, mixed_cross_entropy, mixup
 
 
 def test_mix_matches_hand_computation():

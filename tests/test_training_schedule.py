@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from helpers.schedule import lr_schedule
+from helpers.training.schedule import lr_schedule
 
 # warm-up 5 epochs, full rate through epoch 50, linear ramp over 50 epochs down to 0.01 (the TAU defaults)
 TAU = dict(schedule_mode="exp_lin", warm_up_len=5, ramp_down_start=50, ramp_down_len=50, last_lr_value=0.01)

@@ -15,9 +15,9 @@ from collections.abc import Sequence
 from helpers.study.execute import Outcome
 from helpers.study.folder import RunState, Status, record_study, run_state, study_lock
 from helpers.study.local import run_local, slot_environments, usable_cores, visible_gpus
-from helpers.study.report import build_report, markdown, write_report
 from helpers.study.slurm import check_launcher, run_submitit
 from helpers.study.spec import Run, Study, StudyError
+from helpers.study.table import build_report, markdown, write_report
 
 logger = logging.getLogger(__name__)
 

@@ -1,8 +1,9 @@
 """Training and evaluating: the work behind the experiments' main and evaluate_only commands.
 
 Both build the audio model, the data module and a Lightning Trainer writing into the run folder, run it,
-then write the results (helpers.results) and the reports of the test split (helpers.reports.finish): at the
-selected and the last epoch of a training, for the checkpoint of an evaluation.
+then write the results (helpers.results.run_files) and the reports of the test split
+(helpers.results.reports.finish): at the selected and the last epoch of a training, for the checkpoint of an
+evaluation.
 """
 
 from __future__ import annotations
@@ -18,17 +19,18 @@ import pytorch_lightning as pl
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from datasets.impulse_responses import ImpulseResponseAugment
+from errors import ConfigurationError
+from helpers.augment.freq_mixstyle import FreqMixStyle
 from helpers.checkpoint import CheckpointError, checkpoint_entry, read_checkpoint
-from helpers.config_check import ConfigurationError
-from helpers.data_module import AudioDataModule
-from helpers.freq_mixstyle import FreqMixStyle
-from helpers.model_config import build_audio_model, derived_settings, mel_settings, net_settings
-from helpers.reports import finish
-from helpers.results import write_results, write_splits
-from helpers.run_folder import evaluation_folder, resume_checkpoint, run_folder, shared_with_child_processes
-from helpers.schedule import lr_schedule
-from helpers.swa import SwaSchedule
-from helpers.trainer import (
+from helpers.model_spec import build_audio_model, derived_settings, mel_settings, net_settings
+from helpers.results.reports import finish
+from helpers.results.run_files import write_results, write_splits
+from helpers.training.classifier import AudioClassifier
+from helpers.training.data import AudioDataModule
+from helpers.training.run_folder import evaluation_folder, resume_checkpoint, run_folder, shared_with_child_processes
+from helpers.training.schedule import lr_schedule
+from helpers.training.swa import SwaSchedule
+from helpers.training.trainer import (
     BEST_CHECKPOINT,
     CHECKPOINT_DIR,
     LAST_CHECKPOINT,
@@ -36,7 +38,6 @@ from helpers.trainer import (
     process_rank,
     wait_for_child_processes,
 )
-from helpers.training_module import AudioClassifier
 from models.audio_model import AudioModel
 
 logger = logging.getLogger(__name__)
@@ -183,7 +184,7 @@ def with_class_count(config: Mapping[str, Any], data: AudioDataModule) -> dict[s
 
 
 class RunFiles(pl.Callback):
-    """Writes splits.json (role -> file names, helpers.results) into the run folder when a training starts,
+    """Writes splits.json (role -> file names, helpers.results.run_files) into the run folder when a training starts,
     once the data is prepared; global rank 0 only."""
 
     def __init__(self, run_dir: Path):

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from helpers.metrics import evaluation
-from helpers.selection import EpochEvaluations, ModelSelection
+from helpers.results.metrics import evaluation
+from helpers.results.selection import EpochEvaluations, ModelSelection
 
 CLASSES, DOMAINS = ("x", "y"), ("a", "b")
 

@@ -27,9 +27,10 @@ from pathlib import Path
 
 import numpy as np
 
+from errors import UserError
 from helpers.files import atomic_write
-from helpers.metrics import Evaluation
-from helpers.selection import MODEL_SELECTIONS, ModelSelection
+from helpers.results.metrics import Evaluation
+from helpers.results.selection import MODEL_SELECTIONS, ModelSelection
 
 SPLITS = "splits.json"
 RESULTS = "results.json"
@@ -37,10 +38,10 @@ PREDICTIONS = "test_predictions.csv"
 PREDICTION_COLUMN = "net_selected"  # what a comparison of runs scores: the plain network at the selected epoch
 RESULT_KEYS = ("model_selection", "selected_epoch", "domain_kind", "group_names", "class_names", "domain_names",
                "seen_domains")
-ROLE_NAMES = {"val": "validation", "test": "test"}  # helpers.selection's roles as the files name them
+ROLE_NAMES = {"val": "validation", "test": "test"}  # helpers.results.selection's roles as the files name them
 
 
-class ResultsError(ValueError):
+class ResultsError(UserError, ValueError):
     """A run's results.json or test_predictions.csv that is missing or does not follow the format."""
 
 

@@ -39,7 +39,7 @@ MANAGED_TRAINER_KEYS = ("logger", "callbacks", "plugins", "default_root_dir")
 
 DDP_VARIABLE = "DDP"  # DDP=N: N processes on this node (Lightning's DDP strategy)
 CHECKPOINT_DIR = "checkpoints"
-BEST_CHECKPOINT = "best"  # checkpoints/best.ckpt: the selected epoch (helpers.selection)
+BEST_CHECKPOINT = "best"  # checkpoints/best.ckpt: the selected epoch (helpers.results.selection)
 LAST_CHECKPOINT = "last"  # checkpoints/last.ckpt: the latest epoch, rewritten (atomically) after each
 EPOCH_LINE_FIGURES = ("train/loss", "val/acc", "val/acc_unseen", "test/acc", "test/acc_unseen")
 
@@ -198,7 +198,7 @@ class SelectedCheckpoint(Callback):
 
     Not Lightning's ModelCheckpoint: that compares only the epochs it saw in this run folder, so a training
     resumed into a new folder would keep as best its first resumed epoch however the earlier ones scored.
-    The selection here covers the whole history (helpers.selection, restored from the checkpoint), and a
+    The selection here covers the whole history (helpers.results.selection, restored from the checkpoint), and a
     resumed training starts from a copy of the best.ckpt of the run it continues.
     """
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from helpers.metrics import evaluation
+from helpers.results.metrics import evaluation
 
 CLASSES = ("cat", "dog", "owl")
 DOMAINS = ("a", "b", "s4", "s5")  # a, b seen; s4, s5 unseen

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers.trainer import (
+from helpers.training.trainer import (
     LEGACY_TRAINER_KEYS,
     SacredLogger,
     build_trainer,
@@ -96,7 +96,7 @@ def test_accepted_keys():
 
 
 def test_build_trainer_writes_under_the_run_folder(tmp_path, caplog):
-    caplog.set_level(logging.INFO, logger="helpers.trainer")
+    caplog.set_level(logging.INFO, logger="helpers.training.trainer")
     trainer = build_trainer({"max_epochs": 1, "use_tensorboard_logger": True, "gpus": 0}, tmp_path)
     assert trainer.default_root_dir == str(tmp_path)
     assert Path(trainer.logger.log_dir) == tmp_path / "tensorboard"

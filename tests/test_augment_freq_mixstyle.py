@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers.freq_mixstyle import EPS, FreqMixStyle, freq_mixstyle, mix_frequency_statistics
+from helpers.augment.freq_mixstyle import EPS, FreqMixStyle, freq_mixstyle, mix_frequency_statistics
 
 
 def _batch(batch=6, channels=2, n_mels=5, frames=40, seed=0, dtype=torch.float32):

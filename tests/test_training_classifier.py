@@ -6,10 +6,10 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from helpers.schedule import lr_schedule
-from helpers.swa import SwaSchedule
-from helpers.trainer import build_trainer
-from helpers.training_module import AudioClassifier
+from helpers.training.classifier import AudioClassifier
+from helpers.training.schedule import lr_schedule
+from helpers.training.swa import SwaSchedule
+from helpers.training.trainer import build_trainer
 from models.audio_model import AudioModel
 
 CLASSES = ("low", "mid", "high")

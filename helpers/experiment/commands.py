@@ -1,7 +1,7 @@
 """The experiments' Sacred wiring: command options, config checks and the commands.
 
 An experiment file (``ex_<dataset>.py``) creates the Sacred ``Experiment``, states its own config (chained
-with the shared one by :func:`helpers.defaults.add_config`) and calls :func:`add_commands` with its dataset
+with the shared one by :func:`helpers.experiment.defaults.add_config`) and calls :func:`add_commands` with its dataset
 package, which adds
 
   main                 train; every epoch evaluated on the validation split (which selects the epoch
@@ -38,22 +38,17 @@ from sacred import commands as sacred_commands
 from sacred.utils import SacredError, apply_backspaces_and_linefeeds
 
 from benchmarks.speed import training_step_seconds
-from datasets.audio import AudioError
-from datasets.cache import BadFilesError, CacheError
-from datasets.metadata import LayoutError
-from helpers.checkpoint import CheckpointError
-from helpers.command_options import command_options
-from helpers.config_check import ConfigurationError, check_keys, check_values, config_sections
-from helpers.export import ExportError
+from errors import ConfigurationError, UserError
+from helpers.experiment.attention_plot import write_attention_mask_plot
+from helpers.experiment.config_check import check_keys, check_values, config_sections
+from helpers.experiment.options import command_options
 from helpers.export import export as export_model
 from helpers.inference import load_model, predict_files
-from helpers.model_config import SettingsError, build_audio_model, derived_settings, net_settings
-from helpers.plots import write_attention_mask_plot
-from helpers.run_folder import run_folder
-from helpers.trainer import process_rank, quiet_lightning, translate_trainer_config
-from helpers.training import data_module, evaluate, train, with_class_count
+from helpers.model_spec import build_audio_model, derived_settings, net_settings
+from helpers.training.fit import data_module, evaluate, train, with_class_count
+from helpers.training.run_folder import run_folder
+from helpers.training.trainer import process_rank, quiet_lightning, translate_trainer_config
 from models.passt import patch_grid
-from models.weight_files import PretrainedError
 
 logger = logging.getLogger(__name__)
 
@@ -64,13 +59,10 @@ DEMO_NOTICE = (
 # Commands that read no data: they take their settings from a checkpoint, or show Sacred's information.
 FROM_CHECKPOINT = ("predict", "export")
 WITHOUT_DATASET = (*FROM_CHECKPOINT, "print_config", "print_dependencies", "save_config", "print_named_configs")
-# Errors the user fixes (files, folders, checkpoints, settings): shown as their message, without a traceback.
-USER_ERRORS = (AudioError, BadFilesError, CacheError, LayoutError, CheckpointError, PretrainedError, SettingsError,
-               ExportError, FileExistsError)
 
 
-class UserError(SacredError):
-    """An error the user fixes; Sacred prints its message without a traceback (and the traceback with --debug)."""
+class UserMessage(SacredError, UserError):
+    """An errors.UserError as Sacred shows it: its message without a traceback (the traceback with --debug)."""
 
     def __init__(self, message: str):
         super().__init__(message, print_traceback=False)
@@ -89,10 +81,13 @@ def add_commands(ex: Experiment, dataset: ModuleType) -> None:
     ex.config(command_options)
 
     def check_config(config, command_name, logger):
-        check_keys(config, config_sections(ex, dataset))
-        check_values(config)
-        if config["basedataset"]["base_dir"] is None:
-            check_demo(dataset, command_name, logger)
+        try:
+            check_keys(config, config_sections(ex, dataset))
+            check_values(config)
+            if config["basedataset"]["base_dir"] is None:
+                check_demo(dataset, command_name, logger)
+        except UserError as error:
+            raise UserMessage(str(error)) from error
         if command_name == "main":
             warn_of_a_schedule_longer_than_the_training(config, logger)
 
@@ -180,8 +175,8 @@ def print_config(_run) -> None:
 
 
 def derived_text(config: Mapping[str, Any]) -> str:
-    """The derived values (helpers.model_config) as print_config shows them."""
-    lines = ["Derived when the model is built (helpers/model_config.py; a given value is checked against these):"]
+    """The derived values (helpers.model_spec) as print_config shows them."""
+    lines = ["Derived when the model is built (helpers/model_spec.py; a given value is checked against these):"]
     lines += [f"  {key} = {value!r}" for key, value in derived_settings(config).items()]
     return "\n".join(lines)
 
@@ -200,15 +195,17 @@ def warn_of_a_schedule_longer_than_the_training(config: Mapping[str, Any], run_l
 
 
 def user_errors_as_messages(function: Callable) -> Callable:
-    """Run a command, turning the errors the user fixes (USER_ERRORS) into UserError: Sacred then prints
+    """Run a command, turning the errors the user fixes (errors.UserError) into UserMessage: Sacred then prints
     their message without a traceback and exits with status 1."""
 
     @functools.wraps(function)
     def run_command(*args, **kwargs):
         try:
             return function(*args, **kwargs)
-        except USER_ERRORS as error:
-            raise UserError(str(error)) from error
+        except UserMessage:
+            raise
+        except UserError as error:
+            raise UserMessage(str(error)) from error
 
     return run_command
 

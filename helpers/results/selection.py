@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from helpers.metrics import Evaluation, evaluation
+from helpers.results.metrics import Evaluation, evaluation
 
 MODEL_SELECTIONS = {"validation": "val/acc", "oracle": "test/acc"}  # model_selection -> the figure it maximises
 ROLES = ("val", "test")  # the evaluated roles of the data, in the order of the evaluation loaders

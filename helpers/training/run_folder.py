@@ -19,8 +19,8 @@ from pathlib import Path
 
 from sacred.observers import FileStorageObserver
 
-from helpers.config_check import ConfigurationError
-from helpers.trainer import CHECKPOINT_DIR, LAST_CHECKPOINT, process_rank
+from errors import ConfigurationError
+from helpers.training.trainer import CHECKPOINT_DIR, LAST_CHECKPOINT, process_rank
 
 logger = logging.getLogger(__name__)
 

@@ -6,8 +6,8 @@ here, on the training device; a batch that carries "spectrogram" skips it.
 
 Every epoch ends with an evaluation of two roles of the data, each its own loader: the validation split
 (``val``, dataloader 0), on which the epoch is selected, and the test split (``test``, dataloader 1),
-which is reported (helpers.selection). Evaluation keeps every example's prediction, label, domain and
-loss, and computes the figures once over the whole split (helpers.metrics), for the network and, once it
+which is reported (helpers.results.selection). Evaluation keeps every example's prediction, label, domain and
+loss, and computes the figures once over the whole split (helpers.results.metrics), for the network and, once it
 holds an average, for the SWA copy ``net_swa`` (torch.optim.swa_utils.AveragedModel of the network: its
 running mean, folded in at the end of the epochs the SwaSchedule names; its count is in the state dict,
 so a resumed training continues the same average). Figures are logged as ``val/<figure>``,
@@ -35,12 +35,12 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.optim.swa_utils import AveragedModel
 
+from helpers.augment.freq_mixstyle import FreqMixStyle
+from helpers.augment.mixup import mixed_cross_entropy, mixup
 from helpers.checkpoint import ENTRY, CheckpointError
-from helpers.freq_mixstyle import FreqMixStyle
-from helpers.metrics import Evaluation, evaluation
-from helpers.mixup import mixed_cross_entropy, mixup
-from helpers.selection import ROLES, ModelSelection
-from helpers.swa import SwaSchedule
+from helpers.results.metrics import Evaluation, evaluation
+from helpers.results.selection import ROLES, ModelSelection
+from helpers.training.swa import SwaSchedule
 from models.audio_model import AudioModel
 
 logger = logging.getLogger(__name__)
@@ -73,13 +73,13 @@ class AudioClassifier(pl.LightningModule):
         class_names, domain_names: meaning of the "label" and "domain" indices of the batches.
         seen_domains: domains of the training data; the rest are reported as unseen.
         lr, weight_decay: AdamW's base learning rate and decoupled weight decay.
-        lr_factor: epoch -> factor of lr (helpers.schedule), stepped once per epoch.
+        lr_factor: epoch -> factor of lr (helpers.training.schedule), stepped once per epoch.
         mixup_alpha: Beta(alpha, alpha) of spectrogram mixup; None trains without mixup.
         freq_mixstyle: frequency-wise MixStyle of the training spectrograms (before mixup); None: without.
         swa: epochs averaged into the copy ``net_swa``; None trains without SWA.
         checkpoint_entry: the "frito" entry of every checkpoint (helpers.checkpoint.checkpoint_entry), from
             which a trained model is rebuilt.
-        model_selection: "validation" or "oracle" (helpers.selection).
+        model_selection: "validation" or "oracle" (helpers.results.selection).
         """
         super().__init__()
         self.model = model

@@ -23,7 +23,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from helpers.files import atomic_write
-from helpers.results import ResultsError, RunResults, has_results, read_results
+from helpers.results.run_files import ResultsError, RunResults, has_results, read_results
 from helpers.study.bootstrap import OVERALL, Layout, interval, paired_differences, replicated_means
 from helpers.study.folder import RunState, Status, run_state
 from helpers.study.spec import Study, StudyError

@@ -4,8 +4,9 @@ import copy
 
 import pytest
 
-from helpers.config_check import ConfigurationError, Section, check_keys, check_values, closest, keywords_of
-from helpers.model_config import derived_settings
+from errors import ConfigurationError, UserError
+from helpers.experiment.config_check import Section, check_keys, check_values, closest, keywords_of
+from helpers.model_spec import derived_settings
 
 
 def build(size: int = 1, *, rate: int = 16000, depth: int = 2):
@@ -71,10 +72,9 @@ def test_a_section_must_be_a_dict():
         check_keys({**GOOD, "models": {"net": 5}}, SECTIONS)
 
 
-def test_configuration_error_is_a_value_error_printed_without_traceback():
+def test_a_configuration_error_is_the_users_to_fix_and_a_value_error():
     error = ConfigurationError("x")
-    assert isinstance(error, ValueError)
-    assert error.print_traceback is False
+    assert isinstance(error, UserError) and isinstance(error, ValueError)
 
 
 def test_closest():

@@ -98,7 +98,7 @@ class AudioDataModule(pl.LightningDataModule):
         return self._loader(self._sets["train"], shuffle=True)
 
     def val_dataloader(self) -> list[DataLoader]:
-        """The validation and the test split in order (helpers.selection.ROLES), workers kept between epochs."""
+        """The validation and the test split in order (helpers.results.selection.ROLES), workers kept between epochs."""
         return [self._loader(self._sets[role], shuffle=False, persistent_workers=self.num_workers > 0)
                 for role in ("validation", "test")]
 

@@ -2,9 +2,9 @@
 
 import csv
 
-from helpers.metrics import evaluation
-from helpers.reports import console_summary, write_reports
-from helpers.selection import EpochEvaluations
+from helpers.results.metrics import evaluation
+from helpers.results.reports import console_summary, write_reports
+from helpers.results.selection import EpochEvaluations
 
 CLASSES = ("cat", "dog")
 DOMAINS = ("a", "s4")
