@@ -38,9 +38,10 @@ def default_config(trainer):
     swa_epoch_start = 2  # first epoch (0-based) averaged
 
 
+DATASET = dcase20  # the package of datasets/ it trains on (helpers.api reads it)
 ex = Experiment("dcase20")
-add_config(ex, dcase20, default_config)
-add_commands(ex, dcase20)
+add_config(ex, DATASET, default_config)
+add_commands(ex, DATASET)
 add_named_configs(ex)
 
 if __name__ == "__main__":

@@ -39,9 +39,10 @@ def default_config(trainer):
     swa_epoch_start = 10  # first epoch (0-based) averaged
 
 
+DATASET = folder  # the package of datasets/ it trains on (helpers.api reads it)
 ex = Experiment("folder")
-add_config(ex, folder, default_config)
-add_commands(ex, folder)
+add_config(ex, DATASET, default_config)
+add_commands(ex, DATASET)
 add_named_configs(ex)
 
 if __name__ == "__main__":

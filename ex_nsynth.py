@@ -47,9 +47,10 @@ def default_config(models, trainer):
     swa_epoch_start = 2  # first epoch (0-based) averaged
 
 
+DATASET = nsynth  # the package of datasets/ it trains on (helpers.api reads it)
 ex = Experiment("nsynth")
-add_config(ex, nsynth, default_config)
-add_commands(ex, nsynth)
+add_config(ex, DATASET, default_config)
+add_commands(ex, DATASET)
 add_named_configs(ex)
 
 if __name__ == "__main__":

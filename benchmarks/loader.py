@@ -22,9 +22,7 @@ from torch.utils.data import DataLoader, RandomSampler
 
 from benchmarks.speed import training_step_seconds
 from datasets import dcase20, nsynth
-from models.audio_model import AudioModel
-from models.network import get_model
-from models.preprocess import AugmentMelSTFT
+from helpers.model_spec import ModelSpec
 
 DATASETS = {"dcase20": dcase20, "nsynth": nsynth}
 
@@ -71,9 +69,8 @@ def loader_rate(dataset, batch_size: int, batches: int, workers: int) -> float:
 def training_rate(data, batch: dict, args: argparse.Namespace) -> tuple[float, str]:
     """Clips per second of training steps on one batch of real clips."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    mel = AugmentMelSTFT(sr=data.sample_rate)
-    net = get_model(arch=args.arch, n_classes=len(data.class_names), input_tdim=mel.frames_for(data.clip_samples))
-    model = AudioModel(mel, net).to(device)
+    spec = ModelSpec.of(args.arch, data.clip_length, len(data.class_names), data.sample_rate)
+    model = spec.build().to(device)
     waveform, labels = batch["waveform"].to(device), batch["label"].to(device)
     seconds = training_step_seconds(model, waveform, labels, args.steps, repeats=args.repeats, warm_up_steps=1)
     return len(waveform) / seconds, device.type

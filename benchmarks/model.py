@@ -28,7 +28,7 @@ import sys
 import torch
 
 from benchmarks.attention import median_times, original_attention
-from models.network import get_model
+from helpers.model_spec import ModelSpec
 from models.preprocess import clip_frames
 
 FORMS = ("per_row_1", "per_row_3", "per_row_6", "row_overlap_2", "row_overlap_4")
@@ -47,12 +47,9 @@ def build(variant: str, seconds: float) -> torch.nn.Module:
     impl, _, form = variant.rpartition(":")
     if variant in ("unrestricted", "no_attention"):
         impl, form = "auto", ""
-    model = get_model(
-        n_classes=527,
-        input_tdim=max(998, frames(seconds)),
-        rf_norm_t=form,
-        attention_impl="masked" if impl in ("masked", "original") else "auto",
-    )
+    spec = ModelSpec.of("passt_s_swa_p16_128_ap476", seconds, n_classes=527, input_tdim=max(998, frames(seconds)),
+                        rf_norm_t=form, attention_impl="masked" if impl in ("masked", "original") else "auto")
+    model = spec.build().net
     if impl == "original" or variant == "no_attention":
         executor = original_attention if impl == "original" else _values_only
         for block in model.blocks:

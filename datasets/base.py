@@ -180,7 +180,7 @@ class CachedData:
                 f"basedataset.base_dir is required for the {self.name} dataset (it has no demo data): set it to the "
                 f"dataset's folder; see datasets/{self.name}/README.md"
             )
-        self.clip_length = float(clip_length or (self.demo_clip_length if self.is_demo else self.native_clip_length))
+        self.clip_length = self.resolved_clip_length(clip_length, base_dir)
         self.layout = self._read_layout(self._demo_dir() if self.is_demo else Path(base_dir).expanduser().resolve())
         if self.cache_dir.is_relative_to(self.layout.root):
             raise ValueError(
@@ -193,6 +193,14 @@ class CachedData:
         self.seen_domains = self._seen_domains(train_domains)
         self.class_names = self._trained_classes(bool(drop_untrained_classes))
         self._check_roles()
+
+    @classmethod
+    def resolved_clip_length(cls, clip_length: float | None, base_dir: str | os.PathLike | None) -> float:
+        """Seconds per item: ``clip_length``, or (None) the dataset's own length, its demo data's without a
+        base_dir."""
+        if clip_length is not None:
+            return float(clip_length)
+        return float(cls.demo_clip_length if base_dir is None and cls.has_demo() else cls.native_clip_length)
 
     @classmethod
     def has_demo(cls) -> bool:

@@ -33,11 +33,11 @@ from torch import Tensor
 
 from errors import UserError
 from helpers.files import atomic_write
+from helpers.model_spec import PRETRAINED_KEYS, ModelSpec, Start
 from models.audio_model import AudioModel
 from models.conversion import NetworkWeights
-from models.network import get_model
 from models.passt import PaSST
-from models.preprocess import AugmentMelSTFT
+from models.pretrained import check_source, fit_weights, load_pretrained, read_pretrained
 from models.weight_files import PretrainedError
 from models.weight_files import read_checkpoint as read_weights_file
 
@@ -46,7 +46,6 @@ ENTRY = "frito"  # the checkpoint's entry describing model and data
 CHECKPOINT_WEIGHTS = ("auto", "swa", "plain")
 NETWORK_PREFIXES = {"plain": "model.net.", "swa": "net_swa.module."}
 SWA_COUNT = "net_swa.n_averaged"
-PRETRAINED_KEYS = ("pretrained", "pretrained_path", "pretrained_source", "pretrained_weights")
 # Version 1 key prefixes, in the order they are renamed (the longest first)
 _VERSION_1_RENAMES = (("swa_n_averaged", SWA_COUNT), ("net_swa.", "net_swa.module."), ("net.", "model.net."))
 _RESUME_SETTINGS = (("net", "models.net"), ("mel", "models.mel"), ("class_names", "classes"),
@@ -92,24 +91,45 @@ def checkpoint_from_contents(contents: Mapping, path: str | os.PathLike) -> Chec
     return Checkpoint(Path(path), lightning)
 
 
-def checkpoint_entry(net: Mapping, mel: Mapping, class_names, domain_names, seen_domains, sample_rate: int,
-                     clip_length: float) -> dict[str, Any]:
-    """The "frito" entry of the checkpoints of a training (see the module docstring)."""
+def checkpoint_entry(spec: ModelSpec, class_names, domain_names, seen_domains) -> dict[str, Any]:
+    """The "frito" entry of the checkpoints of a training (see the module docstring): the model spec, and the
+    classes and domains of the data."""
     return {
         "version": FORMAT_VERSION,
-        "net": _without_pretrained(net),
-        "mel": dict(mel),
+        **spec.entry(),
         "class_names": list(class_names),
         "domain_names": list(domain_names),
         "seen_domains": list(seen_domains),
-        "sample_rate": sample_rate,
-        "clip_length": clip_length,
     }
 
 
-def rebuild_network(net_settings: Mapping) -> PaSST:
-    """The network ``net_settings`` describe, freshly initialised (no pretrained weights are read)."""
-    return get_model(**_without_pretrained(net_settings))
+def pretrained_start(net: Mapping[str, Any]) -> Start | None:
+    """Where a new network's first weights come from, by the pretrained options of ``models.net``: None (from
+    scratch); the arch's published AudioSet release or an ImageNet DeiT (downloaded once); a release or DeiT
+    file (``pretrained_path``, offline); or a frito checkpoint (``pretrained_path``), whose plain or SWA network
+    ``pretrained_weights`` chooses. The file is read here, so a missing one stops a run before any data."""
+    choice = net.get("pretrained_weights", "auto")
+    if choice not in CHECKPOINT_WEIGHTS:
+        raise PretrainedError(
+            f"models.net.pretrained_weights={choice!r} is not one of {CHECKPOINT_WEIGHTS} (which network of a "
+            "frito checkpoint to start from; auto: the SWA average when it holds one)"
+        )
+    path, source = net.get("pretrained_path"), net.get("pretrained_source", "audioset")
+    check_source(source)
+    if not net.get("pretrained"):
+        if path is not None:
+            raise PretrainedError(
+                f"models.net.pretrained_path={path!r} is set but models.net.pretrained=False: set pretrained=True "
+                "to start from that file, or drop pretrained_path to train from scratch"
+            )
+        return None
+    if path is not None:
+        contents = read_weights_file(path)
+        if "state_dict" in contents:  # a Lightning checkpoint: frito's, or refused with the reason
+            weights = checkpoint_from_contents(contents, path).network_weights(choice)
+            return _FritoStart(weights, f"{net['arch']} from {path}")
+    contents, origin = read_pretrained(net["arch"], source, path)
+    return _ReleaseStart(net["arch"], contents, origin)
 
 
 @dataclass(frozen=True)
@@ -123,6 +143,11 @@ class Checkpoint:
     @property
     def entry(self) -> dict:
         return self.lightning[ENTRY]
+
+    @property
+    def spec(self) -> ModelSpec:
+        """The model the checkpoint was trained as."""
+        return ModelSpec.from_entry(self.entry)
 
     @property
     def state_dict(self) -> dict[str, Tensor]:
@@ -180,7 +205,7 @@ class Checkpoint:
 
     def untrained_model(self) -> AudioModel:
         """The front-end and network the checkpoint describes, freshly initialised (for :meth:`load_into`)."""
-        return AudioModel(AugmentMelSTFT(**self.entry["mel"]), rebuild_network(self.entry["net"]))
+        return self.spec.build()
 
     def load_into(self, module: torch.nn.Module) -> None:
         """Load the weights into a training module built with the checkpoint's settings."""
@@ -246,12 +271,30 @@ def _current_key(key: str) -> str:
 def _resolved_network_settings(net: Mapping) -> dict[str, Any]:
     """A version 1 entry's "net" (the run's config) as the current format records it: the strides a
     version 1 network was built with (10 unless given), no pretrained-weight options."""
-    return {"fstride": 10, "tstride": 10, **_without_pretrained(net)}
+    return {"fstride": 10, "tstride": 10, **{key: value for key, value in net.items() if key not in PRETRAINED_KEYS}}
 
 
-def _without_pretrained(net: Mapping) -> dict[str, Any]:
-    """Network settings without the options of where its first weights came from."""
-    return {key: value for key, value in net.items() if key not in PRETRAINED_KEYS}
+@dataclass(frozen=True)
+class _ReleaseStart:
+    """A published PaSST release or ImageNet DeiT (models.pretrained), fitted to the network."""
+
+    arch: str
+    contents: Mapping
+    origin: str
+
+    def load_into(self, network: PaSST) -> None:
+        load_pretrained(network, self.arch, self.contents, self.origin)
+
+
+@dataclass(frozen=True)
+class _FritoStart:
+    """The plain or SWA network of a frito checkpoint, fitted to the network."""
+
+    weights: NetworkWeights
+    origin: str
+
+    def load_into(self, network: PaSST) -> None:
+        fit_weights(network, self.weights, self.origin)
 
 
 def _differences(name: str, saved, wanted) -> Iterator[tuple[str, Any, Any]]:

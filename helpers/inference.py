@@ -58,11 +58,11 @@ def load_model(
         hop_fraction: step between the windows of a long clip, as a fraction of the window.
     """
     loaded = read_checkpoint(checkpoint)
-    entry = loaded.entry
+    entry, spec = loaded.entry, loaded.spec
     model = loaded.build_model(weights)
     logger.info("Loaded %s (%s weights, %d classes)", loaded.path, loaded.choose_weights(weights),
                 len(entry["class_names"]))
-    return Predictor(model, entry["class_names"], entry["sample_rate"], entry["clip_length"], device, hop_fraction,
+    return Predictor(model, entry["class_names"], spec.sample_rate, spec.clip_length, device, hop_fraction,
                      seen_domains=entry.get("seen_domains"))
 
 

@@ -1,121 +1,186 @@
-"""The audio model a run's config describes: its settings as the model is built, and the model itself.
+"""The one resolved description of a run's audio model: what the checkpoint stores, what builds the model.
 
 The user's config holds what the user chooses (``models.net``, ``models.mel``, ``basedataset``). What
-follows from those is derived here, where the model is built, rather than written into the config:
+follows from those is resolved here, once, into a :class:`ModelSpec`:
 
 - the front-end's sample rate is the data's (``basedataset.sample_rate``);
-- the network's input height is the front-end's mel bins, its input length the frames of a clip of
-  ``basedataset.clip_length`` seconds (a longer ``models.net.input_tdim`` given by the user is kept);
-- the patch strides are the architecture's own unless ``models.net.fstride``/``tstride`` are given.
+- the clip length is ``basedataset.clip_length``, or the dataset's own when that is None;
+- the network's input height is the front-end's mel bins, its input length the frames of one clip (a longer
+  ``models.net.input_tdim`` given by the user is kept);
+- the patch strides are the architecture's own unless ``models.net.fstride``/``tstride`` are given;
+- the number of classes is the data's unless ``models.net.n_classes`` is given (and then must agree).
 
-A value the user gives that contradicts the derivation is refused before any work. ``print_config``
-shows the derived values beside the config (:func:`derived_settings`).
+A value the user gives that contradicts the resolution is refused (:class:`SettingsError`) before any work.
+The spec is what a checkpoint's "frito" entry records (:meth:`ModelSpec.entry`), what builds the
+:class:`~models.audio_model.AudioModel` (:meth:`ModelSpec.build`, the one factory: training, evaluation,
+inference, export and the speed test use it) and what ``print_config`` shows (:meth:`ModelSpec.derived`).
+Where a network's first weights come from (``models.net.pretrained*``) is not part of the spec: it is a
+start (:class:`Start`, see :func:`helpers.checkpoint.pretrained_start`) that :meth:`ModelSpec.build` applies.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from inspect import signature
+from typing import Any, Protocol
 
 from errors import ConfigurationError
-from helpers.checkpoint import CHECKPOINT_WEIGHTS, checkpoint_from_contents, rebuild_network
 from models.architectures import architecture
 from models.audio_model import AudioModel
 from models.network import get_model
-from models.passt import PaSST
+from models.passt import PaSST, patch_grid
 from models.preprocess import AugmentMelSTFT, clip_frames
-from models.pretrained import fit_weights, load_pretrained
-from models.weight_files import PretrainedError
-from models.weight_files import read_checkpoint as read_weights_file
+
+# models.net keys that say where the first weights come from, not what the network is
+PRETRAINED_KEYS = ("pretrained", "pretrained_path", "pretrained_source", "pretrained_weights")
 
 
 class SettingsError(ConfigurationError):
     """A model setting that contradicts what the data or another setting implies."""
 
 
-def mel_settings(config: Mapping[str, Any]) -> dict[str, Any]:
-    """Keywords of AugmentMelSTFT: ``models.mel`` at the data's sample rate."""
-    mel, sample_rate = dict(config["models"]["mel"]), config["basedataset"]["sample_rate"]
-    if mel.get("sr", sample_rate) != sample_rate:
+class Start(Protocol):
+    """Initial weights for a freshly built network (a published release, a file, a frito checkpoint)."""
+
+    def load_into(self, network: PaSST) -> None: ...
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """The audio model, every value resolved.
+
+    net: keywords of models.network.get_model as the network is built (input size, strides, classes filled
+        in; no pretrained-weight options).
+    mel: keywords of models.preprocess.AugmentMelSTFT (``sr`` the data's sample rate).
+    sample_rate: Hz of the waveforms the model takes.
+    clip_length: seconds of one training and evaluation clip.
+    """
+
+    net: Mapping[str, Any]
+    mel: Mapping[str, Any]
+    sample_rate: int
+    clip_length: float
+
+    def __post_init__(self):
+        object.__setattr__(self, "net", dict(self.net))
+        object.__setattr__(self, "mel", dict(self.mel))
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], *, clip_length: float | None = None) -> ModelSpec:
+        """The spec of a run's config, its number of classes the configured one (None: the data's, see
+        :meth:`with_class_count`).
+
+        clip_length: the data's clip length in seconds (the dataset resolves ``basedataset.clip_length=None``
+            to its own length); by default ``basedataset.clip_length``, which must then be given.
+        """
+        basedataset = config["basedataset"]
+        sample_rate = basedataset["sample_rate"]
+        seconds = _clip_length(basedataset["clip_length"] if clip_length is None else clip_length)
+        mel = dict(config["models"]["mel"])
+        if mel.get("sr", sample_rate) != sample_rate:
+            raise SettingsError(
+                f"models.mel.sr={mel['sr']} differs from basedataset.sample_rate={sample_rate}: the front-end reads "
+                "the dataset's audio at basedataset.sample_rate; drop models.mel.sr (it follows the data)."
+            )
+        mel["sr"] = sample_rate
+        net = {key: value for key, value in config["models"]["net"].items() if key not in PRETRAINED_KEYS}
+        frames = clip_frames(seconds, sample_rate, mel["hopsize"])
+        if net.get("input_fdim") is not None and net["input_fdim"] != mel["n_mels"]:
+            raise SettingsError(
+                f"models.net.input_fdim={net['input_fdim']} differs from models.mel.n_mels={mel['n_mels']}: the "
+                "network's frequency axis is the mel axis; drop models.net.input_fdim (it follows models.mel.n_mels)."
+            )
+        if net.get("input_tdim") is not None and net["input_tdim"] < frames:
+            raise SettingsError(
+                f"models.net.input_tdim={net['input_tdim']} is shorter than the {frames} frames of a {seconds:g} s "
+                f"clip; drop models.net.input_tdim (it follows the clip length) or raise it to {frames}."
+            )
+        arch = architecture(net["arch"])
+        net.update(
+            input_fdim=mel["n_mels"],
+            input_tdim=net.get("input_tdim") or frames,
+            fstride=arch.fstride if net.get("fstride") is None else net["fstride"],
+            tstride=arch.tstride if net.get("tstride") is None else net["tstride"],
+            n_classes=net.get("n_classes"),
+        )
+        return cls(net, mel, sample_rate, seconds)
+
+    @classmethod
+    def of(cls, arch: str, clip_length: float, n_classes: int, sample_rate: int = 32000,
+           mel: Mapping[str, Any] | None = None, **net) -> ModelSpec:
+        """A spec from keywords (benchmarks, notebooks): ``net`` further keywords of models.network.get_model,
+        ``mel`` keywords of the front-end that differ from its defaults."""
+        front_end = {name: parameter.default for name, parameter in signature(AugmentMelSTFT).parameters.items()}
+        config = {"basedataset": {"sample_rate": sample_rate, "clip_length": clip_length},
+                  "models": {"mel": {**front_end, **(mel or {})}, "net": {"arch": arch, "n_classes": n_classes, **net}}}
+        return cls.from_config(config)
+
+    def with_class_count(self, class_names: Sequence[str]) -> ModelSpec:
+        """The spec with the data's number of classes: filled in when None, else checked (before any cache is
+        built)."""
+        configured, found = self.net.get("n_classes"), len(class_names)
+        if configured is not None and configured != found:
+            raise SettingsError(
+                f"models.net.n_classes={configured} but the data has {found} classes ({', '.join(class_names)}); "
+                f"drop models.net.n_classes (it follows the data) or set it to {found}."
+            )
+        return replace(self, net={**self.net, "n_classes": found})
+
+    @classmethod
+    def from_entry(cls, entry: Mapping[str, Any]) -> ModelSpec:
+        """The spec a checkpoint's "frito" entry records (see :meth:`entry`)."""
+        return cls(entry["net"], entry["mel"], entry["sample_rate"], entry["clip_length"])
+
+    def entry(self) -> dict[str, Any]:
+        """The spec as a checkpoint records it: plain dicts and numbers."""
+        return {"net": dict(self.net), "mel": dict(self.mel), "sample_rate": self.sample_rate,
+                "clip_length": self.clip_length}
+
+    @property
+    def clip_samples(self) -> int:
+        """Samples of one clip."""
+        return round(self.clip_length * self.sample_rate)
+
+    @property
+    def clip_frames(self) -> int:
+        """Frames of the log-mel of one clip."""
+        return clip_frames(self.clip_length, self.sample_rate, self.mel["hopsize"])
+
+    @property
+    def patch_grid(self) -> tuple[int, int]:
+        """(frequency rows, time columns) of the network's patch grid over its longest input."""
+        return patch_grid(self.net["input_fdim"], self.net["input_tdim"], self.net["fstride"], self.net["tstride"])
+
+    def derived(self) -> dict[str, Any]:
+        """The values taken from other settings, by dotted config key: what print_config adds to the config."""
+        derived = {
+            "basedataset.clip_length": self.clip_length,
+            "models.mel.sr": self.mel["sr"],
+            "models.net.input_fdim": self.net["input_fdim"],
+            "models.net.input_tdim": self.net["input_tdim"],
+            "models.net.fstride": self.net["fstride"],
+            "models.net.tstride": self.net["tstride"],
+        }
+        if self.net.get("n_classes") is not None:
+            derived["models.net.n_classes"] = self.net["n_classes"]
+        return derived
+
+    def build(self, start: Start | None = None) -> AudioModel:
+        """The front-end and network, freshly initialised, then given the weights of ``start`` (if any)."""
+        if self.net.get("n_classes") is None:
+            raise SettingsError("the model's number of classes is unknown: it follows the data (or set "
+                                "models.net.n_classes)")
+        network = get_model(**self.net)
+        if start is not None:
+            start.load_into(network)
+        return AudioModel(AugmentMelSTFT(**self.mel), network)
+
+
+def _clip_length(seconds) -> float:
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds <= 0:
         raise SettingsError(
-            f"models.mel.sr={mel['sr']} differs from basedataset.sample_rate={sample_rate}: the front-end reads the "
-            "dataset's audio at basedataset.sample_rate; drop models.mel.sr (it follows the data)."
+            f"basedataset.clip_length={seconds!r}: the model needs the clip length in seconds (it sizes the "
+            "network's input), e.g. basedataset.clip_length=10.0, or None for the dataset's own length."
         )
-    return {**mel, "sr": sample_rate}
-
-
-def net_settings(config: Mapping[str, Any]) -> dict[str, Any]:
-    """Keywords of models.network.get_model (and pretrained_weights): ``models.net`` with the input size of
-    the front-end and clip length and the architecture's strides filled in."""
-    net, mel = dict(config["models"]["net"]), config["models"]["mel"]
-    n_mels, frames = mel["n_mels"], clip_length_frames(config)
-    if net.get("input_fdim") is not None and net["input_fdim"] != n_mels:
-        raise SettingsError(
-            f"models.net.input_fdim={net['input_fdim']} differs from models.mel.n_mels={n_mels}: the network's "
-            "frequency axis is the mel axis; drop models.net.input_fdim (it follows models.mel.n_mels)."
-        )
-    if net.get("input_tdim") is not None and net["input_tdim"] < frames:
-        raise SettingsError(
-            f"models.net.input_tdim={net['input_tdim']} is shorter than the {frames} frames of a "
-            f"{config['basedataset']['clip_length']} s clip; drop models.net.input_tdim (it follows the clip "
-            f"length) or raise it to {frames}."
-        )
-    spec = architecture(net["arch"])
-    return {
-        **net,
-        "input_fdim": n_mels,
-        "input_tdim": net.get("input_tdim") or frames,
-        "fstride": spec.fstride if net.get("fstride") is None else net["fstride"],
-        "tstride": spec.tstride if net.get("tstride") is None else net["tstride"],
-    }
-
-
-def clip_length_frames(config: Mapping[str, Any]) -> int:
-    """Frames of the log-mel of one clip of ``basedataset.clip_length`` seconds."""
-    clip_length = config["basedataset"]["clip_length"]
-    if isinstance(clip_length, bool) or not isinstance(clip_length, int | float) or clip_length <= 0:
-        raise SettingsError(
-            f"basedataset.clip_length={clip_length!r}: the experiments need the clip length in seconds "
-            "(it sizes the network's input), e.g. basedataset.clip_length=10.0."
-        )
-    return clip_frames(clip_length, config["basedataset"]["sample_rate"], config["models"]["mel"]["hopsize"])
-
-
-def derived_settings(config: Mapping[str, Any]) -> dict[str, Any]:
-    """The values the model takes from other settings, by dotted key: what print_config adds to the config."""
-    net = net_settings(config)
-    return {
-        "models.mel.sr": mel_settings(config)["sr"],
-        "models.net.input_fdim": net["input_fdim"],
-        "models.net.input_tdim": net["input_tdim"],
-        "models.net.fstride": net["fstride"],
-        "models.net.tstride": net["tstride"],
-    }
-
-
-def build_audio_model(config: Mapping[str, Any]) -> AudioModel:
-    """The front-end and network of a run's config, with the network's pretrained weights."""
-    return AudioModel(AugmentMelSTFT(**mel_settings(config)), build_network(net_settings(config)))
-
-
-def build_network(settings: Mapping[str, Any]) -> PaSST:
-    """The network of resolved ``models.net`` settings, with its pretrained weights: the arch's release, a
-    DeiT, or (``pretrained_path`` naming one) a checkpoint written by frito, whose plain or SWA network
-    ``pretrained_weights`` chooses."""
-    choice = settings.get("pretrained_weights", "auto")
-    if choice not in CHECKPOINT_WEIGHTS:
-        raise PretrainedError(
-            f"models.net.pretrained_weights={choice!r} is not one of {CHECKPOINT_WEIGHTS} (which network of a "
-            "frito checkpoint to start from; auto: the SWA average when it holds one)"
-        )
-    path = settings.get("pretrained_path")
-    if not (settings.get("pretrained") and path is not None):  # from scratch, or the arch's published weights
-        return get_model(**{key: value for key, value in settings.items() if key != "pretrained_weights"})
-    contents = read_weights_file(path)
-    network = rebuild_network(settings)
-    if "state_dict" in contents:  # a Lightning checkpoint: frito's, or refused with the reason
-        weights = checkpoint_from_contents(contents, path).network_weights(choice)
-        fit_weights(network, weights, f"{settings['arch']} from {path}")
-    else:
-        load_pretrained(network, settings["arch"], contents, str(path))
-    return network
+    return float(seconds)

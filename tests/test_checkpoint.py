@@ -10,6 +10,7 @@ from helpers.checkpoint import (
     checkpoint_entry,
     read_checkpoint,
 )
+from helpers.model_spec import ModelSpec
 from models.network import get_model
 
 NET = {"arch": "passt_mini", "n_classes": 3, "input_fdim": 64, "input_tdim": 100, "rf_norm_t": "per_row_2"}
@@ -86,9 +87,11 @@ def test_unusable_files_are_refused_with_the_reason(tmp_path, content, message):
 
 def test_checkpoint_io_writes_atomically_and_hands_over_the_checkpoint_read_already(tmp_path, monkeypatch):
     path = tmp_path / "deep" / "last.ckpt"
-    entry = checkpoint_entry({**NET, "fstride": 10, "tstride": 10, "pretrained": True}, MEL, ["a"], ["x"], ["x"],
-                             16000, 1.0)
+    spec = ModelSpec.from_config({"basedataset": {"sample_rate": 16000, "clip_length": 1.0},
+                                  "models": {"mel": MEL, "net": {**NET, "pretrained": True}}})
+    entry = checkpoint_entry(spec, ["a"], ["x"], ["x"])
     assert "pretrained" not in entry["net"] and entry["version"] == FORMAT_VERSION
+    assert ModelSpec.from_entry(entry) == spec  # what the checkpoint stores is the spec
     CheckpointIO().save_checkpoint({"state_dict": {"w": torch.ones(2)}, "frito": entry}, path)
     assert [p.name for p in path.parent.iterdir()] == ["last.ckpt"]
     resumed = read_checkpoint(path)

@@ -412,21 +412,23 @@ def ex_folder():
 
 def test_experiment_takes_the_number_of_classes_from_the_csv_and_checks_a_given_one(ex_folder, tmp_path):
     from errors import ConfigurationError, UserError
-    from helpers.model_spec import derived_settings
-    from helpers.training.fit import data_module, with_class_count
+    from helpers.training.fit import data_module, model_spec
 
     folder = _folder(tmp_path, _table(LISTING))
     config = ex_folder.run(
         "print_config", config_updates={"basedataset": {"base_dir": str(folder)}}, options={"--capture": "sys"}
     ).config
     assert config["models"]["net"]["n_classes"] is None  # None: the number of classes of the data
-    assert derived_settings(config)["models.net.input_tdim"] == 1000  # 10 s at 32 kHz, hop 320
-    data = data_module(folder_package, {**config, "basedataset": {**config["basedataset"], "cache_dir": str(tmp_path)}})
-    assert with_class_count(config, data)["models"]["net"]["n_classes"] == 3  # bird, cat, dog; no cache built
+    spec = model_spec(folder_package, config)
+    assert spec.derived()["models.net.input_tdim"] == 1000  # 10 s at 32 kHz, hop 320
+    config = {**config, "basedataset": {**config["basedataset"], "cache_dir": str(tmp_path)}}
+    data = data_module(folder_package, config, spec)
+    assert spec.with_class_count(data.class_names).net["n_classes"] == 3  # bird, cat, dog; no cache built
     assert not list(tmp_path.glob("folder/*.h5"))
-    wrong = {**config, "models": {**config["models"], "net": {**config["models"]["net"], "n_classes": 5}}}
+    wrong = model_spec(folder_package, {**config, "models": {**config["models"], "net": {**config["models"]["net"],
+                                                                                         "n_classes": 5}}})
     with pytest.raises(ConfigurationError, match="models.net.n_classes=5 but the data has 3 classes"):
-        with_class_count(wrong, data)
+        wrong.with_class_count(data.class_names)
     with pytest.raises(UserError, match="main: basedataset.base_dir is required"):
         ex_folder.run("main", options={"--capture": "sys"})
 

@@ -4,9 +4,10 @@ import copy
 
 import pytest
 
+from datasets import dcase20, nsynth
 from errors import ConfigurationError, UserError
 from helpers.experiment.config_check import Section, check_keys, check_values, closest, keywords_of
-from helpers.model_spec import derived_settings
+from helpers.training.fit import model_spec
 
 
 def build(size: int = 1, *, rate: int = 16000, depth: int = 2):
@@ -88,7 +89,7 @@ def valid_values():
     return {
         "models": {"net": {"arch": "passt_mini", "rf_norm_t": "row_overlap_8", "input_fdim": 128, "input_tdim": 100},
                    "mel": mel},
-        "basedataset": {"sample_rate": 32000, "clip_length": 1.0},
+        "basedataset": {"sample_rate": 32000, "clip_length": 1.0, "base_dir": None},
         "schedule_mode": "exp_lin", "warm_up_len": 1, "ramp_down_start": 2, "ramp_down_len": 2, "last_lr_value": 0.1,
         "freq_mixstyle_p": 0.0, "freq_mixstyle_alpha": 0.3, "model_selection": "validation",
         "dir_p": 0.0, "dir_folder": None, "dir_domains": None,
@@ -97,18 +98,28 @@ def valid_values():
 
 def test_valid_values_pass_and_the_derived_ones_follow_the_front_end_and_clip():
     config = valid_values()
-    check_values(config)
+    check_values(config, nsynth)
     # 1 s at 32 kHz, hop 320: (32000 - 1) // 320 + 1 = 100 frames; passt_mini's strides are 10
-    assert derived_settings(config) == {"models.mel.sr": 32000, "models.net.input_fdim": 128,
-                                        "models.net.input_tdim": 100, "models.net.fstride": 10,
-                                        "models.net.tstride": 10}
+    assert model_spec(nsynth, config).derived() == {
+        "basedataset.clip_length": 1.0, "models.mel.sr": 32000, "models.net.input_fdim": 128,
+        "models.net.input_tdim": 100, "models.net.fstride": 10, "models.net.tstride": 10}
+
+
+def test_clip_length_none_is_the_datasets_own_length():
+    config = valid_values()
+    config["basedataset"].update(clip_length=None, base_dir="/data/tau2020")
+    config["models"]["net"].update(input_tdim=None)
+    # TAU 2020 clips are 10 s: (10 * 32000 - 1) // 320 + 1 = 1000 frames
+    assert model_spec(dcase20, config).derived()["models.net.input_tdim"] == 1000
+    config["basedataset"].update(base_dir=None)  # the demo data's 2 s clips
+    assert model_spec(dcase20, config).derived()["models.net.input_tdim"] == 200
 
 
 def test_malformed_rf_norm_t_lists_the_forms():
     config = valid_values()
     config["models"]["net"]["rf_norm_t"] = "row_overlapp_8"
     with pytest.raises(ConfigurationError, match="models.net.rf_norm_t") as error:
-        check_values(config)
+        check_values(config, nsynth)
     assert "per_row" in str(error.value) and "high_low" in str(error.value)
     assert isinstance(error.value.__cause__, ValueError)
 
@@ -124,7 +135,7 @@ def test_malformed_rf_norm_t_lists_the_forms():
         (lambda c: c.update(freq_mixstyle_p=1.5), "freq_mixstyle_p=1.5"),
         (lambda c: c.update(model_selection="test"), "model_selection='test'"),
         (lambda c: c.update(dir_p=0.6), "dir_p=0.6 needs dir_folder"),
-        (lambda c: c["basedataset"].update(clip_length=None), "clip_length=None"),
+        (lambda c: c["basedataset"].update(clip_length=0), "clip_length=0"),
         # 1 s at 32 kHz, hop 320: (32000 - 1) // 320 + 1 = 100 frames
         (lambda c: c["models"]["net"].update(input_tdim=99), "shorter than the 100 frames"),
     ],
@@ -133,4 +144,4 @@ def test_bad_values_are_named(change, message):
     config = valid_values()
     change(config)
     with pytest.raises(ConfigurationError, match=message):
-        check_values(config)
+        check_values(config, nsynth)

@@ -2,6 +2,7 @@
 
 import csv
 import logging
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -14,8 +15,7 @@ import torch
 from datasets import dcase20, folder, nsynth
 from errors import ConfigurationError, UserError
 from helpers.experiment.commands import check_demo
-from helpers.model_spec import derived_settings
-from helpers.training.fit import trained_seen_domains
+from helpers.training.fit import model_spec, trained_seen_domains
 from models.preprocess import AugmentMelSTFT, clip_frames
 
 QUICK = {"max_epochs": 1, "limit_train_batches": 3, "limit_val_batches": 3, "enable_progress_bar": False,
@@ -50,12 +50,12 @@ def test_print_config_shows_the_derived_input_length_and_strides(experiment, cac
 def test_demo_preset_without_base_dir_and_command_line_values_win(experiment, cache_dir):
     demo = run(experiment, "print_config", cache_dir).config
     assert (demo["lr"], demo["batch_size"], demo["num_workers"], demo["trainer"]["max_epochs"]) == (1e-3, 16, 0, 20)
-    assert demo["basedataset"]["clip_length"] == 2.0 and derived_settings(demo)["models.mel.sr"] == 32000
+    assert demo["basedataset"]["clip_length"] == 2.0 and derived(experiment, demo)["models.mel.sr"] == 32000
     mine = run(experiment, "print_config", cache_dir, lr=0.5, trainer={"max_epochs": 3}, batch_size=4,
                models={"net": {"arch": "passt_tiny"}}, basedataset={"clip_length": 1.0, "sample_rate": 16000}).config
     assert (mine["lr"], mine["batch_size"], mine["trainer"]["max_epochs"]) == (0.5, 4, 3)
-    assert mine["models"]["net"]["arch"] == "passt_tiny" and derived_settings(mine)["models.mel.sr"] == 16000
-    assert derived_settings(mine)["models.net.input_tdim"] == 50  # 1 s at 16 kHz: (16000 - 1) // 320 + 1
+    assert mine["models"]["net"]["arch"] == "passt_tiny" and derived(experiment, mine)["models.mel.sr"] == 16000
+    assert derived(experiment, mine)["models.net.input_tdim"] == 50  # 1 s at 16 kHz: (16000 - 1) // 320 + 1
     assert mine["trainer"]["devices"] == 1 and mine["swa_epoch_start"] == 14  # untouched defaults stay
 
 
@@ -244,3 +244,8 @@ def test_a_trained_run_predicts_a_folder_and_exports(cache_dir, in_tmp, capsys, 
     written = run(ex, "export", cache_dir, checkpoint=str(checkpoint), export_dir=str(in_tmp / "export"),
                   export_formats=["torchscript"]).result
     assert Path(written["torchscript"]).stat().st_size > 0
+
+
+def derived(experiment, config) -> dict:
+    """The values the experiment's model spec derives from ``config`` (what print_config lists)."""
+    return model_spec(sys.modules[f"ex_{experiment.path}"].DATASET, config).derived()

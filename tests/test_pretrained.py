@@ -12,8 +12,8 @@ import timm
 import torch
 from safetensors.torch import save_file
 
-from helpers.checkpoint import read_checkpoint
-from helpers.model_spec import build_network
+from helpers.checkpoint import pretrained_start, read_checkpoint
+from helpers.model_spec import PRETRAINED_KEYS
 from models.architectures import ARCHITECTURES
 from models.conversion import split_image_pos_grid
 from models.network import get_model
@@ -40,8 +40,14 @@ def mini(**kwargs):
 
 
 def mini_from_config(**kwargs):
-    """The network of a run's models.net config (frito checkpoints as pretrained_path go through here)."""
-    return build_network({**MINI, **kwargs})
+    """The network of a run's models.net config, started as pretrained_start says (frito checkpoints as
+    pretrained_path go through here)."""
+    settings = {**MINI, **kwargs}
+    network = get_model(**{key: value for key, value in settings.items() if key not in PRETRAINED_KEYS})
+    start = pretrained_start(settings)
+    if start is not None:
+        start.load_into(network)
+    return network
 
 
 def release_file(model, path, head_dist=True):

@@ -1,14 +1,15 @@
 """Lightning 1.x trainer keys are translated with one notice each; everything a run writes stays in its folder."""
 
+import json
 import logging
 from pathlib import Path
 
 import pytest
 import torch
 
+from helpers.results.record import RecordLogger, RunRecord
 from helpers.training.trainer import (
     LEGACY_TRAINER_KEYS,
-    SacredLogger,
     build_trainer,
     trainer_keys,
     translate_trainer_config,
@@ -105,18 +106,9 @@ def test_build_trainer_writes_under_the_run_folder(tmp_path, caplog):
     assert len(notices) == 2
 
 
-class FakeRun:
-    _id = 7
-
-    def __init__(self):
-        self.scalars = []
-
-    def log_scalar(self, name, value, step):
-        self.scalars.append((name, value, step))
-
-
-def test_sacred_logger_steps_by_epoch():
-    run = FakeRun()
-    SacredLogger(run).log_metrics({"val/acc": 0.5, "epoch": 3}, step=120)
-    SacredLogger(run).log_metrics({"train/loss": 2.0}, step=5)
-    assert run.scalars == [("val/acc", 0.5, 3), ("train/loss", 2.0, 5)]
+def test_the_record_logger_steps_by_epoch(tmp_path):
+    record = RunRecord("nsynth")
+    RecordLogger(record, "run").log_metrics({"val/acc": 0.5, "epoch": 3}, step=120)
+    RecordLogger(record, "run").log_metrics({"train/loss": 2.0}, step=5)
+    assert record.metrics == {"val/acc": {"steps": [3], "values": [0.5]}, "train/loss": {"steps": [5], "values": [2.0]}}
+    assert json.loads(record.write_metrics(tmp_path).read_text()) == record.metrics

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -35,20 +35,24 @@ import pytorch_lightning as pl
 import torch
 from sacred import Experiment
 from sacred import commands as sacred_commands
+from sacred.observers import FileStorageObserver
+from sacred.run import Run
 from sacred.utils import SacredError, apply_backspaces_and_linefeeds
 
 from benchmarks.speed import training_step_seconds
 from errors import ConfigurationError, UserError
+from helpers.api import plain_config
+from helpers.checkpoint import pretrained_start
 from helpers.experiment.attention_plot import write_attention_mask_plot
 from helpers.experiment.config_check import check_keys, check_values, config_sections
 from helpers.experiment.options import command_options
 from helpers.export import export as export_model
 from helpers.inference import load_model, predict_files
-from helpers.model_spec import build_audio_model, derived_settings, net_settings
-from helpers.training.fit import data_module, evaluate, train, with_class_count
-from helpers.training.run_folder import run_folder
+from helpers.model_spec import ModelSpec
+from helpers.results.record import RunRecord
+from helpers.training.fit import data_module, evaluate, model_spec, train
+from helpers.training.run_folder import RUNS_DIR, run_folder
 from helpers.training.trainer import process_rank, quiet_lightning, translate_trainer_config
-from models.passt import patch_grid
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +87,7 @@ def add_commands(ex: Experiment, dataset: ModuleType) -> None:
     def check_config(config, command_name, logger):
         try:
             check_keys(config, config_sections(ex, dataset))
-            check_values(config)
+            check_values(config, dataset)
             if config["basedataset"]["base_dir"] is None:
                 check_demo(dataset, command_name, logger)
         except UserError as error:
@@ -104,7 +108,7 @@ def add_commands(ex: Experiment, dataset: ModuleType) -> None:
     def settings(_config, models, basedataset, trainer):
         """The run's config as plain dicts. Naming the sections lets Sacred accept the keys a user adds
         inside them (e.g. trainer.limit_train_batches); check_config has vetted every key already."""
-        return plain(_config)
+        return plain_config(_config)
 
     def command(function: Callable | None = None, **options) -> Callable:
         """ex.command for a function whose user errors become messages."""
@@ -116,12 +120,12 @@ def add_commands(ex: Experiment, dataset: ModuleType) -> None:
     @user_errors_as_messages
     def main(_run, resume):
         """Train; select the epoch on the validation split, report the test split."""
-        return train(dataset, _run, settings(), resume)
+        return train(dataset, settings(), SacredRecord(_run), sacred_run_folder(_run), resume, runs_folder(_run))
 
     @command
     def evaluate_only(_run, checkpoint):
         """Evaluate the checkpoint given by checkpoint=PATH on the validation and test splits."""
-        return evaluate(dataset, _run, settings(), checkpoint)
+        return evaluate(dataset, settings(), SacredRecord(_run), checkpoint, observed_folder(_run))
 
     @command(unobserved=True)
     def test_loaders():
@@ -132,19 +136,21 @@ def add_commands(ex: Experiment, dataset: ModuleType) -> None:
     def model_speed_test(speed_test_batch_size, speed_test_steps):
         """Forward+backward spectrograms per second of the configured model (GPU when present)."""
         config = settings()
-        return speed_test(with_class_count(config, data_module(dataset, config)), speed_test_batch_size,
-                          speed_test_steps)
+        spec = model_spec(dataset, config)
+        spec = spec.with_class_count(data_module(dataset, config, spec).class_names)
+        return speed_test(config, spec, speed_test_batch_size, speed_test_steps)
 
     @command
     def plot_attention_mask(_run, plot_path):
         """PNG of the configured rf_norm_t pattern over the configured patch grid."""
-        path = Path(plot_path) if plot_path else run_folder(_run) / "attention_mask.png"
-        return str(attention_mask_plot(net_settings(settings()), path))
+        path = Path(plot_path) if plot_path else sacred_run_folder(_run) / "attention_mask.png"
+        return str(attention_mask_plot(model_spec(dataset, settings()), path))
 
     @command(unobserved=True)
     def prepare():
         """Build the dataset caches (the demo data first when basedataset.base_dir is None)."""
-        data_module(dataset, settings()).prepare_data()
+        config = settings()
+        data_module(dataset, config, model_spec(dataset, config)).prepare_data()
 
     @command
     def predict(_run, checkpoint, files, top_k, weights, predictions_csv, batch_size):
@@ -156,28 +162,63 @@ def add_commands(ex: Experiment, dataset: ModuleType) -> None:
         """Write checkpoint=PATH with its mel front-end as TorchScript and ONNX, checked against PyTorch."""
         if not checkpoint:
             raise ConfigurationError("export needs a checkpoint: add checkpoint=runs/<id>/checkpoints/best.ckpt")
-        out_dir = Path(export_dir) if export_dir else run_folder(_run) / "export"
+        out_dir = Path(export_dir) if export_dir else sacred_run_folder(_run) / "export"
         written = export_model(checkpoint, out_dir, export_formats, export_seconds, weights)
         for fmt, path in written.items():
             print(f"{fmt}: {path}")
         return {fmt: str(path) for fmt, path in written.items()}
 
-    ex.command(print_config, unobserved=True)
+    @ex.command(unobserved=True)
+    def print_config(_run):
+        """Print the configuration, and the values derived from it when the model is built, and exit.
+
+        Text is highlighted: green: value modified; blue: value added; red: value modified but type changed.
+        """
+        sacred_commands.print_config(_run)
+        print(derived_text(model_spec(dataset, plain_config(_run.config))))
 
 
-def print_config(_run) -> None:
-    """Print the configuration, and the values derived from it when the model is built, and exit.
+class SacredRecord(RunRecord):
+    """The record of a run started by a Sacred command: figures, files and facts go to the Sacred run and its
+    observers (with -F runs/: metrics.json, run.json; files written elsewhere become artifacts)."""
 
-    Text is highlighted: green: value modified; blue: value added; red: value modified but type changed.
-    """
-    sacred_commands.print_config(_run)
-    print(derived_text(plain(_run.config)))
+    def __init__(self, run: Run):
+        super().__init__(run.experiment_info["name"])
+        self.run = run
+
+    def log_scalar(self, name: str, value: float, step: int) -> None:
+        self.run.log_scalar(name, value, step)
+
+    def note(self, key: str, value: Any) -> None:
+        self.run.info[key] = value
+
+    def add_files(self, run_dir: Path, paths: Sequence[Path]) -> None:
+        """Hand the report files to observers that do not keep them in run_dir already (e.g. MongoDB)."""
+        if observed_folder(self.run) != run_dir:
+            for path in paths:
+                if path.suffix in (".png", ".csv"):
+                    self.run.add_artifact(str(path))
 
 
-def derived_text(config: Mapping[str, Any]) -> str:
-    """The derived values (helpers.model_spec) as print_config shows them."""
+def observed_folder(run: Run) -> Path | None:
+    """The folder of the run's FileStorageObserver (-F runs/: runs/<id>), if it has one."""
+    return next((Path(o.dir) for o in run.observers if isinstance(o, FileStorageObserver) and o.dir), None)
+
+
+def runs_folder(run: Run) -> Path:
+    """The folder of the runs: the FileStorageObserver's base folder (-F DIR), else runs/."""
+    return next((Path(o.basedir) for o in run.observers if isinstance(o, FileStorageObserver)), RUNS_DIR)
+
+
+def sacred_run_folder(run: Run) -> Path:
+    """The run folder of a Sacred run: its FileStorageObserver's, else a new runs/<timestamp>."""
+    return run_folder(observed_folder(run))
+
+
+def derived_text(spec: ModelSpec) -> str:
+    """The values the model spec derives (helpers.model_spec) as print_config shows them."""
     lines = ["Derived when the model is built (helpers/model_spec.py; a given value is checked against these):"]
-    lines += [f"  {key} = {value!r}" for key, value in derived_settings(config).items()]
+    lines += [f"  {key} = {value!r}" for key, value in spec.derived().items()]
     return "\n".join(lines)
 
 
@@ -232,7 +273,7 @@ def predict_command(run, checkpoint: str | None, files, top_k: int, weights: str
             "predict needs a checkpoint and files: add checkpoint=runs/<id>/checkpoints/best.ckpt files=DIR_OR_FILE"
         )
     paths = [files] if isinstance(files, str) else list(files)
-    csv_path = Path(predictions_csv) if predictions_csv else run_folder(run) / "predictions.csv"
+    csv_path = Path(predictions_csv) if predictions_csv else sacred_run_folder(run) / "predictions.csv"
     predictor = load_model(checkpoint, weights=weights)
     report = predict_files(predictor, paths, top_k=top_k, csv_path=csv_path, batch_size=batch_size)
     for prediction in report.predictions:
@@ -244,18 +285,19 @@ def predict_command(run, checkpoint: str | None, files, top_k: int, weights: str
     return {"classified": len(report.predictions), "skipped": len(report.skipped), "csv": str(csv_path)}
 
 
-def attention_mask_plot(net: Mapping[str, Any], path: Path) -> Path:
+def attention_mask_plot(spec: ModelSpec, path: Path) -> Path:
     """The plot_attention_mask command: the configured pattern over the network's patch grid."""
-    n_rows, n_cols = patch_grid(net["input_fdim"], net["input_tdim"], net["fstride"], net["tstride"])
-    write_attention_mask_plot(net["rf_norm_t"], n_rows, n_cols, path)
-    print(f"attention mask of rf_norm_t={net['rf_norm_t']!r} over {n_rows} x {n_cols} patches: {path}")
+    n_rows, n_cols = spec.patch_grid
+    rf_norm_t = spec.net["rf_norm_t"]
+    write_attention_mask_plot(rf_norm_t, n_rows, n_cols, path)
+    print(f"attention mask of rf_norm_t={rf_norm_t!r} over {n_rows} x {n_cols} patches: {path}")
     return path
 
 
 def summarise_loaders(dataset: ModuleType, config: dict) -> None:
     """The test_loaders command."""
     pl.seed_everything(config["seed"], workers=True)
-    data = data_module(dataset, config)
+    data = data_module(dataset, config, model_spec(dataset, config))
     data.prepare_data()
     data.setup("fit")
     print(f"classes ({len(data.class_names)}): {', '.join(data.class_names)}")
@@ -268,31 +310,20 @@ def summarise_loaders(dataset: ModuleType, config: dict) -> None:
             print(f"  {key:12s} {_describe(value)}")
 
 
-def speed_test(config: dict, batch_size: int, steps: int) -> dict[str, float]:
+def speed_test(config: Mapping[str, Any], spec: ModelSpec, batch_size: int, steps: int) -> dict[str, float]:
     """The model_speed_test command: spectrograms per second through mel, forward, backward, AdamW step."""
     pl.seed_everything(config["seed"])
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model = build_audio_model(config).to(device)
+    model = spec.build(pretrained_start(config["models"]["net"])).to(device)
     precision = translate_trainer_config(config["trainer"], device.type == "cuda").kwargs.get("precision", "32")
     autocast_dtype = {"16-mixed": torch.float16, "bf16-mixed": torch.bfloat16}.get(str(precision))
-    samples = round(config["basedataset"]["clip_length"] * config["basedataset"]["sample_rate"])
-    waveform = torch.randn(batch_size, samples, device=device)
-    labels = torch.randint(config["models"]["net"]["n_classes"], (batch_size,), device=device)
+    waveform = torch.randn(batch_size, spec.clip_samples, device=device)
+    labels = torch.randint(spec.net["n_classes"], (batch_size,), device=device)
     seconds = training_step_seconds(model, waveform, labels, steps, autocast_dtype=autocast_dtype)
     rate = batch_size / seconds
-    arch = config["models"]["net"]["arch"]
-    print(f"{arch} on {device.type} ({precision}): {rate:.1f} spectrograms/s, {1000 * seconds:.1f} ms per "
-          f"step of {batch_size} x {config['basedataset']['clip_length']} s clips")
+    print(f"{spec.net['arch']} on {device.type} ({precision}): {rate:.1f} spectrograms/s, {1000 * seconds:.1f} ms "
+          f"per step of {batch_size} x {spec.clip_length:g} s clips")
     return {"spectrograms_per_second": rate}
-
-
-def plain(value):
-    """Sacred's read-only config containers as plain dicts and lists."""
-    if isinstance(value, Mapping):
-        return {key: plain(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [plain(item) for item in value]
-    return value
 
 
 def _describe(value) -> str:

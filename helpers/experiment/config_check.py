@@ -21,8 +21,8 @@ from sacred.config import chain_evaluate_config_scopes
 
 from errors import ConfigurationError
 from helpers.augment.freq_mixstyle import FreqMixStyle
-from helpers.model_spec import SettingsError, derived_settings, mel_settings
 from helpers.results.selection import ModelSelection
+from helpers.training.fit import model_spec
 from helpers.training.schedule import lr_schedule
 from helpers.training.trainer import trainer_keys
 from models.architectures import architecture
@@ -61,14 +61,15 @@ def check_keys(config: Mapping[str, Any], section: Section, path: str = "") -> N
         raise ConfigurationError("\n".join(problems))
 
 
-def check_values(config: Mapping[str, Any]) -> None:
+def check_values(config: Mapping[str, Any], dataset: ModuleType) -> None:
     """Raise ConfigurationError for values of ``models`` and the schedule that their components reject,
-    and for settings that contradict what the model derives from the data (helpers.model_spec)."""
+    and for settings that contradict what the model derives from the data (helpers.model_spec) of
+    ``dataset`` (a package of datasets/)."""
     net = config["models"]["net"]
     checks = (
         ("models.net.rf_norm_t", lambda: parse_rf_norm_t(net.get("rf_norm_t", ""))),
         ("models.net.arch", lambda: architecture(net.get("arch"))),
-        ("models.mel", lambda: AugmentMelSTFT(**mel_settings(config))),
+        ("models.mel", lambda: AugmentMelSTFT(**model_spec(dataset, config).mel)),
         ("schedule", lambda: lr_schedule(config["schedule_mode"], config["warm_up_len"], config["ramp_down_start"],
                                          config["ramp_down_len"], config["last_lr_value"])),
         ("Freq-MixStyle", lambda: FreqMixStyle(config["freq_mixstyle_p"], config["freq_mixstyle_alpha"])),
@@ -78,14 +79,10 @@ def check_values(config: Mapping[str, Any]) -> None:
     for where, check in checks:
         try:
             check()
-        except SettingsError as error:
-            raise ConfigurationError(str(error)) from error
+        except ConfigurationError:
+            raise
         except ValueError as error:
             raise ConfigurationError(f"{where}: {error}") from error
-    try:
-        derived_settings(config)
-    except SettingsError as error:
-        raise ConfigurationError(str(error)) from error
 
 
 def config_sections(ex: Experiment, dataset: ModuleType) -> Section:

@@ -16,22 +16,23 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from pytorch_lightning.utilities import rank_zero_only
-from sacred.observers import FileStorageObserver
 
 from helpers.files import atomic_write
 from helpers.results.metrics import Evaluation
+from helpers.results.record import RunRecord
 from helpers.results.selection import EpochEvaluations
 
 SUMMARY_WIDTH = 78
 HEADLINE = ("loss", "acc", "macro_acc", "acc_seen", "acc_unseen")  # the figures a run returns to Sacred
 
 
-def finish(run, run_dir: Path, data, title: str, moments: Sequence[tuple[str, EpochEvaluations]],
+def finish(record: RunRecord, run_dir: Path, data, title: str, moments: Sequence[tuple[str, EpochEvaluations]],
            files: Sequence[Path] = ()) -> dict[str, float]:
     """Reports (PNG/CSV) of the test split and the console summary at each moment (rank 0 writes them), and
     the headline test figures by "<moment>/<network>/<figure>", the run's result (every figure of every
     epoch is in the run's metrics).
 
+    record: the run's record, told of the files and the run folder;
     data: the data module (domain kind, group names);
     moments: (name, evaluations) reported, e.g. ("selected", selection.selected), ("last", selection.last):
     the report files are test_<moment>_<network>_{confusion_matrix,domains}.{csv,png}; files: further files
@@ -48,7 +49,8 @@ def finish(run, run_dir: Path, data, title: str, moments: Sequence[tuple[str, Ep
     if rank_zero_only.rank == 0:
         listed = [*files, f"{len(reports)} reports of the test split: {run_dir}/test_*_{{confusion_matrix,domains}}.*"]
         print(console_summary(moments, data.domain_kind, data.group_names, f"{title} ({run_dir})", listed))
-        _attach(run, run_dir, [*files, *reports])
+        record.add_files(run_dir, [*files, *reports])
+        record.note("run_dir", str(run_dir))
     return figures
 
 
@@ -207,13 +209,3 @@ def _ratio(correct, total) -> float | str:
 
 def _round(value: float) -> float | str:
     return "" if np.isnan(value) else round(float(value), 6)
-
-
-def _attach(run, run_dir: Path, files: list[Path]) -> None:
-    """Hand the report files to observers that do not keep them in run_dir already (e.g. MongoDB)."""
-    in_place = any(isinstance(o, FileStorageObserver) and o.dir and Path(o.dir) == run_dir for o in run.observers)
-    if not in_place:
-        for path in files:
-            if path.suffix in (".png", ".csv"):
-                run.add_artifact(str(path))
-    run.info["run_dir"] = str(run_dir)

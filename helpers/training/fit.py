@@ -21,13 +21,14 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 from datasets.impulse_responses import ImpulseResponseAugment
 from errors import ConfigurationError
 from helpers.augment.freq_mixstyle import FreqMixStyle
-from helpers.checkpoint import CheckpointError, checkpoint_entry, read_checkpoint
-from helpers.model_spec import build_audio_model, derived_settings, mel_settings, net_settings
+from helpers.checkpoint import CheckpointError, checkpoint_entry, pretrained_start, read_checkpoint
+from helpers.model_spec import ModelSpec
+from helpers.results.record import RunRecord
 from helpers.results.reports import finish
 from helpers.results.run_files import write_results, write_splits
 from helpers.training.classifier import AudioClassifier
 from helpers.training.data import AudioDataModule
-from helpers.training.run_folder import evaluation_folder, resume_checkpoint, run_folder, shared_with_child_processes
+from helpers.training.run_folder import RUNS_DIR, evaluation_folder, resume_checkpoint, shared_with_child_processes
 from helpers.training.schedule import lr_schedule
 from helpers.training.swa import SwaSchedule
 from helpers.training.trainer import (
@@ -43,30 +44,33 @@ from models.audio_model import AudioModel
 logger = logging.getLogger(__name__)
 
 
-def train(dataset: ModuleType, run, config: dict, resume: str | None = None) -> dict[str, float]:
+def train(dataset: ModuleType, config: Mapping[str, Any], record: RunRecord, run_dir: Path,
+          resume: str | None = None, runs: Path = RUNS_DIR) -> dict[str, float]:
     """The main command: fit (continuing from ``resume``), then write the results and reports and print the
     summary of the test split at the selected and at the last epoch.
 
-    resume: None for a new training; "last" (the newest checkpoints/last.ckpt of the runs folder), a run
+    dataset: a package of datasets/; config: the experiment's whole config, checked already;
+    record: the run's record (figures per epoch, files, facts); run_dir: the run folder (helpers.training.
+    run_folder.run_folder chooses it);
+    resume: None for a new training; "last" (the newest checkpoints/last.ckpt of the folder ``runs``), a run
     folder, or a .ckpt path to continue from with weights, SWA average, optimizer, schedule, epoch, model
     selection and random number generators restored.
     """
     pl.seed_everything(config["seed"], workers=True)
-    run_dir = run_folder(run)
-    resume_path = resume_checkpoint(resume, run, run_dir)
+    resume_path = resume_checkpoint(resume, run_dir, runs)
     resumed = read_checkpoint(resume_path) if resume_path is not None else None
-    data = data_module(dataset, config)  # reads the dataset's file lists; no audio is decoded before fit
-    config = with_class_count(config, data)
-    model = build_audio_model(config)  # before any cache is built: pretrained weights fail fast
-    logger.info("derived from the config: %s, models.net.n_classes=%d",
-                ", ".join(f"{key}={value}" for key, value in derived_settings(config).items()),
-                config["models"]["net"]["n_classes"])
-    module = training_module(config, data, model)
+    spec = model_spec(dataset, config)
+    data = data_module(dataset, config, spec)  # reads the dataset's file lists; no audio is decoded before fit
+    spec = spec.with_class_count(data.class_names)
+    model = spec.build(pretrained_start(config["models"]["net"]))  # before any cache: pretrained weights fail fast
+    logger.info("derived from the config: %s", ", ".join(f"{key}={value}" for key, value in spec.derived().items()))
+    module = training_module(config, data, model, checkpoint_entry(spec, data.class_names, data.domain_names,
+                                                                   data.seen_domains))
     if resumed is not None:
         check_resumable(resumed, module)
-        run.info["resumed_from"] = str(resume_path)
+        record.note("resumed_from", str(resume_path))
         logger.info("resuming the training of %s in %s", resume_path, run_dir)
-    trainer = build_trainer(config["trainer"], run_dir, run, callbacks=(RunFiles(run_dir),), resumed=resumed)
+    trainer = build_trainer(config["trainer"], run_dir, record, callbacks=(RunFiles(run_dir),), resumed=resumed)
     with shared_with_child_processes(run_dir, resume_path):
         try:
             trainer.fit(module, datamodule=data, ckpt_path=str(resume_path) if resume_path else None)
@@ -82,52 +86,62 @@ def train(dataset: ModuleType, run, config: dict, resume: str | None = None) -> 
     if process_rank() == 0:
         files += write_results(run_dir, selection, data, data.test_file_names())
     moments = [(selection.label, selection.selected), ("last", selection.last)]
-    return finish(run, run_dir, data, f"{run.experiment_info['name']}: training finished", moments, files)
+    return finish(record, run_dir, data, f"{record.name}: training finished", moments, files)
 
 
-def evaluate(dataset: ModuleType, run, config: dict, checkpoint_path: str | None) -> dict[str, float]:
+def evaluate(dataset: ModuleType, config: Mapping[str, Any], record: RunRecord, checkpoint_path: str | None,
+             out_dir: Path | None = None) -> dict[str, float]:
     """The evaluate_only command: the checkpoint's network on the validation and test splits of the
     configured data; the test split is reported.
 
-    The network, front-end, sample rate and clip length are those the checkpoint was trained with (its
-    "frito" entry); the config's models.* do not apply. Domains are reported as seen or unseen by what the
-    checkpoint was trained on (see :func:`trained_seen_domains`). Without a FileStorageObserver (-F) the
-    reports go beside the checkpoint, into its run folder's evaluations/.
+    The network, front-end, sample rate and clip length are those the checkpoint was trained with (its model
+    spec); the config's models.* do not apply. Domains are reported as seen or unseen by what the checkpoint
+    was trained on (see :func:`trained_seen_domains`). The reports go into ``out_dir``, else beside the
+    checkpoint, into its run folder's evaluations/.
     """
     if not checkpoint_path:
         raise ConfigurationError("evaluate_only needs a checkpoint: add checkpoint=runs/<id>/checkpoints/best.ckpt")
     checkpoint = read_checkpoint(checkpoint_path)
-    entry = checkpoint.entry
+    entry, spec = checkpoint.entry, checkpoint.spec
     logger.info("evaluate_only: network %s (rf_norm_t=%r) and front-end as trained; %s s clips at %s Hz",
-                entry["net"]["arch"], entry["net"].get("rf_norm_t", ""), entry["clip_length"], entry["sample_rate"])
+                spec.net["arch"], spec.net.get("rf_norm_t", ""), spec.clip_length, spec.sample_rate)
     config = {**config, "swa": checkpoint.has_swa, "basedataset": {
-        **config["basedataset"], "sample_rate": entry["sample_rate"], "clip_length": entry["clip_length"]}}
+        **config["basedataset"], "sample_rate": spec.sample_rate, "clip_length": spec.clip_length}}
     pl.seed_everything(config["seed"], workers=True)
-    run_dir = evaluation_folder(run, checkpoint.path)
-    data = AudioDataModule(dataset, config["basedataset"], entry["mel"], config["batch_size"], config["num_workers"])
+    run_dir = evaluation_folder(checkpoint.path, out_dir)
+    data = AudioDataModule(dataset, config["basedataset"], spec.mel, config["batch_size"], config["num_workers"])
     if list(data.class_names) != list(entry["class_names"]):
         raise ConfigurationError(
             f"checkpoint {checkpoint.path} was trained on the classes {entry['class_names']}, the configured data "
             f"has {list(data.class_names)}; evaluate it on the dataset (and families) it was trained on."
         )
     seen = trained_seen_domains(entry, data, checkpoint.path)
-    module = training_module(config, data, checkpoint.untrained_model(), seen_domains=seen, entry=entry)
+    module = training_module(config, data, checkpoint.untrained_model(), entry, seen_domains=seen)
     checkpoint.load_into(module)
-    trainer = build_trainer(config["trainer"], run_dir, run, checkpoints=False)
+    trainer = build_trainer(config["trainer"], run_dir, record, checkpoints=False)
     with shared_with_child_processes(run_dir):
         trainer.validate(module, datamodule=data)
     wait_for_child_processes(trainer)
     if module.selection.last is None:
         return {}
-    return finish(run, run_dir, data, f"{run.experiment_info['name']}: evaluation of {checkpoint.path}",
+    return finish(record, run_dir, data, f"{record.name}: evaluation of {checkpoint.path}",
                   [("checkpoint", module.selection.last)])
 
 
-def data_module(dataset: ModuleType, config: Mapping[str, Any]) -> AudioDataModule:
-    """The configured data of ``dataset`` with the run's batch size, loader processes and (dir_p > 0) device
-    impulse response augmentation of the training waveforms, its files read and checked before any cache."""
-    data = AudioDataModule(dataset, config["basedataset"], mel_settings(config), config["batch_size"],
-                           config["num_workers"])
+def model_spec(dataset: ModuleType, config: Mapping[str, Any]) -> ModelSpec:
+    """The model spec of an experiment's config, its clip length resolved by the dataset (None: the dataset's
+    own); the number of classes follows once the data is read (ModelSpec.with_class_count)."""
+    basedataset = config["basedataset"]
+    return ModelSpec.from_config(
+        config, clip_length=dataset.Data.resolved_clip_length(basedataset["clip_length"], basedataset["base_dir"]))
+
+
+def data_module(dataset: ModuleType, config: Mapping[str, Any], spec: ModelSpec) -> AudioDataModule:
+    """The configured data of ``dataset`` for the model ``spec`` with the run's batch size, loader processes
+    and (dir_p > 0) device impulse response augmentation of the training waveforms, its files read and
+    checked before any cache."""
+    data = AudioDataModule(dataset, {**config["basedataset"], "clip_length": spec.clip_length}, spec.mel,
+                           config["batch_size"], config["num_workers"])
     if config["dir_p"] > 0:
         settings = config["basedataset"]
         try:  # unusable files raise BadFilesError (shown as a message too); settings raise ValueError
@@ -141,17 +155,14 @@ def data_module(dataset: ModuleType, config: Mapping[str, Any]) -> AudioDataModu
     return data
 
 
-def training_module(config: Mapping[str, Any], data: AudioDataModule, model: AudioModel,
-                    seen_domains: Sequence[str] | None = None, entry: Mapping | None = None) -> AudioClassifier:
+def training_module(config: Mapping[str, Any], data: AudioDataModule, model: AudioModel, entry: Mapping,
+                    seen_domains: Sequence[str] | None = None) -> AudioClassifier:
     """The training module for ``config``, ``model`` and the classes and domains of ``data``.
 
-    seen_domains: the domains reported as seen (by default those ``data`` trains on); entry: the checkpoints'
-    "frito" entry (by default the one that describes this config's model and data).
+    entry: the checkpoints' "frito" entry (helpers.checkpoint.checkpoint_entry: the model spec, classes and
+    domains); seen_domains: the domains reported as seen (by default those ``data`` trains on).
     """
     seen = list(data.seen_domains if seen_domains is None else seen_domains)
-    if entry is None:
-        entry = checkpoint_entry(net_settings(config), mel_settings(config), data.class_names, data.domain_names,
-                                 seen, config["basedataset"]["sample_rate"], config["basedataset"]["clip_length"])
     return AudioClassifier(
         model=model,
         class_names=data.class_names,
@@ -168,19 +179,6 @@ def training_module(config: Mapping[str, Any], data: AudioDataModule, model: Aud
         checkpoint_entry=entry,
         model_selection=config["model_selection"],
     )
-
-
-def with_class_count(config: Mapping[str, Any], data: AudioDataModule) -> dict[str, Any]:
-    """``config`` with models.net.n_classes the data's number of classes: filled in when None, else checked
-    (before any cache is built)."""
-    n_classes, found = config["models"]["net"]["n_classes"], len(data.class_names)
-    if n_classes is not None and n_classes != found:
-        raise ConfigurationError(
-            f"models.net.n_classes={n_classes} but the data has {found} classes ({', '.join(data.class_names)}); "
-            f"drop models.net.n_classes (it follows the data) or set it to {found}."
-        )
-    models = config["models"]
-    return {**config, "models": {**models, "net": {**models["net"], "n_classes": found}}}
 
 
 class RunFiles(pl.Callback):

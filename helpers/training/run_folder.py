@@ -1,7 +1,8 @@
 """The run folder: where everything a run writes goes, and what the processes of a DDP run share.
 
-A run's folder is its Sacred FileStorageObserver's (``-F runs/``: ``runs/<id>/``), else a new
-``runs/<timestamp>/``. With several processes (DDP=N, torchrun, SLURM) only global rank 0 writes there.
+A run's folder is the one its caller chose (the Sacred FileStorageObserver's with ``-F runs/``:
+``runs/<id>/``; the ``run_dir`` of the Python API), else a new ``runs/<timestamp>/``. With several processes
+(DDP=N, torchrun, SLURM) only global rank 0 writes there.
 Lightning's DDP launcher starts the other processes by running the same command line again; rank 0 hands
 them its run folder and the checkpoint it resumes from through the environment, so that they take the
 same folder (to read rank 0's checkpoints) and resume from the same file.
@@ -17,8 +18,6 @@ from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
-from sacred.observers import FileStorageObserver
-
 from errors import ConfigurationError
 from helpers.training.trainer import CHECKPOINT_DIR, LAST_CHECKPOINT, process_rank
 
@@ -30,8 +29,8 @@ RUN_DIR_VARIABLE = "FRITO_RUN_DIR"
 RESUME_VARIABLE = "FRITO_RESUME_FROM"
 
 
-def run_folder(run) -> Path:
-    """The FileStorageObserver's folder of this run, else a new runs/<timestamp> folder.
+def run_folder(chosen: Path | None = None, parent: Path = RUNS_DIR) -> Path:
+    """``chosen`` (created when missing), else a new ``parent/<timestamp>`` folder.
 
     Processes other than rank 0 create none: they take rank 0's folder (DDP=N) or, started by another
     launcher, a name in the temporary folder; they write nothing there (checkpoints, logs and reports are
@@ -40,10 +39,10 @@ def run_folder(run) -> Path:
         if os.environ.get(RUN_DIR_VARIABLE):
             return Path(os.environ[RUN_DIR_VARIABLE])
         return Path(tempfile.gettempdir()) / f"frito-rank{process_rank()}-{os.getpid()}"
-    for observer in run.observers:
-        if isinstance(observer, FileStorageObserver) and observer.dir:
-            return Path(observer.dir)
-    return _new_folder(RUNS_DIR)
+    if chosen is not None:
+        Path(chosen).mkdir(parents=True, exist_ok=True)
+        return Path(chosen)
+    return _new_folder(parent)
 
 
 def _new_folder(parent: Path, prefix: str = "") -> Path:
@@ -55,24 +54,24 @@ def _new_folder(parent: Path, prefix: str = "") -> Path:
             folder.mkdir(parents=True)
         except FileExistsError:
             continue
-        logger.info("no FileStorageObserver (-F runs/): writing into %s", folder)
+        logger.info("writing into %s", folder)
         return folder
     raise RuntimeError(f"could not create a new folder under {parent}")
 
 
-def evaluation_folder(run, checkpoint: Path) -> Path:
-    """Where evaluate_only writes: the FileStorageObserver's folder, else a new folder beside the checkpoint,
+def evaluation_folder(checkpoint: Path, chosen: Path | None = None) -> Path:
+    """Where evaluate_only writes: ``chosen``, else a new folder beside the checkpoint,
     ``<its run folder>/evaluations/<checkpoint name>_<timestamp>/`` (the run folder when the checkpoint is in
     one's checkpoints/, else the checkpoint's own folder)."""
-    if process_rank() != 0 or any(isinstance(o, FileStorageObserver) and o.dir for o in run.observers):
-        return run_folder(run)
+    if process_rank() != 0 or chosen is not None:
+        return run_folder(chosen)
     owner = checkpoint.parent.parent if checkpoint.parent.name == CHECKPOINT_DIR else checkpoint.parent
     return _new_folder(owner / "evaluations", f"{checkpoint.stem}_")
 
 
-def resume_checkpoint(resume: str | None, run, run_dir: Path) -> Path | None:
+def resume_checkpoint(resume: str | None, run_dir: Path, runs: Path = RUNS_DIR) -> Path | None:
     """The checkpoint ``resume`` names: None (a new training), "last" (the newest checkpoints/last.ckpt of
-    the runs folder other than this run's), a run folder (its last.ckpt) or a .ckpt file.
+    the folder ``runs`` other than this run's), a run folder (its last.ckpt) or a .ckpt file.
 
     Processes started by Lightning's DDP launcher take rank 0's choice from the environment."""
     if os.environ.get(RESUME_VARIABLE) and process_rank() != 0:
@@ -80,7 +79,6 @@ def resume_checkpoint(resume: str | None, run, run_dir: Path) -> Path | None:
     if resume is None or resume == "":
         return None
     if resume == "last":
-        runs = next((Path(o.basedir) for o in run.observers if isinstance(o, FileStorageObserver)), RUNS_DIR)
         candidates = [path for path in runs.glob(f"*/{CHECKPOINT_DIR}/{LAST_CHECKPOINT_FILE}")
                       if path.parent.parent.resolve() != run_dir.resolve()]
         if not candidates:

@@ -31,10 +31,11 @@ from pytorch_lightning.loggers import Logger, TensorBoardLogger
 from pytorch_lightning.utilities import rank_zero_only
 
 from helpers.checkpoint import Checkpoint, CheckpointIO
+from helpers.results.record import RecordLogger, RunRecord
 
 logger = logging.getLogger(__name__)
 
-# pl.Trainer keywords the framework sets itself (the run folder, Sacred/TensorBoard loggers, checkpoints).
+# pl.Trainer keywords the framework sets itself (the run folder, the record and TensorBoard loggers, checkpoints).
 MANAGED_TRAINER_KEYS = ("logger", "callbacks", "plugins", "default_root_dir")
 
 DDP_VARIABLE = "DDP"  # DDP=N: N processes on this node (Lightning's DDP strategy)
@@ -102,7 +103,7 @@ def translate_trainer_config(
     for key, value in trainer_config.items():
         if key in MANAGED_TRAINER_KEYS:
             raise ValueError(
-                f"trainer.{key} is set by the framework (run folder, Sacred and TensorBoard loggers, "
+                f"trainer.{key} is set by the framework (run folder, record and TensorBoard loggers, "
                 "checkpoints); remove it from the config (use trainer.use_tensorboard_logger=True for "
                 "TensorBoard)."
             )
@@ -118,7 +119,7 @@ def translate_trainer_config(
 def build_trainer(
     trainer_config: Mapping[str, Any],
     run_dir: Path,
-    sacred_run=None,
+    record: RunRecord | None = None,
     checkpoints: bool = True,
     callbacks: tuple[Callback, ...] = (),
     resumed: Checkpoint | None = None,
@@ -126,7 +127,7 @@ def build_trainer(
     """A pl.Trainer writing everything under ``run_dir``.
 
     trainer_config: the experiment's ``trainer`` config (1.x keys translated, notices logged).
-    sacred_run: the Sacred run whose metrics receive every logged figure (None: no Sacred logging).
+    record: the run's record, which receives every logged figure (helpers.training.record).
     checkpoints: keep checkpoints/last.ckpt (every epoch, to resume from) and checkpoints/best.ckpt (the
         epoch the training module selects).
     callbacks: further callbacks of the command.
@@ -139,8 +140,8 @@ def build_trainer(
     for notice in settings.notices:
         logger.info(notice)
     loggers: list[Logger] = []
-    if sacred_run is not None:
-        loggers.append(SacredLogger(sacred_run))
+    if record is not None:
+        loggers.append(RecordLogger(record, run_dir.name))
     if settings.tensorboard:
         loggers.append(TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version=""))
         logger.info("TensorBoard logs: tensorboard --logdir %s", run_dir / "tensorboard")
@@ -234,33 +235,6 @@ class _NoAdvertisements(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         return not str(record.msg).startswith("💡 Tip")
-
-
-class SacredLogger(Logger):
-    """Forwards every figure Lightning logs to the Sacred run's metrics, stepped by epoch."""
-
-    def __init__(self, sacred_run):
-        super().__init__()
-        self._run = sacred_run
-
-    @property
-    def name(self) -> str:
-        return "sacred"
-
-    @property
-    def version(self) -> str:
-        return str(self._run._id)
-
-    @rank_zero_only
-    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
-        epoch = metrics.get("epoch")
-        for name, value in metrics.items():
-            if name != "epoch":
-                self._run.log_scalar(name, float(value), int(epoch) if epoch is not None else step)
-
-    @rank_zero_only
-    def log_hyperparams(self, params, *args, **kwargs) -> None:
-        """The Sacred run records the whole config already."""
 
 
 # --- Lightning 1.x keys -------------------------------------------------------------------------------
