@@ -143,3 +143,25 @@ def test_helpers_shows_its_packages_with_few_modules_beside_them():
     assert len(modules) <= MAX_HELPERS_MODULES, modules
     packages = {path.parent.name for path in (REPO / "helpers").glob("*/__init__.py")}
     assert {"experiment", "training", "results", "augment", "study"} <= packages
+
+
+def test_the_module_table_of_docs_architecture_matches_the_tree():
+    """docs/architecture.md names every module of models/, datasets/ and helpers/ and every entry point in its
+    module table (a dataset package by its folder), and names nothing that does not exist."""
+    named = set()
+    for line in (REPO / "docs" / "architecture.md").read_text().splitlines():
+        if line.startswith("| `"):
+            first_cell = line.split("|")[1]
+            named.update(part for part in first_cell.split("`")[1::2])
+    assert sorted(path for path in named if not (REPO / path).exists()) == []
+    expected = {path.name for path in REPO.glob("*.py")}
+    for package in ("models", "datasets", "helpers"):
+        for path in (REPO / package).rglob("*.py"):
+            relative = path.relative_to(REPO)
+            if path.name == "__init__.py":
+                continue
+            if package == "datasets" and len(relative.parts) > 2:  # a dataset's own folder
+                expected.add(f"{relative.parent}/")
+            else:
+                expected.add(str(relative))
+    assert sorted(expected - named) == []

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from errors import ConfigurationError, UserError
+from errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
 SHORT = ["cpu_tiny", "trainer.max_epochs=3", "trainer.limit_train_batches=3", "trainer.limit_val_batches=2",
@@ -147,6 +147,6 @@ def test_an_unusable_checkpoint_is_refused_naming_file_and_mismatch(uninterrupte
 @pytest.mark.slow
 def test_resume_names_a_missing_checkpoint(nsynth_experiment, tmp_path, monkeypatch, cache_dir):
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(ConfigurationError, match=r"resume='last': no runs/\*/checkpoints/last.ckpt"):
+    with pytest.raises(UserError, match=r"resume='last': no runs/\*/checkpoints/last.ckpt"):
         nsynth_experiment.run(config_updates={"resume": "last", "basedataset": {"cache_dir": str(cache_dir)}},
                               named_configs=["cpu_tiny"], options={"--capture": "sys"})
