@@ -7,7 +7,8 @@ A frito checkpoint is a Lightning checkpoint of the training module (helpers.tra
      "net": {...},           # keywords of models.network.get_model as the network was built (resolved)
      "mel": {...},           # keywords of models.preprocess.AugmentMelSTFT (sample rate included)
      "class_names": [...], "domain_names": [...], "seen_domains": [...],   # seen: the domains trained on
-     "sample_rate": 32000, "clip_length": 10.0}
+     "sample_rate": 32000, "clip_length": 10.0,
+     "augment": {...}}       # the active DG methods' settings (helpers.augment.registry.active_settings)
 
 and the weights under ``model.net.`` (the network), ``net_swa.module.`` and ``net_swa.n_averaged`` (the
 stochastic weight average, when the run keeps one). Version 1 (``net.``, ``net_swa.``, ``swa_n_averaged``;
@@ -32,6 +33,7 @@ from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from torch import Tensor
 
 from errors import UserError
+from helpers.augment.registry import input_transform
 from helpers.files import atomic_write
 from models.audio_model import AudioModel
 from models.conversion import NetworkWeights
@@ -93,8 +95,9 @@ def checkpoint_from_contents(contents: Mapping, path: str | os.PathLike) -> Chec
 
 
 def checkpoint_entry(net: Mapping, mel: Mapping, class_names, domain_names, seen_domains, sample_rate: int,
-                     clip_length: float) -> dict[str, Any]:
-    """The "frito" entry of the checkpoints of a training (see the module docstring)."""
+                     clip_length: float, augment: Mapping) -> dict[str, Any]:
+    """The "frito" entry of the checkpoints of a training (see the module docstring); augment: the active DG
+    methods' settings, from which the model's input transform is rebuilt."""
     return {
         "version": FORMAT_VERSION,
         "net": _without_pretrained(net),
@@ -104,6 +107,7 @@ def checkpoint_entry(net: Mapping, mel: Mapping, class_names, domain_names, seen
         "seen_domains": list(seen_domains),
         "sample_rate": sample_rate,
         "clip_length": clip_length,
+        "augment": {name: dict(settings) for name, settings in augment.items()},
     }
 
 
@@ -179,8 +183,15 @@ class Checkpoint:
         return model
 
     def untrained_model(self) -> AudioModel:
-        """The front-end and network the checkpoint describes, freshly initialised (for :meth:`load_into`)."""
-        return AudioModel(AugmentMelSTFT(**self.entry["mel"]), rebuild_network(self.entry["net"]))
+        """The front-end, input transform and network the checkpoint describes, freshly initialised (for
+        :meth:`load_into`)."""
+        return AudioModel(AugmentMelSTFT(**self.entry["mel"]), rebuild_network(self.entry["net"]),
+                          input_transform(self.augment))
+
+    @property
+    def augment(self) -> dict[str, dict]:
+        """The settings of the DG methods the network was trained with (none recorded: none)."""
+        return self.entry.get("augment", {})
 
     def load_into(self, module: torch.nn.Module) -> None:
         """Load the weights into a training module built with the checkpoint's settings."""

@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from errors import ConfigurationError
+from helpers.augment.registry import active_settings, input_transform
 from helpers.checkpoint import CHECKPOINT_WEIGHTS, checkpoint_from_contents, rebuild_network
 from models.architectures import architecture
 from models.audio_model import AudioModel
@@ -94,8 +95,10 @@ def derived_settings(config: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def build_audio_model(config: Mapping[str, Any]) -> AudioModel:
-    """The front-end and network of a run's config, with the network's pretrained weights."""
-    return AudioModel(AugmentMelSTFT(**mel_settings(config)), build_network(net_settings(config)))
+    """The front-end, input transform (the DG methods of the input place) and network of a run's config, with
+    the network's pretrained weights."""
+    return AudioModel(AugmentMelSTFT(**mel_settings(config)), build_network(net_settings(config)),
+                      input_transform(active_settings(config)))
 
 
 def build_network(settings: Mapping[str, Any]) -> PaSST:

@@ -87,8 +87,9 @@ def test_unusable_files_are_refused_with_the_reason(tmp_path, content, message):
 def test_checkpoint_io_writes_atomically_and_hands_over_the_checkpoint_read_already(tmp_path, monkeypatch):
     path = tmp_path / "deep" / "last.ckpt"
     entry = checkpoint_entry({**NET, "fstride": 10, "tstride": 10, "pretrained": True}, MEL, ["a"], ["x"], ["x"],
-                             16000, 1.0)
+                             16000, 1.0, {"mixup": {"p": 1.0, "alpha": 0.3}})
     assert "pretrained" not in entry["net"] and entry["version"] == FORMAT_VERSION
+    assert entry["augment"] == {"mixup": {"p": 1.0, "alpha": 0.3}}
     CheckpointIO().save_checkpoint({"state_dict": {"w": torch.ones(2)}, "frito": entry}, path)
     assert [p.name for p in path.parent.iterdir()] == ["last.ckpt"]
     resumed = read_checkpoint(path)

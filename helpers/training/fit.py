@@ -18,9 +18,10 @@ from typing import Any
 import pytorch_lightning as pl
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from datasets.impulse_responses import ImpulseResponseAugment
 from errors import ConfigurationError
-from helpers.augment.freq_mixstyle import FreqMixStyle
+from helpers.augment.method import Place, RunContext
+from helpers.augment.places import TrainingMethods
+from helpers.augment.registry import active_settings, build_methods
 from helpers.checkpoint import CheckpointError, checkpoint_entry, read_checkpoint
 from helpers.model_spec import build_audio_model, derived_settings, mel_settings, net_settings
 from helpers.results.reports import finish
@@ -124,21 +125,22 @@ def evaluate(dataset: ModuleType, run, config: dict, checkpoint_path: str | None
 
 
 def data_module(dataset: ModuleType, config: Mapping[str, Any]) -> AudioDataModule:
-    """The configured data of ``dataset`` with the run's batch size, loader processes and (dir_p > 0) device
-    impulse response augmentation of the training waveforms, its files read and checked before any cache."""
+    """The configured data of ``dataset`` with the run's batch size, loader processes and the active DG methods
+    of the waveform place (e.g. device impulse responses, their files read and checked before any cache)."""
     data = AudioDataModule(dataset, config["basedataset"], mel_settings(config), config["batch_size"],
                            config["num_workers"])
-    if config["dir_p"] > 0:
-        settings = config["basedataset"]
-        try:  # unusable files raise BadFilesError (shown as a message too); settings raise ValueError
-            augment = ImpulseResponseAugment(config["dir_folder"], settings["sample_rate"], config["dir_p"],
-                                             config["dir_domains"], settings["skip_bad_files"],
-                                             settings["resample_quality"])
-            augment.check_domains(data.seen_domains, data.domain_kind)
-        except ValueError as error:
-            raise ConfigurationError(str(error)) from None
-        data.waveform_augment = augment
+    data.waveform_methods = build_methods(active_settings(config), run_context(config, data), [Place.WAVEFORM])[
+        Place.WAVEFORM]
     return data
+
+
+def run_context(config: Mapping[str, Any], data: AudioDataModule, model: AudioModel | None = None,
+                seen_domains: Sequence[str] | None = None) -> RunContext:
+    """What the DG methods may need to know of a run: its data, and (once built) its network's embedding size."""
+    return RunContext(sample_rate=config["basedataset"]["sample_rate"], dataset=config["basedataset"],
+                      domain_names=list(data.domain_names),
+                      seen_domains=list(data.seen_domains if seen_domains is None else seen_domains),
+                      domain_kind=data.domain_kind, embedding_size=None if model is None else model.net.embed_dim)
 
 
 def training_module(config: Mapping[str, Any], data: AudioDataModule, model: AudioModel,
@@ -149,9 +151,14 @@ def training_module(config: Mapping[str, Any], data: AudioDataModule, model: Aud
     "frito" entry (by default the one that describes this config's model and data).
     """
     seen = list(data.seen_domains if seen_domains is None else seen_domains)
-    if entry is None:
+    if entry is None:  # training: the configured DG methods, recorded in the checkpoints
+        augment, places = active_settings(config), (Place.SPECTROGRAM, Place.BATCH, Place.LOSS)
         entry = checkpoint_entry(net_settings(config), mel_settings(config), data.class_names, data.domain_names,
-                                 seen, config["basedataset"]["sample_rate"], config["basedataset"]["clip_length"])
+                                 seen, config["basedataset"]["sample_rate"], config["basedataset"]["clip_length"],
+                                 augment)
+    else:  # evaluation: the extra losses the checkpoint was trained with, so their weights load
+        augment, places = entry.get("augment", {}), (Place.LOSS,)
+    methods = build_methods(augment, run_context(config, data, model, seen), places)
     return AudioClassifier(
         model=model,
         class_names=data.class_names,
@@ -161,9 +168,8 @@ def training_module(config: Mapping[str, Any], data: AudioDataModule, model: Aud
         weight_decay=config["weight_decay"],
         lr_factor=lr_schedule(config["schedule_mode"], config["warm_up_len"], config["ramp_down_start"],
                               config["ramp_down_len"], config["last_lr_value"]),
-        mixup_alpha=config["mixup_alpha"] if config["use_mixup"] else None,
-        freq_mixstyle=FreqMixStyle(config["freq_mixstyle_p"], config["freq_mixstyle_alpha"])
-        if config["freq_mixstyle_p"] > 0 else None,
+        methods=TrainingMethods(methods.get(Place.SPECTROGRAM, ()), methods.get(Place.BATCH, ()),
+                                methods[Place.LOSS]),
         swa=SwaSchedule(config["swa_epoch_start"], config["swa_freq"]) if config["swa"] else None,
         checkpoint_entry=entry,
         model_selection=config["model_selection"],
