@@ -101,14 +101,12 @@ def shared_defaults():
     swa_freq = 1  # average every swa_freq epochs
 
 
-class MethodDefaults(ConfigDict):
-    """Every DG method's settings with their defaults and one-line docs, as its module declares them."""
-
-    def __init__(self):
-        super().__init__(config_defaults())
+class MethodDefaults:
+    """Every DG method's settings with their defaults and one-line docs, as its module declares them (read
+    from the registry when the config is evaluated)."""
 
     def __call__(self, fixed=None, preset=None, fallback=None) -> ConfigSummary:
-        summary = super().__call__(fixed, preset, fallback)
+        summary = ConfigDict(config_defaults())(fixed, preset, fallback)
         summary.docs.update(config_docs())
         return summary
 
