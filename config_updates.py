@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from helpers.augment.registry import named_configs
 from helpers.experiment.defaults import CPU_PRESET
 from models.architectures import ARCHITECTURES
 
@@ -34,8 +35,8 @@ def _passt_s(arch: str, what: str) -> NamedConfig:
 
 
 NAMED_CONFIGS: dict[str, NamedConfig] = {
-    "mixup": NamedConfig("Mixup of spectrograms, alpha 0.3.", {"use_mixup": True, "mixup_alpha": 0.3}),
-    "nomixup": NamedConfig("No mixup.", {"use_mixup": False}),
+    # the DG methods' own (mixup, nomixup, freq_mixstyle, dir, ...), as each method declares them
+    **{name: NamedConfig(doc, updates) for name, (doc, updates) in named_configs().items()},
     "mini_train": NamedConfig("Only 5 training and 5 validation batches per epoch, for debugging.",
                               {"trainer": {"limit_train_batches": 5, "limit_val_batches": 5}}),
     "cpu_tiny": NamedConfig(
@@ -43,12 +44,6 @@ NAMED_CONFIGS: dict[str, NamedConfig] = {
         f"s clips, {CPU_PRESET['trainer']['max_epochs']} epochs with a short schedule, lr 1e-3, for a laptop CPU.",
         CPU_PRESET,
     ),
-    "freq_mixstyle": NamedConfig(
-        "Frequency-wise MixStyle, p 0.4, alpha 0.3 (DCASE 2024 Task 1 baseline; Schmid et al., DCASE 2022).",
-        {"freq_mixstyle_p": 0.4, "freq_mixstyle_alpha": 0.3}),
-    "dir": NamedConfig(
-        "Device impulse response augmentation, p 0.6 (Morocutti et al. 2023); needs dir_folder=FOLDER.",
-        {"dir_p": 0.6}),
     "swa": NamedConfig("Stochastic weight averaging from epoch 2, evaluated beside the plain model.",
                        {"swa": True, "swa_epoch_start": 2, "swa_freq": 1}),
     "no_swa": NamedConfig("No stochastic weight averaging.", {"swa": False}),

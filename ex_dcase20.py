@@ -28,7 +28,7 @@ def default_config(trainer):
     trainer = dict(trainer, max_epochs=10)
     lr = 1e-5  # AdamW's base learning rate
     weight_decay = 1e-4  # AdamW's decoupled weight decay
-    use_mixup = True  # spectrogram mixup
+    mixup_p = 1.0  # every training batch mixed (mixup; the paper's use_mixup=True)
     batch_size = 64
     num_workers = min(16, os.cpu_count() or 1)  # data loading processes (0: in the training process)
     warm_up_len = 5  # epochs of warm-up

@@ -29,7 +29,7 @@ def default_config(trainer):
     trainer = dict(trainer, max_epochs=20)
     lr = 1e-5  # AdamW's base learning rate (fine-tuning a pretrained network; from scratch try 1e-4)
     weight_decay = 1e-4  # AdamW's decoupled weight decay
-    use_mixup = True  # spectrogram mixup
+    mixup_p = 1.0  # every training batch mixed (mixup; the paper's use_mixup=True)
     batch_size = 32
     num_workers = min(8, os.cpu_count() or 1)  # data loading processes (0: in the training process)
     warm_up_len = 3  # epochs of warm-up

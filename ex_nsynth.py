@@ -32,12 +32,12 @@ def default_config(models, trainer):
     )
     models = dict(
         models,
-        mel=dict(models["mel"], freqm=0, timem=0, fmin_aug_range=0, fmax_aug_range=0),  # no SpecAugment, no jitter
+        mel=dict(models["mel"], fmin_aug_range=0, fmax_aug_range=0),  # no filterbank jitter
     )
     trainer = dict(trainer, max_epochs=128)
     lr = 1e-3  # AdamW's base learning rate
     weight_decay = 0.0  # AdamW's decoupled weight decay (the original used Adam without it)
-    use_mixup = False  # spectrogram mixup
+    specaugment_p = 0.0  # no SpecAugment masks
     batch_size = 8
     num_workers = min(8, os.cpu_count() or 1)  # data loading processes (0: in the training process)
     warm_up_len = 100  # epochs of warm-up

@@ -7,7 +7,8 @@ A frito checkpoint is a Lightning checkpoint of the training module (helpers.tra
      "net": {...},           # keywords of models.network.get_model as the network was built (resolved)
      "mel": {...},           # keywords of models.preprocess.AugmentMelSTFT (sample rate included)
      "class_names": [...], "domain_names": [...], "seen_domains": [...],   # seen: the domains trained on
-     "sample_rate": 32000, "clip_length": 10.0}
+     "sample_rate": 32000, "clip_length": 10.0,
+     "augment": {...}}       # the active DG methods' settings (helpers.augment.registry.active_settings)
 
 and the weights under ``model.net.`` (the network), ``net_swa.module.`` and ``net_swa.n_averaged`` (the
 stochastic weight average, when the run keeps one). Version 1 (``net.``, ``net_swa.``, ``swa_n_averaged``;

@@ -90,7 +90,7 @@ def export(
     predictor = model if isinstance(model, Predictor) else load_model(model, device="cpu", weights=weights)
     samples = _example_samples(predictor, example_seconds)
     trained = copy.deepcopy(predictor.model).cpu().eval()
-    wrapper = AudioModel(DftLogMel(trained.front_end), trained.net).eval()
+    wrapper = AudioModel(DftLogMel(trained.front_end), trained.net, trained.input_transform).eval()
     example = torch.randn(2, samples, generator=torch.Generator().manual_seed(0)) * 0.1
     with torch.no_grad():
         expected = trained(example)

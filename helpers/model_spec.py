@@ -21,11 +21,12 @@ start (:class:`Start`, see :func:`helpers.checkpoint.pretrained_start`) that :me
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from inspect import signature
 from typing import Any, Protocol
 
 from errors import ConfigurationError
+from helpers.augment.registry import active_settings, config_defaults, input_transform
 from models.architectures import architecture
 from models.audio_model import AudioModel
 from models.network import get_model
@@ -55,16 +56,20 @@ class ModelSpec:
     mel: keywords of models.preprocess.AugmentMelSTFT (``sr`` the data's sample rate).
     sample_rate: Hz of the waveforms the model takes.
     clip_length: seconds of one training and evaluation clip.
+    augment: the settings of the DG methods trained with (helpers.augment.registry.active_settings: name ->
+        setting -> value); those of the input place are part of the model (its input transform).
     """
 
     net: Mapping[str, Any]
     mel: Mapping[str, Any]
     sample_rate: int
     clip_length: float
+    augment: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self):
         object.__setattr__(self, "net", dict(self.net))
         object.__setattr__(self, "mel", dict(self.mel))
+        object.__setattr__(self, "augment", {name: dict(settings) for name, settings in self.augment.items()})
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any], *, clip_length: float | None = None) -> ModelSpec:
@@ -104,7 +109,7 @@ class ModelSpec:
             tstride=arch.tstride if net.get("tstride") is None else net["tstride"],
             n_classes=net.get("n_classes"),
         )
-        return cls(net, mel, sample_rate, seconds)
+        return cls(net, mel, sample_rate, seconds, active_settings({**config_defaults(), **config}))
 
     @classmethod
     def of(cls, arch: str, clip_length: float, n_classes: int, sample_rate: int = 32000,
@@ -130,12 +135,12 @@ class ModelSpec:
     @classmethod
     def from_entry(cls, entry: Mapping[str, Any]) -> ModelSpec:
         """The spec a checkpoint's "frito" entry records (see :meth:`entry`)."""
-        return cls(entry["net"], entry["mel"], entry["sample_rate"], entry["clip_length"])
+        return cls(entry["net"], entry["mel"], entry["sample_rate"], entry["clip_length"], entry["augment"])
 
     def entry(self) -> dict[str, Any]:
         """The spec as a checkpoint records it: plain dicts and numbers."""
         return {"net": dict(self.net), "mel": dict(self.mel), "sample_rate": self.sample_rate,
-                "clip_length": self.clip_length}
+                "clip_length": self.clip_length, "augment": dict(self.augment)}
 
     @property
     def clip_samples(self) -> int:
@@ -167,14 +172,15 @@ class ModelSpec:
         return derived
 
     def build(self, start: Start | None = None) -> AudioModel:
-        """The front-end and network, freshly initialised, then given the weights of ``start`` (if any)."""
+        """The front-end, input transform and network, freshly initialised, then the network given the weights of
+        ``start`` (if any)."""
         if self.net.get("n_classes") is None:
             raise SettingsError("the model's number of classes is unknown: it follows the data (or set "
                                 "models.net.n_classes)")
         network = get_model(**self.net)
         if start is not None:
             start.load_into(network)
-        return AudioModel(AugmentMelSTFT(**self.mel), network)
+        return AudioModel(AugmentMelSTFT(**self.mel), network, input_transform(self.augment))
 
 
 def _clip_length(seconds) -> float:

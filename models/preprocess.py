@@ -1,7 +1,8 @@
-"""Log-mel spectrogram front-end with PaSST's training-time augmentation.
+"""Log-mel spectrogram front-end with PaSST's training-time filterbank jitter.
 
 Turns (batch, samples) waveforms into the normalised log-mel spectrograms (batch, n_mels, frames) that
-the PaSST models consume (callers add the channel axis with ``.unsqueeze(1)``).
+the PaSST models consume (callers add the channel axis with ``.unsqueeze(1)``). SpecAugment's masks,
+which PaSST's front-end also applied, are a method of the spectrogram place (helpers.augment.specaugment).
 """
 
 from collections import OrderedDict
@@ -22,13 +23,9 @@ class AugmentMelSTFT(nn.Module):
     samples centred in n_fft, power spectrum, Kaldi triangular mel filterbank (:func:`kaldi_mel_bank`),
     ``log(mel + 1e-5)``, then ``(x + 4.5) / 5``. Computed in float32 with autocast disabled.
 
-    Training mode only (``module.train()``):
-      - the filterbank edges are jittered once per batch (as in PaSST): fmin moves up by an integer
-        number of Hz drawn uniformly from [0, fmin_aug_range), fmax by an integer drawn uniformly from
-        (-fmax_aug_range / 2, fmax_aug_range / 2];
-      - per example, one band of frequency rows (width uniform in [0, freqm)) and one span of time
-        frames (width uniform in [0, timem)) are set to 0 in the log-mel domain, i.e. before the
-        normalisation, so masked entries come out as exactly 4.5 / 5 = 0.9.
+    Training mode only (``module.train()``): the filterbank edges are jittered once per batch (as in
+    PaSST): fmin moves up by an integer number of Hz drawn uniformly from [0, fmin_aug_range), fmax by an
+    integer drawn uniformly from (-fmax_aug_range / 2, fmax_aug_range / 2].
     Eval mode is deterministic. Filterbanks are cached: the eval bank is a non-persistent buffer, the
     jittered training banks sit in a small least-recently-used dict (at most max_cached_banks entries).
     Moving or casting the module (``.to(device)``, ``.half()``) moves the window and banks to the new
@@ -44,8 +41,6 @@ class AugmentMelSTFT(nn.Module):
         win_length: int = 800,
         hopsize: int = 320,
         n_fft: int = 1024,
-        freqm: int = 48,
-        timem: int = 192,
         htk: bool = False,
         fmin: float = 0.0,
         fmax: float | None = None,
@@ -59,8 +54,6 @@ class AugmentMelSTFT(nn.Module):
         win_length: analysis window length in samples (<= n_fft; zero-padded to n_fft, centred).
         hopsize: samples between successive frames (output columns).
         n_fft: FFT size in samples (even); the spectrum has n_fft // 2 + 1 bins.
-        freqm: training-time frequency mask width is drawn from [0, freqm) mel rows; 0 disables it.
-        timem: training-time time mask width is drawn from [0, timem) frames; 0 disables it.
         htk: kept for PaSST config compatibility; only False is accepted. The mel scale is always
             Kaldi's 1127 ln(1 + f / 700), whatever librosa's htk flag would select.
         fmin: lowest filterbank edge in Hz.
@@ -76,8 +69,7 @@ class AugmentMelSTFT(nn.Module):
                             ("hopsize", hopsize), ("n_fft", n_fft)):
             if not isinstance(value, int) or value <= 0:
                 raise ValueError(f"AugmentMelSTFT: {name} must be a positive integer, got {value!r}.")
-        for name, value in (("freqm", freqm), ("timem", timem), ("fmin_aug_range", fmin_aug_range),
-                            ("fmax_aug_range", fmax_aug_range)):
+        for name, value in (("fmin_aug_range", fmin_aug_range), ("fmax_aug_range", fmax_aug_range)):
             if not isinstance(value, int) or value < 0:
                 raise ValueError(f"AugmentMelSTFT: {name} must be a non-negative integer (0 disables it), "
                                  f"got {value!r}.")
@@ -109,7 +101,6 @@ class AugmentMelSTFT(nn.Module):
 
         self.n_mels, self.sr, self.n_fft = n_mels, sr, n_fft
         self.win_length, self.hopsize = win_length, hopsize
-        self.freqm, self.timem = freqm, timem
         self.fmin, self.fmax = float(fmin), float(fmax)
         self.fmin_aug_range, self.fmax_aug_range = fmin_aug_range, fmax_aug_range
         self.register_buffer("window", torch.hann_window(win_length, periodic=False), persistent=False)
@@ -139,9 +130,6 @@ class AugmentMelSTFT(nn.Module):
                                   return_complex=True)
             power = spectrum.real.square() + spectrum.imag.square()
             logmel = torch.log(torch.matmul(self._mel_bank(), power) + LOG_OFFSET)
-            if self.training:
-                logmel = _mask_bands(logmel, self.freqm, dim=1)
-                logmel = _mask_bands(logmel, self.timem, dim=2)
             return (logmel + NORM_SHIFT) / NORM_SCALE
 
     def _mel_bank(self) -> torch.Tensor:
@@ -204,19 +192,3 @@ def kaldi_mel_bank(n_mels: int, n_fft: int, sr: int, fmin: float, fmax: float) -
 def _randint(high: int) -> int:
     """Uniform integer in [0, high), 0 when high is 0; drawn from torch's global generator."""
     return int(torch.randint(high, ()).item()) if high > 0 else 0
-
-
-def _mask_bands(x: torch.Tensor, max_width: int, dim: int) -> torch.Tensor:
-    """Zero one band along dim (1 = mel rows, 2 = frames) per example of x (batch, n_mels, frames).
-
-    Width is uniform in [0, max_width) (capped at the axis size), start uniform in [0, size - width).
-    """
-    if max_width == 0:
-        return x
-    batch, size = x.shape[0], x.shape[dim]
-    width = (torch.rand(batch, device=x.device) * min(max_width, size)).long()
-    start = (torch.rand(batch, device=x.device) * (size - width)).long()
-    position = torch.arange(size, device=x.device)
-    masked = (position >= start[:, None]) & (position < (start + width)[:, None])
-    masked = masked[:, :, None] if dim == 1 else masked[:, None, :]
-    return x.masked_fill(masked, 0.0)

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from helpers.augment.places import TrainingMethods
 from helpers.training.classifier import AudioClassifier
 from helpers.training.data import AugmentedWaveforms
 from helpers.training.schedule import lr_schedule
@@ -47,7 +48,8 @@ class Spectrograms(Dataset):
 def test_freq_mixstyle_reaches_the_network_in_training_steps_only(tmp_path):
     net = RecordingNet()
     module = AudioClassifier(AudioModel(nn.Identity(), net), ["x", "y"], ["a"], ["a"], lr=1e-3, weight_decay=0.0,
-                             lr_factor=lr_schedule("exp_lin", 0, 5, 5, 0.1), freq_mixstyle=Shift(), swa=None)
+                             lr_factor=lr_schedule("exp_lin", 0, 5, 5, 0.1), methods=TrainingMethods([Shift()]),
+                             swa=None)
     loader = DataLoader(Spectrograms(), batch_size=2)
     trainer = build_trainer({"max_epochs": 1, "enable_progress_bar": False, "enable_model_summary": False,
                              "num_sanity_val_steps": 0}, tmp_path, checkpoints=False)
@@ -76,7 +78,7 @@ def test_training_waveforms_pass_through_the_augmentation_with_their_domain_name
         calls.append(domain)
         return waveform * 2 if domain == "a" else waveform
 
-    wrapped = AugmentedWaveforms(Waveforms([0, 1, 0]), augment, ["a", "b"])
+    wrapped = AugmentedWaveforms(Waveforms([0, 1, 0]), [augment], ["a", "b"])
     items = [wrapped[index] for index in range(3)]
     assert calls == ["a", "b", "a"]
     assert [float(item["waveform"][0]) for item in items] == [0.0, 1.0, 4.0]

@@ -87,10 +87,11 @@ def test_unusable_files_are_refused_with_the_reason(tmp_path, content, message):
 
 def test_checkpoint_io_writes_atomically_and_hands_over_the_checkpoint_read_already(tmp_path, monkeypatch):
     path = tmp_path / "deep" / "last.ckpt"
-    spec = ModelSpec.from_config({"basedataset": {"sample_rate": 16000, "clip_length": 1.0},
-                                  "models": {"mel": MEL, "net": {**NET, "pretrained": True}}})
+    spec = ModelSpec.from_config({"basedataset": {"sample_rate": 16000, "clip_length": 1.0}, "mixup_p": 1.0,
+                                  "mixup_alpha": 0.3, "models": {"mel": MEL, "net": {**NET, "pretrained": True}}})
     entry = checkpoint_entry(spec, ["a"], ["x"], ["x"])
     assert "pretrained" not in entry["net"] and entry["version"] == FORMAT_VERSION
+    assert entry["augment"]["mixup"] == {"p": 1.0, "alpha": 0.3}
     assert ModelSpec.from_entry(entry) == spec  # what the checkpoint stores is the spec
     CheckpointIO().save_checkpoint({"state_dict": {"w": torch.ones(2)}, "frito": entry}, path)
     assert [p.name for p in path.parent.iterdir()] == ["last.ckpt"]

@@ -84,7 +84,7 @@ def test_closest():
 
 
 def valid_values():
-    mel = dict(n_mels=128, sr=32000, win_length=800, hopsize=320, n_fft=1024, freqm=0, timem=0, htk=False,
+    mel = dict(n_mels=128, sr=32000, win_length=800, hopsize=320, n_fft=1024, htk=False,
                fmin=0.0, fmax=None, norm=1, fmin_aug_range=10, fmax_aug_range=2000)
     return {
         "models": {"net": {"arch": "passt_mini", "rf_norm_t": "row_overlap_8", "input_fdim": 128, "input_tdim": 100},
@@ -93,6 +93,8 @@ def valid_values():
         "schedule_mode": "exp_lin", "warm_up_len": 1, "ramp_down_start": 2, "ramp_down_len": 2, "last_lr_value": 0.1,
         "freq_mixstyle_p": 0.0, "freq_mixstyle_alpha": 0.3, "model_selection": "validation",
         "dir_p": 0.0, "dir_folder": None, "dir_domains": None,
+        "specaugment_p": 1.0, "specaugment_freqm": 48, "specaugment_timem": 80,
+        "mixup_p": 1.0, "mixup_alpha": 0.3, "use_mixup": None,
     }
 
 

@@ -6,6 +6,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from helpers.augment.mixup import Mixup
+from helpers.augment.places import TrainingMethods
 from helpers.training.classifier import AudioClassifier
 from helpers.training.schedule import lr_schedule
 from helpers.training.swa import SwaSchedule
@@ -62,7 +64,8 @@ def module(net=None, swa=None, mixup_alpha=None):
     return AudioClassifier(
         model=AudioModel(NoMel(), net or LookupNet()), class_names=CLASSES, domain_names=DOMAINS,
         seen_domains=("a", "b"), lr=1e-3, weight_decay=0.1, lr_factor=lr_schedule("exp_lin", 0, 10, 10, 0.1),
-        mixup_alpha=mixup_alpha, swa=swa, checkpoint_entry={"version": 2, "net": {"arch": "lookup"}},
+        methods=TrainingMethods(batch=[Mixup(p=1.0, alpha=mixup_alpha)]) if mixup_alpha else None, swa=swa,
+        checkpoint_entry={"version": 2, "net": {"arch": "lookup"}},
     )
 
 

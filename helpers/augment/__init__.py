@@ -1,0 +1,1 @@
+"""DG methods and augmentations: one interface (method.py), one registry (registry.py), one module each."""

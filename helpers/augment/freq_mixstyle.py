@@ -40,18 +40,31 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from helpers.augment.method import POSITIVE, PROBABILITY, Method, Place, Setting
+
 EPS = 1e-6  # added to the per-frequency variance before the square root, as in the sources above
 STATISTICS_DIMS = (1, 3)  # channels and time of (batch, channels, n_mels, frames)
 
 
 @dataclass(frozen=True)
-class FreqMixStyle:
-    """Frequency-wise MixStyle with validated settings.
+class FreqMixStyle(Method):
+    """Frequency-wise MixStyle with validated settings, a method of the spectrogram place.
 
     p: probability that a batch is mixed (0 turns it off without drawing random numbers);
     alpha: parameter of the Beta(alpha, alpha) distribution of the per-example weights of the own
     statistics (small alpha: weights near 0 or 1, i.e. mostly one example's statistics).
     """
+
+    name = "freq_mixstyle"
+    place = Place.SPECTROGRAM
+    settings = {
+        "p": Setting(0.0, PROBABILITY, "probability a training batch gets Freq-MixStyle (per-frequency statistics "
+                     "mixed); 0: off"),
+        "alpha": Setting(0.3, POSITIVE, "Freq-MixStyle weights ~ Beta(alpha, alpha)"),
+    }
+    named_configs = {"freq_mixstyle": (
+        "Frequency-wise MixStyle, p 0.4, alpha 0.3 (DCASE 2024 Task 1 baseline; Schmid et al., DCASE 2022).",
+        {"freq_mixstyle_p": 0.4, "freq_mixstyle_alpha": 0.3})}
 
     p: float
     alpha: float

@@ -2,9 +2,11 @@
 
 Sacred accepts unknown keys inside nested config entries silently (``models.net.rf_norm_tt=...`` would
 be ignored). :func:`check_keys` compares the final config with a :class:`Section` tree of the keys each
-component accepts and names the closest valid key of every unknown one. :func:`check_values` catches
-values the components would reject later (an ``rf_norm_t`` form, an architecture, the mel settings,
-a setting that contradicts what the model derives from the data), before data is touched.
+component accepts and names the closest valid key of every unknown one, or the key that replaces a key of
+an earlier version (the DG methods declare those, helpers.augment.registry.renamed_keys).
+:func:`check_values` catches values the components would reject later (an ``rf_norm_t`` form, an
+architecture, the mel settings, a DG method's settings, a setting that contradicts what the model derives
+from the data), before data is touched.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from sacred import Experiment
 from sacred.config import chain_evaluate_config_scopes
 
 from errors import ConfigurationError
-from helpers.augment.freq_mixstyle import FreqMixStyle
+from helpers.augment.registry import check_settings, renamed_keys
 from helpers.results.selection import ModelSelection
 from helpers.training.fit import model_spec
 from helpers.training.schedule import lr_schedule
@@ -72,9 +74,7 @@ def check_values(config: Mapping[str, Any], dataset: ModuleType) -> None:
         ("models.mel", lambda: AugmentMelSTFT(**model_spec(dataset, config).mel)),
         ("schedule", lambda: lr_schedule(config["schedule_mode"], config["warm_up_len"], config["ramp_down_start"],
                                          config["ramp_down_len"], config["last_lr_value"])),
-        ("Freq-MixStyle", lambda: FreqMixStyle(config["freq_mixstyle_p"], config["freq_mixstyle_alpha"])),
         ("model_selection", lambda: ModelSelection(config["model_selection"])),
-        ("device impulse responses", lambda: _check_impulse_response_settings(config)),
     )
     for where, check in checks:
         try:
@@ -83,6 +83,7 @@ def check_values(config: Mapping[str, Any], dataset: ModuleType) -> None:
             raise
         except ValueError as error:
             raise ConfigurationError(f"{where}: {error}") from error
+    check_settings(config)
 
 
 def config_sections(ex: Experiment, dataset: ModuleType) -> Section:
@@ -112,6 +113,11 @@ def _unknown_keys(config: Mapping[str, Any], section: Section, path: str) -> Ite
         if key not in section.keys:
             if not path and key in SACRED_KEYS:
                 continue
+            new = renamed_keys().get(where)
+            if new is not None:
+                yield (f"Config key {where!r} was renamed to {new}: write {new}={value!r} (a DG method's settings "
+                       "are top-level keys <method>_<setting>).")
+                continue
             yield _unknown_key_message(key, where, section, path)
             continue
         nested = section.keys[key]
@@ -132,16 +138,3 @@ def _unknown_key_message(key: str, where: str, section: Section, path: str) -> s
     scope = path or "the top level"
     accepts = f" ({section.accepts})" if section.accepts else ""
     return f"Unknown config key {where!r}.{hint} Valid keys under {scope}{accepts}: {listing}"
-
-
-def _check_impulse_response_settings(config: Mapping[str, Any]) -> None:
-    """dir_p in [0, 1]; with dir_p > 0 a dir_folder, and waveform caches (the convolution needs audio)."""
-    p = config["dir_p"]
-    if isinstance(p, bool) or not isinstance(p, int | float) or not 0 <= p <= 1:
-        raise ValueError(f"dir_p={p!r}: expected the probability that a training clip is convolved, in [0, 1]")
-    if p > 0 and not config["dir_folder"]:
-        raise ValueError(f"dir_p={p} needs dir_folder=/path/to/impulse_responses (a folder of IR audio files); "
-                         "the MicIRP collection of the paper is not bundled")
-    if p > 0 and config["basedataset"].get("cache_format") == "spectrogram":
-        raise ValueError("dir_p > 0 convolves training waveforms, but basedataset.cache_format='spectrogram' caches "
-                         "log-mel frames; use cache_format='waveform' (the default) with impulse responses")

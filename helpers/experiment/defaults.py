@@ -8,7 +8,9 @@ which gives the experiment these scopes, evaluated in this order (each sees what
 may change it; values from the command line and from named configs always win):
 
   shared_defaults   the network, front-end, trainer and training options every experiment starts from
+  MethodDefaults    every DG method's settings (helpers.augment.registry), from the methods' declarations
   <its own>         basedataset, the number of classes, learning rate, schedule, batch size, ...
+  MethodSwitches    a method's switch given (use_mixup=True) sets its strength (mixup_p=1.0)
   demo_preset       without basedataset.base_dir, for a dataset with demo data: the CPU-sized preset
 
 Values that follow from others (the front-end's sample rate, the network's input size, the architecture's
@@ -27,6 +29,11 @@ from __future__ import annotations
 from types import ModuleType
 
 from sacred import Experiment
+from sacred.config.config_dict import ConfigDict
+from sacred.config.config_summary import ConfigSummary
+from sacred.config.utils import dogmatize, recursive_fill_in, undogmatize
+
+from helpers.augment.registry import config_defaults, config_docs, switched_strengths
 
 # The CPU preset: a small transformer on 2-second clips with a schedule that leaves warm-up within its
 # 20 epochs (named config cpu_tiny; the demo preset adds no loader processes).
@@ -51,7 +58,9 @@ def add_config(ex: Experiment, dataset: ModuleType, own_defaults) -> None:
     Data has demo data.
     """
     ex.config(shared_defaults)
+    ex.configurations.append(MethodDefaults())
     ex.config(own_defaults)
+    ex.configurations.append(MethodSwitches())
     if dataset.Data.has_demo():
         ex.config(demo_preset)
 
@@ -76,7 +85,7 @@ def shared_defaults():
             attention_impl="auto",
         ),
         "mel": dict(  # keywords of models.preprocess.AugmentMelSTFT (sr follows basedataset.sample_rate)
-            n_mels=128, win_length=800, hopsize=320, n_fft=1024, freqm=48, timem=80, htk=False,
+            n_mels=128, win_length=800, hopsize=320, n_fft=1024, htk=False,
             fmin=0.0, fmax=None, norm=1, fmin_aug_range=10, fmax_aug_range=2000,
         ),
     }
@@ -86,16 +95,34 @@ def shared_defaults():
         deterministic=False,  # True: deterministic algorithms only (slower; errors where none exists); "warn"
         benchmark=False,  # True: cuDNN tries convolution algorithms and keeps the fastest (not reproducible)
     )
-    mixup_alpha = 0.3  # mixup weights ~ Beta(alpha, alpha)
-    freq_mixstyle_p = 0.0  # probability a training batch gets Freq-MixStyle (per-frequency statistics mixed); 0: off
-    freq_mixstyle_alpha = 0.3  # Freq-MixStyle weights ~ Beta(alpha, alpha)
-    dir_p = 0.0  # probability a training clip is convolved with a device impulse response from dir_folder; 0: off
-    dir_folder = None  # folder of impulse response audio files (wav/flac/ogg/mp3, searched recursively)
-    dir_domains = None  # domains whose training clips are convolved, e.g. ["a"] (the reference device); None: all
     schedule_mode = "exp_lin"  # exponential warm-up, then linear ramp-down (per epoch)
     model_selection = "validation"  # the epoch reported: best validation accuracy; "oracle": best test (optimistic)
     swa = True  # keep a stochastic weight average (net_swa), evaluated beside the plain model
     swa_freq = 1  # average every swa_freq epochs
+
+
+class MethodDefaults:
+    """Every DG method's settings with their defaults and one-line docs, as its module declares them (read
+    from the registry when the config is evaluated)."""
+
+    def __call__(self, fixed=None, preset=None, fallback=None) -> ConfigSummary:
+        summary = ConfigDict(config_defaults())(fixed, preset, fallback)
+        summary.docs.update(config_docs())
+        return summary
+
+
+class MethodSwitches:
+    """A method's switch that is set (the command line, a named config or the experiment's own defaults:
+    use_mixup=True) sets the method's strength (mixup_p=1.0), unless the strength is given too (the config
+    check then refuses a contradiction)."""
+
+    def __call__(self, fixed=None, preset=None, fallback=None) -> ConfigSummary:
+        result = dogmatize(fixed or {})
+        recursive_fill_in(result, switched_strengths({**(preset or {}), **(fixed or {})}))
+        recursive_fill_in(result, preset or {})
+        summary = ConfigSummary(result.revelation(), result.modified, result.typechanges)
+        summary.update(undogmatize(result))
+        return summary
 
 
 def demo_preset(basedataset, models, trainer):

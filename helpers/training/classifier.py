@@ -1,8 +1,10 @@
-"""The LightningModule shared by the experiments: the audio model, mixup, AdamW, SWA, metrics.
+"""The LightningModule shared by the experiments: the audio model, the DG methods, AdamW, SWA, metrics.
 
 Batches are the dataset dicts of ``datasets/`` collated: "waveform" (batch, samples) or a cached
 "spectrogram" (batch, n_mels, frames), "label" and "domain" indices. The audio model's front-end runs
-here, on the training device; a batch that carries "spectrogram" skips it.
+here, on the training device; a batch that carries "spectrogram" skips it. A training step passes the
+spectrograms through the DG methods of the spectrogram and batch places and adds the loss place's losses
+(helpers.augment.places.TrainingMethods); the input place is the audio model's, in every mode.
 
 Every epoch ends with an evaluation of two roles of the data, each its own loader: the validation split
 (``val``, dataloader 0), on which the epoch is selected, and the test split (``test``, dataloader 1),
@@ -18,7 +20,7 @@ exactly once.
 
 Checkpoints carry, beside Lightning's state (weights, SWA average, optimizer, LR schedule, epoch), the
 model selection's state (history, selected and last evaluations) and the random number generators'
-states, so a resumed training selects, draws crops, shuffles and mixup as the uninterrupted one.
+states, so a resumed training selects, draws crops, shuffles and augmentations as the uninterrupted one.
 """
 
 from __future__ import annotations
@@ -35,8 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.optim.swa_utils import AveragedModel
 
-from helpers.augment.freq_mixstyle import FreqMixStyle
-from helpers.augment.mixup import mixed_cross_entropy, mixup
+from helpers.augment.places import TrainingMethods
 from helpers.checkpoint import ENTRY, CheckpointError
 from helpers.results.metrics import Evaluation, evaluation
 from helpers.results.selection import ROLES, ModelSelection
@@ -61,8 +62,7 @@ class AudioClassifier(pl.LightningModule):
         lr: float,
         weight_decay: float,
         lr_factor: Callable[[int], float],
-        mixup_alpha: float | None = None,
-        freq_mixstyle: FreqMixStyle | None = None,
+        methods: TrainingMethods | None = None,
         swa: SwaSchedule | None = None,
         checkpoint_entry: Mapping | None = None,
         model_selection: str = "validation",
@@ -74,8 +74,8 @@ class AudioClassifier(pl.LightningModule):
         seen_domains: domains of the training data; the rest are reported as unseen.
         lr, weight_decay: AdamW's base learning rate and decoupled weight decay.
         lr_factor: epoch -> factor of lr (helpers.training.schedule), stepped once per epoch.
-        mixup_alpha: Beta(alpha, alpha) of spectrogram mixup; None trains without mixup.
-        freq_mixstyle: frequency-wise MixStyle of the training spectrograms (before mixup); None: without.
+        methods: the DG methods of the training step (spectrogram, batch and loss places); None: plain
+            cross-entropy on the spectrograms as they are.
         swa: epochs averaged into the copy ``net_swa``; None trains without SWA.
         checkpoint_entry: the "frito" entry of every checkpoint (helpers.checkpoint.checkpoint_entry), from
             which a trained model is rebuilt.
@@ -89,8 +89,7 @@ class AudioClassifier(pl.LightningModule):
         self.lr = lr
         self.weight_decay = weight_decay
         self.lr_factor = lr_factor
-        self.mixup_alpha = mixup_alpha
-        self.freq_mixstyle = freq_mixstyle
+        self.methods = TrainingMethods() if methods is None else methods
         self.swa = swa
         self.checkpoint_entry = dict(checkpoint_entry or {})
         if swa is not None:
@@ -110,18 +109,15 @@ class AudioClassifier(pl.LightningModule):
         return self.model.spectrogram(batch["waveform"])
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
-        x, labels = self.spectrograms(batch), batch["label"]
-        if self.freq_mixstyle is not None:
-            x = self.freq_mixstyle(x)
-        if self.mixup_alpha is None:
-            logits, _ = self.model.net(x)
-            loss = F.cross_entropy(logits, labels)
-        else:
-            x, permutation, lam = mixup(x, self.mixup_alpha)
-            logits, _ = self.model.net(x)
-            loss = mixed_cross_entropy(logits, labels, permutation, lam).mean()
+        labels = batch["label"]
+        x, criterion = self.methods.augment(self.spectrograms(batch))
+        logits, embedding = self.model.classify(x)
+        extra_loss, figures = self.methods.extra_loss(embedding, batch)
+        loss = criterion(logits, labels).mean() + extra_loss
         self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(labels),
                  sync_dist=True)
+        for name, value in figures.items():
+            self.log(f"train/{name}", value, on_step=False, on_epoch=True, batch_size=len(labels), sync_dist=True)
         return loss
 
     def on_train_batch_end(self, outputs, batch: dict, batch_idx: int) -> None:
@@ -154,7 +150,7 @@ class AudioClassifier(pl.LightningModule):
         self._keep(role, "label", labels)
         self._keep(role, "domain", batch["domain"])
         for name, net in self._evaluated_nets().items():
-            logits, _ = net(x)
+            logits, _ = self.model.classify(x, net)
             logits = logits.float()
             self._keep(role, f"{name}.prediction", logits.argmax(dim=1))
             self._keep(role, f"{name}.loss", F.cross_entropy(logits, labels, reduction="none"))
@@ -205,6 +201,7 @@ class AudioClassifier(pl.LightningModule):
         decay, no_decay = [], []
         for name, parameter in net.named_parameters():
             (no_decay if name in no_decay_names else decay).append(parameter)
+        decay.extend(self.methods.losses.parameters())  # the loss place's own parameters (a domain classifier)
         optimizer = torch.optim.AdamW(
             [{"params": decay, "weight_decay": self.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
             lr=self.lr,

@@ -37,15 +37,16 @@ class AudioDataModule(pl.LightningDataModule):
         mel: the front-end's settings (the spectrogram cache format stores its output).
         batch_size: examples per batch of every loader; num_workers: loader processes (0: this process).
 
-        ``waveform_augment``, None here, may be set before setup: applied to each training example's waveform
-        (e.g. device impulse responses, datasets.impulse_responses) as (waveform (samples,) float32, its
-        domain's name) -> waveform; it is made after the module, as it checks the names of the data's domains.
+        ``waveform_methods``, none here, may be set before setup: the DG methods of the waveform place
+        (helpers.augment.method), applied in order to each training example's waveform (e.g. device impulse
+        responses) as (waveform (samples,) float32, its domain's name) -> waveform; they are made after the
+        module, as they check the names of the data's domains. Validation and test clips never pass them.
         """
         super().__init__()
         self.data = dataset.Data(**settings, mel=dict(mel))
         self.batch_size = batch_size
         self.num_workers = num_workers
-        self.waveform_augment: WaveformAugment | None = None
+        self.waveform_methods: Sequence[WaveformAugment] = ()
         self._sets: dict[str, Dataset] = {}
 
     @property
@@ -77,8 +78,8 @@ class AudioDataModule(pl.LightningDataModule):
     def setup(self, stage: str) -> None:
         if stage == "fit":
             train = self.data.train_set()
-            if self.waveform_augment is not None:
-                train = AugmentedWaveforms(train, self.waveform_augment, self.domain_names)
+            if self.waveform_methods:
+                train = AugmentedWaveforms(train, self.waveform_methods, self.domain_names)
             self._sets["train"] = train
         self._sets["validation"] = self.data.validation_set()
         self._sets["test"] = self.data.test_set()
@@ -108,11 +109,12 @@ class AudioDataModule(pl.LightningDataModule):
 
 
 class AugmentedWaveforms(Dataset):
-    """The items of a dataset with their waveform passed through ``augment`` (in the loader workers)."""
+    """The items of a dataset with their waveform passed through ``methods`` in order (in the loader
+    workers), each called with the item's domain name."""
 
-    def __init__(self, dataset: Dataset, augment: WaveformAugment, domain_names: Sequence[str]):
+    def __init__(self, dataset: Dataset, methods: Sequence[WaveformAugment], domain_names: Sequence[str]):
         self.dataset = dataset
-        self.augment = augment
+        self.methods = list(methods)
         self.domain_names = list(domain_names)
 
     def __len__(self) -> int:
@@ -120,5 +122,7 @@ class AugmentedWaveforms(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         item = self.dataset[index]
-        waveform = self.augment(item["waveform"].numpy(), self.domain_names[item["domain"]])
+        waveform, domain = item["waveform"].numpy(), self.domain_names[item["domain"]]
+        for method in self.methods:
+            waveform = method(waveform, domain)
         return {**item, "waveform": torch.as_tensor(waveform)}

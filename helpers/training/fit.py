@@ -18,9 +18,10 @@ from typing import Any
 import pytorch_lightning as pl
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from datasets.impulse_responses import ImpulseResponseAugment
 from errors import ConfigurationError
-from helpers.augment.freq_mixstyle import FreqMixStyle
+from helpers.augment.method import Place, RunContext
+from helpers.augment.places import TrainingMethods
+from helpers.augment.registry import build_methods
 from helpers.checkpoint import CheckpointError, checkpoint_entry, pretrained_start, read_checkpoint
 from helpers.model_spec import ModelSpec
 from helpers.results.record import RunRecord
@@ -116,7 +117,7 @@ def evaluate(dataset: ModuleType, config: Mapping[str, Any], record: RunRecord, 
             f"has {list(data.class_names)}; evaluate it on the dataset (and families) it was trained on."
         )
     seen = trained_seen_domains(entry, data, checkpoint.path)
-    module = training_module(config, data, checkpoint.untrained_model(), entry, seen_domains=seen)
+    module = training_module(config, data, checkpoint.untrained_model(), entry, seen_domains=seen, training=False)
     checkpoint.load_into(module)
     trainer = build_trainer(config["trainer"], run_dir, record, checkpoints=False)
     with shared_with_child_processes(run_dir):
@@ -138,31 +139,36 @@ def model_spec(dataset: ModuleType, config: Mapping[str, Any]) -> ModelSpec:
 
 def data_module(dataset: ModuleType, config: Mapping[str, Any], spec: ModelSpec) -> AudioDataModule:
     """The configured data of ``dataset`` for the model ``spec`` with the run's batch size, loader processes
-    and (dir_p > 0) device impulse response augmentation of the training waveforms, its files read and
-    checked before any cache."""
+    and the active DG methods of the waveform place (e.g. device impulse responses, their files read and
+    checked before any cache)."""
     data = AudioDataModule(dataset, {**config["basedataset"], "clip_length": spec.clip_length}, spec.mel,
                            config["batch_size"], config["num_workers"])
-    if config["dir_p"] > 0:
-        settings = config["basedataset"]
-        try:  # unusable files raise BadFilesError (shown as a message too); settings raise ValueError
-            augment = ImpulseResponseAugment(config["dir_folder"], settings["sample_rate"], config["dir_p"],
-                                             config["dir_domains"], settings["skip_bad_files"],
-                                             settings["resample_quality"])
-            augment.check_domains(data.seen_domains, data.domain_kind)
-        except ValueError as error:
-            raise ConfigurationError(str(error)) from None
-        data.waveform_augment = augment
+    data.waveform_methods = build_methods(spec.augment, run_context(config, data), [Place.WAVEFORM])[Place.WAVEFORM]
     return data
 
 
+def run_context(config: Mapping[str, Any], data: AudioDataModule, model: AudioModel | None = None,
+                seen_domains: Sequence[str] | None = None) -> RunContext:
+    """What the DG methods may need to know of a run: its data, and (once built) its network's embedding size."""
+    return RunContext(sample_rate=config["basedataset"]["sample_rate"], dataset=config["basedataset"],
+                      domain_names=list(data.domain_names),
+                      seen_domains=list(data.seen_domains if seen_domains is None else seen_domains),
+                      domain_kind=data.domain_kind, embedding_size=None if model is None else model.net.embed_dim)
+
+
 def training_module(config: Mapping[str, Any], data: AudioDataModule, model: AudioModel, entry: Mapping,
-                    seen_domains: Sequence[str] | None = None) -> AudioClassifier:
+                    seen_domains: Sequence[str] | None = None, training: bool = True) -> AudioClassifier:
     """The training module for ``config``, ``model`` and the classes and domains of ``data``.
 
     entry: the checkpoints' "frito" entry (helpers.checkpoint.checkpoint_entry: the model spec, classes and
-    domains); seen_domains: the domains reported as seen (by default those ``data`` trains on).
+    domains); seen_domains: the domains reported as seen (by default those ``data`` trains on); training:
+    False for an evaluation of a trained model.
     """
     seen = list(data.seen_domains if seen_domains is None else seen_domains)
+    # training: the DG methods of the training step; evaluation: the extra losses trained with, so their
+    # weights load
+    places = (Place.SPECTROGRAM, Place.BATCH, Place.LOSS) if training else (Place.LOSS,)
+    methods = build_methods(entry["augment"], run_context(config, data, model, seen), places)
     return AudioClassifier(
         model=model,
         class_names=data.class_names,
@@ -172,9 +178,8 @@ def training_module(config: Mapping[str, Any], data: AudioDataModule, model: Aud
         weight_decay=config["weight_decay"],
         lr_factor=lr_schedule(config["schedule_mode"], config["warm_up_len"], config["ramp_down_start"],
                               config["ramp_down_len"], config["last_lr_value"]),
-        mixup_alpha=config["mixup_alpha"] if config["use_mixup"] else None,
-        freq_mixstyle=FreqMixStyle(config["freq_mixstyle_p"], config["freq_mixstyle_alpha"])
-        if config["freq_mixstyle_p"] > 0 else None,
+        methods=TrainingMethods(methods.get(Place.SPECTROGRAM, ()), methods.get(Place.BATCH, ()),
+                                methods[Place.LOSS]),
         swa=SwaSchedule(config["swa_epoch_start"], config["swa_freq"]) if config["swa"] else None,
         checkpoint_entry=entry,
         model_selection=config["model_selection"],
