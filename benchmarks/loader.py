@@ -20,8 +20,8 @@ import time
 import torch
 from torch.utils.data import DataLoader, RandomSampler
 
-from benchmarks.speed import training_step_seconds
 from datasets import dcase20, nsynth
+from helpers.training.step_timing import training_step_seconds
 from models.audio_model import AudioModel
 from models.network import get_model
 from models.preprocess import AugmentMelSTFT

@@ -37,7 +37,6 @@ from sacred import Experiment
 from sacred import commands as sacred_commands
 from sacred.utils import SacredError, apply_backspaces_and_linefeeds
 
-from benchmarks.speed import training_step_seconds
 from errors import ConfigurationError, UserError
 from helpers.experiment.attention_plot import write_attention_mask_plot
 from helpers.experiment.config_check import check_keys, check_values, config_sections
@@ -47,6 +46,7 @@ from helpers.inference import load_model, predict_files
 from helpers.model_spec import build_audio_model, derived_settings, net_settings
 from helpers.training.fit import data_module, evaluate, train, with_class_count
 from helpers.training.run_folder import run_folder
+from helpers.training.step_timing import training_step_seconds
 from helpers.training.trainer import process_rank, quiet_lightning, translate_trainer_config
 from models.passt import patch_grid
 
