@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, RandomSampler
 from datasets import dcase20, nsynth
 from helpers.training.step_timing import training_step_seconds
 from models.audio_model import AudioModel
-from models.network import get_model
+from models.passt import get_model
 from models.preprocess import AugmentMelSTFT
 
 DATASETS = {"dcase20": dcase20, "nsynth": nsynth}

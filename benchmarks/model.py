@@ -28,7 +28,7 @@ import sys
 import torch
 
 from benchmarks.attention import median_times, original_attention
-from models.network import get_model
+from models.passt import get_model
 from models.preprocess import clip_frames
 
 FORMS = ("per_row_1", "per_row_3", "per_row_6", "row_overlap_2", "row_overlap_4")

@@ -4,7 +4,7 @@ A frito checkpoint is a Lightning checkpoint of the training module (helpers.tra
 "frito" entry describing the model and data it was trained with::
 
     {"version": 2,
-     "net": {...},           # keywords of models.network.get_model as the network was built (resolved)
+     "net": {...},           # keywords of models.passt.get_model as the network was built (resolved)
      "mel": {...},           # keywords of models.preprocess.AugmentMelSTFT (sample rate included)
      "class_names": [...], "domain_names": [...], "seen_domains": [...],   # seen: the domains trained on
      "sample_rate": 32000, "clip_length": 10.0}
@@ -35,8 +35,7 @@ from errors import UserError
 from helpers.files import atomic_write
 from models.audio_model import AudioModel
 from models.conversion import NetworkWeights
-from models.network import get_model
-from models.passt import PaSST
+from models.passt import PaSST, get_model
 from models.preprocess import AugmentMelSTFT
 from models.weight_files import PretrainedError
 from models.weight_files import read_checkpoint as read_weights_file

@@ -21,8 +21,7 @@ from errors import ConfigurationError
 from helpers.checkpoint import CHECKPOINT_WEIGHTS, checkpoint_from_contents, rebuild_network
 from models.architectures import architecture
 from models.audio_model import AudioModel
-from models.network import get_model
-from models.passt import PaSST
+from models.passt import PaSST, get_model
 from models.preprocess import AugmentMelSTFT, clip_frames
 from models.pretrained import fit_weights, load_pretrained
 from models.weight_files import PretrainedError
@@ -45,7 +44,7 @@ def mel_settings(config: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def net_settings(config: Mapping[str, Any]) -> dict[str, Any]:
-    """Keywords of models.network.get_model (and pretrained_weights): ``models.net`` with the input size of
+    """Keywords of models.passt.get_model (and pretrained_weights): ``models.net`` with the input size of
     the front-end and clip length and the architecture's strides filled in."""
     net, mel = dict(config["models"]["net"]), config["models"]["mel"]
     n_mels, frames = mel["n_mels"], clip_length_frames(config)

@@ -3,7 +3,7 @@
 Training, inference, export and the benchmarks all run this module, so a change to the front-end reaches
 them all. The front-end maps (batch, samples) waveforms to (batch, n_mels, frames) log-mel spectrograms
 (:class:`models.preprocess.AugmentMelSTFT`, or an export-friendly equivalent); the network maps
-(batch, 1, n_mels, frames) spectrograms to (logits, embedding) (:class:`models.passt.PaSST`).
+(batch, 1, n_mels, frames) spectrograms to (logits, embedding) (:class:`models.transformer.PaSST`).
 """
 
 from __future__ import annotations

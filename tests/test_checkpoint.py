@@ -10,7 +10,7 @@ from helpers.checkpoint import (
     checkpoint_entry,
     read_checkpoint,
 )
-from models.network import get_model
+from models.passt import get_model
 
 NET = {"arch": "passt_mini", "n_classes": 3, "input_fdim": 64, "input_tdim": 100, "rf_norm_t": "per_row_2"}
 MEL = {"n_mels": 64, "sr": 16000, "win_length": 400, "hopsize": 160, "n_fft": 512}

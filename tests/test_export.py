@@ -10,7 +10,7 @@ import torch
 from helpers.export import DftLogMel, ExportError, export
 from helpers.inference import Predictor
 from models.audio_model import AudioModel
-from models.network import get_model
+from models.passt import get_model
 from models.preprocess import AugmentMelSTFT
 
 RATE = 16000

@@ -10,7 +10,7 @@ import torch
 
 from datasets.audio import load_audio
 from helpers.inference import load_model, predict_files
-from models.network import get_model
+from models.passt import get_model
 from models.preprocess import AugmentMelSTFT
 
 RATE = 16000

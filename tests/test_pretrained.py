@@ -16,7 +16,7 @@ from helpers.checkpoint import read_checkpoint
 from helpers.model_spec import build_network
 from models.architectures import ARCHITECTURES
 from models.conversion import split_image_pos_grid
-from models.network import get_model
+from models.passt import get_model
 from models.pretrained import adapt_freq_encodings, adapt_time_encodings, load_pretrained, read_pretrained
 from models.weight_files import PretrainedError, fetch_checkpoint
 

@@ -18,7 +18,7 @@ import torch
 from benchmarks.gpu.check import MEL_BINS, Check, first_line, not_implemented
 from helpers.training.step_timing import synchronize, training_step
 from models.attention import masked_attention
-from models.network import get_model
+from models.passt import get_model
 from models.patterns import parse_rf_norm_t
 
 TARGET_60S_TRAINING = {"per_row_1": 0.35}  # other restricted forms: DEFAULT_60S_TRAINING
