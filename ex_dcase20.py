@@ -38,10 +38,18 @@ def default_config(trainer):
     swa_epoch_start = 2  # first epoch (0-based) averaged
 
 
-ex = Experiment("dcase20")
-add_config(ex, dcase20, default_config)
-add_commands(ex, dcase20)
-add_named_configs(ex)
+def experiment(name: str = "dcase20") -> Experiment:
+    """The TAU 2020 experiment (the development set: trained on its train split, selected and reported on its
+    evaluate split) as a Sacred Experiment called ``name``: ex_dcase20_dev.py, the original FRITO file name,
+    is this experiment under the name "dcase20_dev"."""
+    ex = Experiment(name)
+    add_config(ex, dcase20, default_config)
+    add_commands(ex, dcase20)
+    add_named_configs(ex)
+    return ex
+
+
+ex = experiment()
 
 if __name__ == "__main__":
     ex.run_commandline()

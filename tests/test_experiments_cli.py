@@ -65,15 +65,17 @@ def test_nsynth_issue_command_line_then_evaluate_only(tmp_path, frito):
 
 
 @pytest.mark.slow
-def test_dcase20_issue_command_line_without_observer(tmp_path, frito):
-    # python ex_dcase20.py with models.net.rf_norm_t=row_overlap_8 use_mixup=True mixup_alpha=0.3
+def test_dcase20_seed_command_line_without_observer(tmp_path, frito):
+    # the FRITO README's line, on the development-set experiment's original file name:
+    # python ex_dcase20_dev.py with models.net.rf_norm_t=row_overlap_8 use_mixup=True mixup_alpha=0.3
     #     trainer.use_tensorboard_logger=True -p --debug
-    train = frito("ex_dcase20.py", "with", "models.net.rf_norm_t=row_overlap_8", "use_mixup=True", "mixup_alpha=0.3",
-                  "trainer.use_tensorboard_logger=True", *ONE_EPOCH, "-p", "--debug", cwd=tmp_path)
+    train = frito("ex_dcase20_dev.py", "with", "models.net.rf_norm_t=row_overlap_8", "use_mixup=True",
+                  "mixup_alpha=0.3", "trainer.use_tensorboard_logger=True", *ONE_EPOCH, "-p", "--debug", cwd=tmp_path)
     (run_dir,) = (tmp_path / "runs").iterdir()  # runs/<timestamp>
     assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
     assert "seen devices" in train.stdout and "unseen devices" in train.stdout
+    assert "dcase20_dev: training finished" in train.stdout + train.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["runs"]
     # output to a pipe: one line per epoch instead of progress-bar updates
     assert "epoch 1/1: train/loss" in train.stderr and "it/s]" not in train.stderr
