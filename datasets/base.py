@@ -100,20 +100,6 @@ def default_cache_dir() -> Path:
     return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "frito"
 
 
-def renamed_setting(old_key: str, old_value, new_key: str, new_value, new_default):
-    """The value of a setting that has a deprecated former name: `old_value` when given (with a notice), else
-    `new_value`. Both given, and different, is refused."""
-    if old_value is None:
-        return new_value
-    if new_value not in (new_default, old_value):
-        raise ValueError(
-            f"{old_key}={old_value!r} and {new_key}={new_value!r} are given; {old_key} is the former name of "
-            f"{new_key}: set {new_key} only"
-        )
-    logger.warning("basedataset.%s is deprecated: it is now called %s (using %r)", old_key, new_key, old_value)
-    return old_value
-
-
 def check_fraction(key: str, value: float, meaning: str, example: float) -> None:
     """Raise ValueError unless `value` is a share strictly between 0 and 1; meaning: what it is a share of."""
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 1:

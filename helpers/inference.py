@@ -63,7 +63,7 @@ def load_model(
     logger.info("Loaded %s (%s weights, %d classes)", loaded.path, loaded.choose_weights(weights),
                 len(entry["class_names"]))
     return Predictor(model, entry["class_names"], entry["sample_rate"], entry["clip_length"], device, hop_fraction,
-                     seen_domains=entry.get("seen_domains"))
+                     seen_domains=entry["seen_domains"])
 
 
 class Predictor:
