@@ -12,6 +12,7 @@ from models.architectures import architecture
 from models.patterns import parse_rf_norm_t
 from models.pretrained import check_source, load_pretrained, read_pretrained
 from models.transformer import N_GLOBAL_TOKENS, PATCH_SIZE, Block, PaSST, PatchEmbed, patch_grid
+from models.weight_files import PretrainedError
 
 __all__ = ["get_model", "PaSST", "PatchEmbed", "Block", "patch_grid", "PATCH_SIZE", "N_GLOBAL_TOKENS"]
 
@@ -56,7 +57,7 @@ def get_model(
     pattern = parse_rf_norm_t(rf_norm_t)
     check_source(pretrained_source)
     if pretrained_path is not None and not pretrained:
-        raise ValueError(
+        raise PretrainedError(
             f"models.net.pretrained_path={pretrained_path!r} is set but models.net.pretrained=False: set "
             "pretrained=True to start from that file, or drop pretrained_path to train from scratch"
         )
