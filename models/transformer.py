@@ -11,6 +11,7 @@ import torch
 from timm.layers import DropPath, Mlp, trunc_normal_
 from torch import Tensor, nn
 
+from errors import ConfigurationError
 from models.attention import FrequencyAttention, check_attention_impl
 from models.patterns import AttentionPattern, TokenLayout, parse_rf_norm_t
 
@@ -60,9 +61,9 @@ class PaSST(nn.Module):
         super().__init__()
         check_attention_impl(attention_impl)
         if n_classes < 1:
-            raise ValueError(f"n_classes must be >= 1, got {n_classes}")
+            raise ConfigurationError(f"n_classes must be >= 1, got {n_classes}")
         if input_fdim < PATCH_SIZE or input_tdim < PATCH_SIZE:
-            raise ValueError(
+            raise ConfigurationError(
                 f"input of {input_fdim} mel bins x {input_tdim} frames is smaller than one "
                 f"{PATCH_SIZE}x{PATCH_SIZE} patch; raise models.net.input_fdim / input_tdim"
             )
@@ -173,7 +174,7 @@ class PatchEmbed(nn.Module):
     def __init__(self, in_channels: int, embed_dim: int, fstride: int, tstride: int):
         super().__init__()
         if fstride < 1 or tstride < 1:
-            raise ValueError(f"patch strides must be >= 1, got fstride={fstride}, tstride={tstride}")
+            raise ConfigurationError(f"patch strides must be >= 1, got fstride={fstride}, tstride={tstride}")
         self.proj = nn.Conv2d(in_channels, embed_dim, kernel_size=PATCH_SIZE, stride=(fstride, tstride))
 
     def forward(self, x: Tensor) -> Tensor:
@@ -238,14 +239,17 @@ class Block(nn.Module):
 
 def _check_patchout(u_patchout: int, s_patchout_t: int, s_patchout_f: int, n_rows: int, n_cols: int) -> None:
     if min(u_patchout, s_patchout_t, s_patchout_f) < 0:
-        raise ValueError("patchout amounts (u_patchout, s_patchout_t, s_patchout_f) must be >= 0")
+        raise ConfigurationError("patchout amounts (models.net.u_patchout, s_patchout_t, s_patchout_f) must be >= 0")
     if s_patchout_f >= n_rows:
-        raise ValueError(f"s_patchout_f={s_patchout_f} would drop all {n_rows} frequency rows of the patch grid")
+        raise ConfigurationError(f"models.net.s_patchout_f={s_patchout_f} would drop all {n_rows} frequency rows of "
+                                 "the patch grid; drop fewer")
     if s_patchout_t >= n_cols:
-        raise ValueError(f"s_patchout_t={s_patchout_t} would drop all {n_cols} time columns of the patch grid")
+        raise ConfigurationError(f"models.net.s_patchout_t={s_patchout_t} would drop all {n_cols} time columns of "
+                                 "the patch grid; drop fewer")
     kept = (n_rows - s_patchout_f) * (n_cols - s_patchout_t)
     if u_patchout >= kept:
-        raise ValueError(f"u_patchout={u_patchout} would drop all {kept} patch tokens left after structured patchout")
+        raise ConfigurationError(f"models.net.u_patchout={u_patchout} would drop all {kept} patch tokens left after "
+                                 "structured patchout; drop fewer")
 
 
 def _random_subset(n: int, keep: int, what: str) -> Tensor:

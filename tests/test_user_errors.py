@@ -91,6 +91,8 @@ CASES = [
                  "train_domains=['piano']: ['piano'] not among the instrument_sources of nsynth", marks=slow),
     pytest.param("setting", "ex_nsynth.py", "model_speed_test with trainer.weights_summary=all",
                  "trainer.weights_summary must be 'top', 'full' or None (Lightning 1.x), got 'all'", marks=slow),
+    pytest.param("setting", "ex_nsynth.py", "with models.net.s_patchout_f=99",
+                 "models.net.s_patchout_f=99 would drop all 12 frequency rows", marks=slow),
     pytest.param("setting", "ex_nsynth.py", "with models.net.pretrained_path=weights.pt",
                  "models.net.pretrained_path='weights.pt' is set but models.net.pretrained=False", marks=slow),
     ("layout", "ex_dcase20.py", "prepare with basedataset.base_dir={missing}",
