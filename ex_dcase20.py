@@ -38,11 +38,19 @@ def default_config(trainer):
     swa_epoch_start = 2  # first epoch (0-based) averaged
 
 
+def experiment(name: str = "dcase20") -> Experiment:
+    """The TAU 2020 experiment (the development set: trained on its train split, selected and reported on its
+    evaluate split) as a Sacred Experiment called ``name``: ex_dcase20_dev.py, the original FRITO file name,
+    is this experiment under the name "dcase20_dev"."""
+    ex = Experiment(name)
+    add_config(ex, DATASET, default_config)
+    add_commands(ex, DATASET)
+    add_named_configs(ex)
+    return ex
+
+
 DATASET = dcase20  # the package of datasets/ it trains on (helpers.api reads it)
-ex = Experiment("dcase20")
-add_config(ex, DATASET, default_config)
-add_commands(ex, DATASET)
-add_named_configs(ex)
+ex = experiment()
 
 if __name__ == "__main__":
     ex.run_commandline()

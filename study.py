@@ -18,6 +18,7 @@ import warnings
 
 warnings.filterwarnings("ignore", "pkg_resources is deprecated", UserWarning)  # raised by importing sacred 0.8.7
 
+from errors import UserError  # noqa: E402
 from helpers.study.cli import LAUNCHERS, report_study, run_study  # noqa: E402
 from helpers.study.local import Stopped  # noqa: E402
 from helpers.study.spec import StudyError, load_study, merge_slurm_options  # noqa: E402
@@ -33,6 +34,8 @@ def main(argv: list[str] | None = None) -> int:
         command.add_argument("study", help="the study file (TOML)")
         command.add_argument("--folder",
                              help="the study folder (default: folder = ... in the file, else studies/<file stem>)")
+        command.add_argument("--debug", action="store_true",
+                             help="show the traceback of an error in the study file, folder or command line")
     run.add_argument("--launcher", choices=LAUNCHERS, default="local",
                      help="local (default); slurm: one array job through submitit; submitit-local: the same tasks "
                           "through submitit's local executor")
@@ -54,9 +57,11 @@ def main(argv: list[str] | None = None) -> int:
         if arguments.launcher != "local" and arguments.parallel != 1:
             raise StudyError("--parallel is for the local launcher; on SLURM set array_parallelism in [slurm].")
         return run_study(study, arguments.launcher, arguments.parallel, arguments.dry_run)
-    except StudyError as error:
+    except UserError as error:  # a study file, folder or command line that cannot be used: its message says why
+        if arguments.debug:
+            raise
         print(f"study.py: {error}", file=sys.stderr)
-        return 2
+        return 1
     except KeyboardInterrupt:  # before any run started
         print("study.py: interrupted", file=sys.stderr)
         return 130

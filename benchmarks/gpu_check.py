@@ -28,7 +28,7 @@ keeps what it measured. Sections, in order of value; each may use its share of t
    (torch.cuda.max_memory_allocated during its warm-up call), the fastest restricted executor per form,
    dtype and clip.
 4. whole model (20 %): PaSST-S on log-mel inputs, one training step (forward, cross-entropy, backward,
-   AdamW step: benchmarks.speed.training_step) and inference, the same clips, dtypes (bfloat16: autocast)
+   AdamW step: helpers.training.step_timing.training_step) and inference, the same clips, dtypes (bfloat16: autocast)
    and batches, each form's sparse and flex executors beside the unrestricted model (and masked
    per_row_1), interleaved in one process on one set of weights.
 5. mixed precision (20 %): two epochs of the demo training (``python ex_dcase20.py``) with

@@ -20,9 +20,9 @@ import time
 import torch
 from torch.utils.data import DataLoader, RandomSampler
 
-from benchmarks.speed import training_step_seconds
 from datasets import dcase20, nsynth
 from helpers.model_spec import ModelSpec
+from helpers.training.step_timing import training_step_seconds
 
 DATASETS = {"dcase20": dcase20, "nsynth": nsynth}
 

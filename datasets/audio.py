@@ -12,7 +12,7 @@ import numpy as np
 import soundfile
 import soxr
 
-from errors import UserError
+from errors import ConfigurationError, UserError
 
 RESAMPLE_QUALITIES = ("HQ", "VHQ")
 
@@ -28,7 +28,7 @@ def load_audio(path: str | os.PathLike, sample_rate: int, quality: str = "HQ") -
     Raises AudioError naming the file when it is missing, not decodable, or holds no samples.
     """
     if quality not in RESAMPLE_QUALITIES:
-        raise ValueError(f"resample quality {quality!r} is not one of {RESAMPLE_QUALITIES}")
+        raise ConfigurationError(f"resample quality {quality!r} is not one of {RESAMPLE_QUALITIES}")
     try:
         frames, file_rate = soundfile.read(os.fspath(path), dtype="float32", always_2d=True)
     except FileNotFoundError as error:

@@ -43,6 +43,7 @@ from datasets.cache import (
     read_file_names,
     remove_stale_partials,
 )
+from errors import ConfigurationError
 
 logger = logging.getLogger(__name__)
 
@@ -100,24 +101,10 @@ def default_cache_dir() -> Path:
     return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "frito"
 
 
-def renamed_setting(old_key: str, old_value, new_key: str, new_value, new_default):
-    """The value of a setting that has a deprecated former name: `old_value` when given (with a notice), else
-    `new_value`. Both given, and different, is refused."""
-    if old_value is None:
-        return new_value
-    if new_value not in (new_default, old_value):
-        raise ValueError(
-            f"{old_key}={old_value!r} and {new_key}={new_value!r} are given; {old_key} is the former name of "
-            f"{new_key}: set {new_key} only"
-        )
-    logger.warning("basedataset.%s is deprecated: it is now called %s (using %r)", old_key, new_key, old_value)
-    return old_value
-
-
 def check_fraction(key: str, value: float, meaning: str, example: float) -> None:
-    """Raise ValueError unless `value` is a share strictly between 0 and 1; meaning: what it is a share of."""
+    """Raise ConfigurationError unless `value` is a share strictly between 0 and 1; meaning: what it is a share of."""
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 1:
-        raise ValueError(f"{key}={value!r}: expected {meaning}, between 0 and 1 (exclusive), e.g. {example}")
+        raise ConfigurationError(f"{key}={value!r}: expected {meaning}, between 0 and 1 (exclusive), e.g. {example}")
 
 
 def seeded_order(names: Sequence[str], seed: int) -> list[str]:
@@ -128,7 +115,7 @@ def seeded_order(names: Sequence[str], seed: int) -> list[str]:
 
 def check_seed(split_seed: int) -> None:
     if isinstance(split_seed, bool) or not isinstance(split_seed, int):
-        raise ValueError(f"split_seed={split_seed!r}: expected an integer, e.g. 0")
+        raise ConfigurationError(f"split_seed={split_seed!r}: expected an integer, e.g. 0")
 
 
 class CachedData:
@@ -176,14 +163,14 @@ class CachedData:
         self.cache_dir = (Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()).resolve()
         self.is_demo = base_dir is None
         if self.is_demo and not self.has_demo():
-            raise ValueError(
+            raise ConfigurationError(
                 f"basedataset.base_dir is required for the {self.name} dataset (it has no demo data): set it to the "
                 f"dataset's folder; see datasets/{self.name}/README.md"
             )
         self.clip_length = self.resolved_clip_length(clip_length, base_dir)
         self.layout = self._read_layout(self._demo_dir() if self.is_demo else Path(base_dir).expanduser().resolve())
         if self.cache_dir.is_relative_to(self.layout.root):
-            raise ValueError(
+            raise ConfigurationError(
                 f"cache_dir {self.cache_dir} lies inside the dataset folder {self.layout.root}, which is never "
                 "written to; choose a cache_dir outside it (or leave it None for ~/.cache/frito)."
             )
@@ -292,19 +279,19 @@ class CachedData:
         if train_domains is None:
             return present
         if isinstance(train_domains, str) or not all(isinstance(d, str) for d in train_domains):
-            raise ValueError(
+            raise ConfigurationError(
                 f"train_domains={train_domains!r}: expected a list of {self.domain_kind} names, e.g. "
                 f"[{self.domain_names[0]!r}], or None for all"
             )
         unknown = [domain for domain in train_domains if domain not in self.domain_names]
         if unknown or not train_domains:
-            raise ValueError(
+            raise ConfigurationError(
                 f"train_domains={list(train_domains)!r}: {unknown or 'empty list'} not among the "
                 f"{self.domain_kind}s of {self.name}: {self.domain_names}"
             )
         absent = [domain for domain in train_domains if domain not in present]
         if absent:
-            raise ValueError(
+            raise ConfigurationError(
                 f"train_domains={list(train_domains)!r}: {absent} have no clips in the training split {split!r}, "
                 f"which holds {present}"
             )
@@ -334,7 +321,7 @@ class CachedData:
         where = f"the training {kind}s {self.seen_domains}"
         if not drop_untrained:
             choice = f", {self.class_choice}" if self.class_choice else ""
-            raise ValueError(
+            raise ConfigurationError(
                 f"{self.name}: the classes {untrained} have no training clip of {where}, so the model could never "
                 f"learn them ({details}). Train on {kind}s that have them (basedataset.train_domains){choice}, or "
                 "set basedataset.drop_untrained_classes=True to leave them out of training, validation and test."
@@ -355,7 +342,7 @@ class CachedData:
         clips = {role: self._role_clips(role) for role in ROLES}
         for role in ROLES:
             if not clips[role]:
-                raise ValueError(f"{self.name}: the {role} set is empty: {self._why_empty(role)}")
+                raise ConfigurationError(f"{self.name}: the {role} set is empty: {self._why_empty(role)}")
         every_domain = self._role_clips(VALIDATION, domains=self.domain_names)
         left_out = sorted({clip.domain for clip in every_domain} - set(self.seen_domains))
         if left_out:
@@ -576,9 +563,13 @@ def _full_mel_settings(mel: dict) -> dict:
 
 def _check_settings(sample_rate, clip_length, cache_format, audio_dtype, resample_quality, prepare_workers, mel):
     if not isinstance(sample_rate, int) or sample_rate <= 0:
-        raise ValueError(f"sample_rate={sample_rate!r}: expected a positive number of samples per second, e.g. 32000")
+        raise ConfigurationError(
+            f"sample_rate={sample_rate!r}: expected a positive number of samples per second, e.g. 32000"
+        )
     if clip_length is not None and not (isinstance(clip_length, int | float) and clip_length > 0):
-        raise ValueError(f"clip_length={clip_length!r}: expected seconds > 0, or None for the dataset's own length")
+        raise ConfigurationError(
+            f"clip_length={clip_length!r}: expected seconds > 0, or None for the dataset's own length"
+        )
     choices = {
         "cache_format": (cache_format, CACHE_FORMATS),
         "audio_dtype": (audio_dtype, tuple(AUDIO_DTYPES)),
@@ -586,15 +577,17 @@ def _check_settings(sample_rate, clip_length, cache_format, audio_dtype, resampl
     }
     for key, (value, allowed) in choices.items():
         if value not in allowed:
-            raise ValueError(f"{key}={value!r}: expected one of {allowed}")
+            raise ConfigurationError(f"{key}={value!r}: expected one of {allowed}")
     if not isinstance(prepare_workers, int) or prepare_workers < 0:
-        raise ValueError(f"prepare_workers={prepare_workers!r}: expected a number of processes >= 0 (0: no workers)")
+        raise ConfigurationError(
+            f"prepare_workers={prepare_workers!r}: expected a number of processes >= 0 (0: no workers)"
+        )
     if cache_format == "spectrogram" and mel is None:
-        raise ValueError(
+        raise ConfigurationError(
             "cache_format='spectrogram' stores log-mel frames and needs the mel settings: pass mel=<the "
             "models.preprocess.AugmentMelSTFT arguments>"
         )
     if mel is not None and mel.get("sr", sample_rate) != sample_rate:
-        raise ValueError(
+        raise ConfigurationError(
             f"mel sr={mel['sr']} differs from basedataset sample_rate={sample_rate}; set both to the same rate"
         )

@@ -37,6 +37,7 @@ import torch
 
 from datasets.audio import AudioError, load_audio
 from datasets.cache import BadFilesError, bad_files_summary
+from errors import ConfigurationError
 
 logger = logging.getLogger(__name__)
 
@@ -58,23 +59,23 @@ class ImpulseResponse:
 def find_impulse_response_files(folder: str | os.PathLike) -> list[Path]:
     """The audio files under `folder` (recursively, hidden names excluded), sorted by relative path.
 
-    Raises ValueError when the folder does not exist, is not a folder, or holds no audio file.
+    Raises ConfigurationError when the folder does not exist, is not a folder, or holds no audio file.
     """
     root = Path(folder).expanduser()
     if not root.exists():
-        raise ValueError(
+        raise ConfigurationError(
             f"dir_folder={os.fspath(folder)!r} does not exist: set it to the folder of impulse response audio "
             f"files ({', '.join(IR_EXTENSIONS)}), e.g. the MicIRP collection, or set dir_p=0"
         )
     if not root.is_dir():
-        raise ValueError(f"dir_folder={os.fspath(folder)!r} is a file, not a folder of impulse response files")
+        raise ConfigurationError(f"dir_folder={os.fspath(folder)!r} is a file, not a folder of impulse response files")
     files = sorted(
         (path for path in root.rglob("*") if path.suffix.lower() in IR_EXTENSIONS and not path.is_dir()),
         key=lambda path: path.relative_to(root).as_posix(),
     )
     files = [path for path in files if not any(part.startswith(".") for part in path.relative_to(root).parts)]
     if not files:
-        raise ValueError(
+        raise ConfigurationError(
             f"dir_folder={os.fspath(folder)!r} holds no impulse response files ({', '.join(IR_EXTENSIONS)}, "
             "searched in subfolders too): put the impulse responses there, or set dir_p=0"
         )
@@ -153,16 +154,16 @@ class ImpulseResponseAugment:
         resample_quality: soxr quality ("HQ" or "VHQ") for files at another sample rate.
         """
         if isinstance(p, bool) or not isinstance(p, int | float) or not 0 <= p <= 1:
-            raise ValueError(
+            raise ConfigurationError(
                 f"dir_p={p!r}: expected the probability that an example is convolved with an impulse response, "
                 "in [0, 1] (0 turns it off; Morocutti et al. 2023 use 0.6 with PaSST)"
             )
         if isinstance(sample_rate, bool) or not isinstance(sample_rate, int) or sample_rate <= 0:
-            raise ValueError(f"sample_rate={sample_rate!r}: expected a positive number of samples per second")
+            raise ConfigurationError(f"sample_rate={sample_rate!r}: expected a positive number of samples per second")
         if domains is not None and (
             isinstance(domains, str) or not domains or not all(isinstance(domain, str) for domain in domains)
         ):
-            raise ValueError(
+            raise ConfigurationError(
                 f"dir_domains={domains!r}: expected a non-empty list of domain names whose training examples are "
                 "convolved, e.g. ['a'] (the reference device), or None for every training example"
             )
@@ -172,11 +173,11 @@ class ImpulseResponseAugment:
         self.impulse_responses = load_impulse_responses(folder, sample_rate, skip_bad_files, resample_quality)
 
     def check_domains(self, known: Sequence[str], domain_kind: str = "domain") -> None:
-        """Raise ValueError when `domains` names one that is not in `known` (e.g. the training domains),
+        """Raise ConfigurationError when `domains` names one that is not in `known` (e.g. the training domains),
         which would silently leave its examples unaugmented."""
         unknown = sorted(self.domains - set(known)) if self.domains is not None else []
         if unknown:
-            raise ValueError(
+            raise ConfigurationError(
                 f"dir_domains={sorted(self.domains)!r}: {unknown} are not {domain_kind}s of the training data, "
                 f"which holds {list(known)}; names are case-sensitive"
             )

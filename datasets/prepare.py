@@ -17,11 +17,9 @@ import logging
 import time
 
 from datasets import dcase20, folder, nsynth
-from datasets.cache import BadFilesError, CacheError
-from datasets.metadata import LayoutError
+from errors import UserError
 
 DATASETS = {"dcase20": dcase20, "folder": folder, "nsynth": nsynth}
-USER_ERRORS = (BadFilesError, LayoutError, CacheError, ValueError)  # their messages say what to fix
 
 logger = logging.getLogger("datasets.prepare")
 
@@ -31,7 +29,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         prepare(args)
-    except USER_ERRORS as error:
+    except UserError as error:  # its message says what to fix
         if args.debug:
             raise
         raise SystemExit(f"error: {error}") from None  # printed to stderr, exit status 1

@@ -1,18 +1,18 @@
 """The frito checkpoint format: its version, writing, reading with validation, and the model it describes.
 
 A frito checkpoint is a Lightning checkpoint of the training module (helpers.training.classifier) with a
-"frito" entry describing the model and data it was trained with::
+"frito" entry: the model spec it was trained as (helpers.model_spec.ModelSpec.entry) and its data::
 
-    {"version": 2,
-     "net": {...},           # keywords of models.network.get_model as the network was built (resolved)
+    {"version": 3,
+     "net": {...},           # keywords of models.passt.get_model as the network was built (resolved)
      "mel": {...},           # keywords of models.preprocess.AugmentMelSTFT (sample rate included)
      "class_names": [...], "domain_names": [...], "seen_domains": [...],   # seen: the domains trained on
      "sample_rate": 32000, "clip_length": 10.0,
      "augment": {...}}       # the active DG methods' settings (helpers.augment.registry.active_settings)
 
 and the weights under ``model.net.`` (the network), ``net_swa.module.`` and ``net_swa.n_averaged`` (the
-stochastic weight average, when the run keeps one). Version 1 (``net.``, ``net_swa.``, ``swa_n_averaged``;
-"net" as the run's config) is still read: its keys are renamed on reading.
+stochastic weight average, when the run keeps one). Only this version is read: a checkpoint of another
+version is refused with a message naming the version found (frito has had no release before this format).
 
 Everything that reads or writes a checkpoint goes through this module: training writes through
 :class:`CheckpointIO` (atomically), resume, evaluate_only, predict, export and
@@ -34,7 +34,7 @@ from torch import Tensor
 
 from errors import UserError
 from helpers.files import atomic_write
-from helpers.model_spec import PRETRAINED_KEYS, ModelSpec, Start
+from helpers.model_spec import ModelSpec, Start
 from models.audio_model import AudioModel
 from models.conversion import NetworkWeights
 from models.passt import PaSST
@@ -42,13 +42,13 @@ from models.pretrained import check_source, fit_weights, load_pretrained, read_p
 from models.weight_files import PretrainedError
 from models.weight_files import read_checkpoint as read_weights_file
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 ENTRY = "frito"  # the checkpoint's entry describing model and data
 CHECKPOINT_WEIGHTS = ("auto", "swa", "plain")
 NETWORK_PREFIXES = {"plain": "model.net.", "swa": "net_swa.module."}
 SWA_COUNT = "net_swa.n_averaged"
-# Version 1 key prefixes, in the order they are renamed (the longest first)
-_VERSION_1_RENAMES = (("swa_n_averaged", SWA_COUNT), ("net_swa.", "net_swa.module."), ("net.", "model.net."))
+REQUIRED_KEYS = ("net", "mel", "augment", "class_names", "domain_names", "seen_domains", "sample_rate",
+                 "clip_length")
 _RESUME_SETTINGS = (("net", "models.net"), ("mel", "models.mel"), ("class_names", "classes"),
                     ("domain_names", "domains"), ("sample_rate", "basedataset.sample_rate"),
                     ("clip_length", "basedataset.clip_length"), ("seen_domains", "basedataset.train_domains"))
@@ -59,7 +59,7 @@ class CheckpointError(UserError, ValueError):
 
 
 def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
-    """The frito checkpoint at ``path``, read once and validated (version 1 renamed to the current keys)."""
+    """The frito checkpoint at ``path``, read once and validated."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist; give the path of a .ckpt file, e.g. "
@@ -75,21 +75,23 @@ def checkpoint_from_contents(contents: Mapping, path: str | os.PathLike) -> Chec
     """The frito checkpoint in ``contents``, the dict read from the file ``path``, validated."""
     entry = contents.get(ENTRY)
     version = entry.get("version") if isinstance(entry, Mapping) else None
-    if version not in (1, FORMAT_VERSION) or not isinstance(contents.get("state_dict"), Mapping):
-        found = f"its '{ENTRY}' entry is version {version}" if version is not None else f"it has no '{ENTRY}' entry"
+    if version is None:
         raise CheckpointError(
-            f"checkpoint {path} is not a frito checkpoint this version reads ({found}; versions 1 and "
-            f"{FORMAT_VERSION} are read); give checkpoints/best.ckpt or last.ckpt of a frito run."
+            f"checkpoint {path} is not a frito checkpoint (it has no '{ENTRY}' entry): give checkpoints/best.ckpt or "
+            "last.ckpt of a frito run (a PaSST release or DeiT weights go to models.net.pretrained_path instead)."
         )
-    missing = [key for key in ("net", "mel", "class_names", "sample_rate", "clip_length") if key not in entry]
+    if version != FORMAT_VERSION:
+        raise CheckpointError(
+            f"checkpoint {path} is in frito's checkpoint format version {version!r}; this frito reads version "
+            f"{FORMAT_VERSION} only: train the model again with this frito, or use the frito that wrote it."
+        )
+    missing = [key for key in REQUIRED_KEYS if key not in entry]
+    if not isinstance(contents.get("state_dict"), Mapping):
+        missing.append("state_dict (the weights)")
     if missing or not isinstance(entry["net"], Mapping):
         raise CheckpointError(f"checkpoint {path}: its '{ENTRY}' entry lacks {missing or ['net']}; it was edited or "
                               "written by another program")
-    lightning = dict(contents)
-    if version == 1:
-        lightning["state_dict"] = {_current_key(key): value for key, value in contents["state_dict"].items()}
-        lightning[ENTRY] = {**entry, "net": _resolved_network_settings(entry["net"]), "version": FORMAT_VERSION}
-    return Checkpoint(Path(path), lightning)
+    return Checkpoint(Path(path), dict(contents))
 
 
 def checkpoint_entry(spec: ModelSpec, class_names, domain_names, seen_domains) -> dict[str, Any]:
@@ -222,7 +224,6 @@ class Checkpoint:
         differences = [
             f"{name}: checkpoint {saved!r}, config {wanted!r}"
             for key, setting in _RESUME_SETTINGS
-            if key in self.entry  # seen_domains: checkpoints of earlier frito versions do not record them
             for name, saved, wanted in _differences(setting, self.entry.get(key), entry.get(key))
         ]
         if self.has_swa != keeps_swa:
@@ -260,19 +261,6 @@ def weight_mismatch(own: Mapping[str, Tensor], state: Mapping[str, Tensor]) -> s
     if not (missing or unexpected or mismatched):
         return ""
     return f"missing {missing[:5]}, unexpected {unexpected[:5]}, different shapes {mismatched[:5]}"
-
-
-def _current_key(key: str) -> str:
-    for old, new in _VERSION_1_RENAMES:
-        if key.startswith(old):
-            return new + key[len(old):]
-    return key
-
-
-def _resolved_network_settings(net: Mapping) -> dict[str, Any]:
-    """A version 1 entry's "net" (the run's config) as the current format records it: the strides a
-    version 1 network was built with (10 unless given), no pretrained-weight options."""
-    return {"fstride": 10, "tstride": 10, **{key: value for key, value in net.items() if key not in PRETRAINED_KEYS}}
 
 
 @dataclass(frozen=True)

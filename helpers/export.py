@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from errors import OutputExistsError, UserError
+from errors import ConfigurationError, OutputExistsError, UserError
 from helpers.files import atomic_write
 from helpers.inference import Predictor, load_model
 from models.audio_model import AudioModel
@@ -81,12 +81,13 @@ def export(
     """
     unknown = [name for name in formats if name not in EXPORTERS]
     if unknown or not formats:
-        raise ValueError(f"export formats {list(formats)} must be a non-empty subset of {sorted(EXPORTERS)}")
+        raise ConfigurationError(f"export formats {list(formats)} must be a non-empty subset of {sorted(EXPORTERS)}")
     out_dir = Path(out_dir)
     targets = {name: out_dir / FILE_NAMES[name] for name in (*formats, "metadata")}
     existing = [str(path) for path in targets.values() if path.exists()]
     if existing and not overwrite:
-        raise OutputExistsError(f"{existing} exist; choose another folder or allow overwriting them")
+        raise OutputExistsError(f"{existing} exist; choose another folder (export_dir=...) or remove them "
+                                "(export(..., overwrite=True) replaces them)")
     predictor = model if isinstance(model, Predictor) else load_model(model, device="cpu", weights=weights)
     samples = _example_samples(predictor, example_seconds)
     trained = copy.deepcopy(predictor.model).cpu().eval()
@@ -223,7 +224,7 @@ def _example_samples(predictor: Predictor, example_seconds: float | None) -> int
     samples = round(example_seconds * predictor.sample_rate)
     shortest = predictor.model.front_end.hopsize * 15 + 1  # 16 frames: one patch
     if not shortest <= samples <= predictor.window_samples:
-        raise ValueError(
+        raise ConfigurationError(
             f"example_seconds={example_seconds} gives {samples} samples; the model takes "
             f"{shortest} to {predictor.window_samples} samples ({shortest / predictor.sample_rate:.3f} to "
             f"{predictor.window_samples / predictor.sample_rate:.3f} s at {predictor.sample_rate} Hz)"

@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 
 from datasets.audio import AudioError, load_audio
-from errors import OutputExistsError
+from errors import ConfigurationError, OutputExistsError
 from helpers.checkpoint import read_checkpoint
 from helpers.files import atomic_write
 from models.audio_model import AudioModel
@@ -63,7 +63,7 @@ def load_model(
     logger.info("Loaded %s (%s weights, %d classes)", loaded.path, loaded.choose_weights(weights),
                 len(entry["class_names"]))
     return Predictor(model, entry["class_names"], spec.sample_rate, spec.clip_length, device, hop_fraction,
-                     seen_domains=entry.get("seen_domains"))
+                     seen_domains=entry["seen_domains"])
 
 
 class Predictor:
@@ -96,7 +96,7 @@ class Predictor:
         if len(class_names) != net.n_classes:
             raise ValueError(f"{len(class_names)} class names for a network with {net.n_classes} outputs")
         if not 0 < hop_fraction <= 1:
-            raise ValueError(f"hop_fraction must be in (0, 1], got {hop_fraction}")
+            raise ConfigurationError(f"hop_fraction must be in (0, 1], got {hop_fraction}")
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model = model.eval().to(self.device)
         self.class_names = list(class_names)
@@ -122,7 +122,7 @@ class Predictor:
         """(key, class probabilities) of each (key, waveform, sample_rate) clip, in order, as :meth:`predict`
         gives them; the windows of consecutive clips share forward passes of up to batch_size windows."""
         if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1 window, got {batch_size}")
+            raise ConfigurationError(f"batch_size must be >= 1 window, got {batch_size}")
         waiting: deque[tuple[Key, int]] = deque()  # clips not handed out yet, with their number of windows
         queued = torch.zeros(0, self.window_samples)  # windows not scored yet
         scored = torch.zeros(0, len(self.class_names))  # window probabilities of the clips waiting, in order
@@ -207,9 +207,10 @@ def predict_files(
     forward pass (the probabilities are those of :meth:`Predictor.predict`, file by file).
     """
     if top_k < 1:
-        raise ValueError(f"top_k must be >= 1, got {top_k}")
+        raise ConfigurationError(f"top_k must be >= 1, got {top_k}")
     if csv_path is not None and Path(csv_path).exists() and not overwrite:
-        raise OutputExistsError(f"{csv_path} exists; choose another CSV path or allow overwriting it")
+        raise OutputExistsError(f"{csv_path} exists; choose another CSV path (predictions_csv=...) or remove it "
+                                "(predict_files(..., overwrite=True) replaces it)")
     files, skipped = _audio_files(paths)
     top_k = min(top_k, len(predictor.class_names))
     predictions = []
@@ -260,7 +261,8 @@ def _audio_files(paths: Iterable[str | os.PathLike]) -> tuple[list[Path], list[t
         else:
             skipped.append((str(entry), "no such file or folder"))
     if not files and not skipped:
-        raise ValueError(f"no audio files ({', '.join(AUDIO_EXTENSIONS)}) found in {[str(p) for p in paths]}")
+        raise ConfigurationError(f"no audio files ({', '.join(AUDIO_EXTENSIONS)}) found in {[str(p) for p in paths]}; "
+                                 "give files= audio files or folders holding them")
     return files, skipped
 
 

@@ -29,8 +29,7 @@ from errors import ConfigurationError
 from helpers.augment.registry import active_settings, config_defaults, input_transform
 from models.architectures import architecture
 from models.audio_model import AudioModel
-from models.network import get_model
-from models.passt import PaSST, patch_grid
+from models.passt import PaSST, get_model, patch_grid
 from models.preprocess import AugmentMelSTFT, clip_frames
 
 # models.net keys that say where the first weights come from, not what the network is

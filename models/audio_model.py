@@ -5,7 +5,7 @@ them all. The front-end maps (batch, samples) waveforms to (batch, n_mels, frame
 (:class:`models.preprocess.AugmentMelSTFT`, or an export-friendly equivalent); the input transform maps
 the (batch, 1, n_mels, frames) spectrograms to the network's input of the same shape, in training and
 evaluation alike (a normalisation; the identity unless one is given); the network maps that input to
-(logits, embedding) (:class:`models.passt.PaSST`).
+(logits, embedding) (:class:`models.transformer.PaSST`).
 """
 
 from __future__ import annotations

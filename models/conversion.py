@@ -1,7 +1,7 @@
 """Converting published weights to frito's PaSST parameter names: PaSST releases and ImageNet DeiT.
 
 Each converter turns a state dict into :class:`NetworkWeights`: tensors under the names of
-:class:`models.passt.PaSST`, with the patch strides their position encodings were trained at, the keys
+:class:`models.transformer.PaSST`, with the patch strides their position encodings were trained at, the keys
 that have no counterpart (ignored) and notes on keys converted on the way. :func:`network_weights` tells
 the kind of a checkpoint by its contents. Fitting the result to a model of other shapes is
 :mod:`models.pretrained`'s work.
@@ -26,7 +26,7 @@ from timm.models import adapt_input_conv
 from torch import Tensor
 
 from models.architectures import architecture
-from models.passt import N_GLOBAL_TOKENS, PaSST
+from models.transformer import N_GLOBAL_TOKENS, PaSST
 from models.weight_files import PretrainedError
 
 _RELEASE_RENAMES = {

@@ -2,7 +2,7 @@
 
 :func:`read_pretrained` gets the checkpoint of an architecture (a local file, or the published release
 downloaded once into the torch hub cache: :mod:`models.weight_files`) and :func:`load_pretrained` fills a
-freshly built :class:`models.passt.PaSST` from it; ``get_model(pretrained=True)`` calls both, reading
+freshly built :class:`models.transformer.PaSST` from it; ``get_model(pretrained=True)`` calls both, reading
 before building. What the checkpoint holds is converted to the model's key names by
 :mod:`models.conversion` (PaSST releases, ImageNet DeiT); other sources (a checkpoint written by frito,
 read by helpers.checkpoint) hand :func:`fit_weights` their :class:`~models.conversion.NetworkWeights`.
@@ -29,7 +29,7 @@ from torch import Tensor
 
 from models.architectures import architecture
 from models.conversion import NetworkWeights, network_weights
-from models.passt import PaSST
+from models.transformer import PaSST
 from models.weight_files import PATH_KEY, PretrainedError, fetch_checkpoint, read_checkpoint
 
 logger = logging.getLogger(__name__)

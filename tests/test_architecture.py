@@ -12,12 +12,15 @@ PACKAGES = ("models", "datasets", "helpers", "benchmarks")
 MAX_LINES = 600
 MAX_HELPERS_MODULES = 8
 # What each layer may not import (by top-level name): models/ knows nothing of Lightning, Sacred or the
-# datasets; datasets/ nothing of the network, Lightning or Sacred; nothing below the experiments imports them.
+# datasets; datasets/ nothing of the network, Lightning or Sacred; nothing below the experiments imports them; the
+# product (models/, datasets/, helpers/) never imports benchmarks/, which measures it.
+# The top-level files: the experiments, the named configs, the study command.
+ENTRY_POINTS = {"ex_dcase20", "ex_dcase20_dev", "ex_nsynth", "ex_folder", "config_updates", "study"}
 FORBIDDEN = {
     "models": {"datasets", "helpers", "benchmarks", "pytorch_lightning", "lightning_fabric", "sacred"},
     "datasets": {"helpers", "benchmarks", "pytorch_lightning", "lightning_fabric", "sacred"},
-    "helpers": {"ex_dcase20", "ex_nsynth", "ex_folder", "config_updates", "study"},
-    "benchmarks": {"ex_dcase20", "ex_nsynth", "ex_folder", "config_updates", "study"},
+    "helpers": {"benchmarks", *ENTRY_POINTS},
+    "benchmarks": ENTRY_POINTS,
 }
 # helpers/' packages, top to bottom: each imports only from those below it (and helpers/' own modules).
 HELPERS_LAYERS = ("helpers.experiment", "helpers.study", "helpers.training", "helpers.results", "helpers.augment")

@@ -7,7 +7,7 @@ from oracles import rule_mask, softmax_attention
 
 from models.attention import FrequencyAttention, masked_attention, select_executor
 from models.flex_attention import flex_attention_executor
-from models.network import get_model
+from models.passt import get_model
 from models.patterns import TokenLayout, attention_mask, parse_rf_norm_t
 from models.sparse_attention import sparse_attention
 

@@ -1,20 +1,24 @@
-"""The checkpoint format: written atomically, read once and validated, version 1 still read, the model rebuilt."""
+"""The checkpoint format: written atomically, read once and validated (the current version only), the model rebuilt."""
 
 import pytest
 import torch
 
 from helpers.checkpoint import (
     FORMAT_VERSION,
+    NETWORK_PREFIXES,
+    SWA_COUNT,
     CheckpointError,
     CheckpointIO,
     checkpoint_entry,
     read_checkpoint,
 )
 from helpers.model_spec import ModelSpec
-from models.network import get_model
+from models.passt import get_model
 
-NET = {"arch": "passt_mini", "n_classes": 3, "input_fdim": 64, "input_tdim": 100, "rf_norm_t": "per_row_2"}
+NET = {"arch": "passt_mini", "n_classes": 3, "input_fdim": 64, "input_tdim": 100, "rf_norm_t": "per_row_2",
+       "fstride": 10, "tstride": 10}
 MEL = {"n_mels": 64, "sr": 16000, "win_length": 400, "hopsize": 160, "n_fft": 512}
+SPEC = ModelSpec(NET, MEL, sample_rate=16000, clip_length=1.0)
 
 
 def networks():
@@ -22,14 +26,13 @@ def networks():
     return get_model(**NET), get_model(**NET)
 
 
-def version_1_file(path, plain, averaged=None, n_averaged=3):
-    """A checkpoint as frito's first format wrote it: net./net_swa./swa_n_averaged, the run's net config."""
-    state = {"net." + key: value for key, value in plain.state_dict().items()}
+def frito_file(path, plain, averaged=None, n_averaged=3):
+    """A training checkpoint with the weights of ``plain`` (and the average ``averaged``), as training writes it."""
+    state = {NETWORK_PREFIXES["plain"] + key: value for key, value in plain.state_dict().items()}
     if averaged is not None:
-        state.update({"net_swa." + key: value for key, value in averaged.state_dict().items()})
-        state["swa_n_averaged"] = torch.tensor(n_averaged)
-    entry = {"version": 1, "net": {**NET, "pretrained": False, "pretrained_path": None}, "mel": MEL,
-             "class_names": ["a", "b", "c"], "domain_names": ["x"], "sample_rate": 16000, "clip_length": 1.0}
+        state.update({NETWORK_PREFIXES["swa"] + key: value for key, value in averaged.state_dict().items()})
+        state[SWA_COUNT] = torch.tensor(n_averaged)
+    entry = checkpoint_entry(SPEC, ["a", "b", "c"], ["x"], ["x"])
     torch.save({"state_dict": state, "frito": entry, "optimizer_states": [], "loops": {}}, path)
 
 
@@ -38,15 +41,11 @@ def assert_same_weights(module, reference):
         assert torch.equal(module.state_dict()[key], value), key
 
 
-def test_version_1_is_read_under_the_current_names(tmp_path):
+def test_the_weights_and_the_model_are_read_back(tmp_path):
     plain, averaged = networks()
-    version_1_file(tmp_path / "old.ckpt", plain, averaged)
-    checkpoint = read_checkpoint(tmp_path / "old.ckpt")
+    frito_file(tmp_path / "run.ckpt", plain, averaged)
+    checkpoint = read_checkpoint(tmp_path / "run.ckpt")
     assert checkpoint.entry["version"] == FORMAT_VERSION
-    assert checkpoint.entry["net"]["fstride"] == 10 and "pretrained" not in checkpoint.entry["net"]
-    keys = set(checkpoint.state_dict)
-    assert "model.net.head.1.weight" in keys and "net_swa.module.head.1.weight" in keys
-    assert int(checkpoint.state_dict["net_swa.n_averaged"]) == 3 and not any(k.startswith("net.") for k in keys)
     assert checkpoint.can_resume and checkpoint.has_swa
     assert_same_weights(checkpoint.build_model("plain").net, plain)
     assert_same_weights(checkpoint.build_model("auto").net, averaged)
@@ -56,12 +55,12 @@ def test_version_1_is_read_under_the_current_names(tmp_path):
 
 def test_weight_choices(tmp_path):
     plain, averaged = networks()
-    version_1_file(tmp_path / "not_averaged.ckpt", plain, averaged, n_averaged=0)
+    frito_file(tmp_path / "not_averaged.ckpt", plain, averaged, n_averaged=0)
     not_averaged = read_checkpoint(tmp_path / "not_averaged.ckpt")
     assert not_averaged.choose_weights("auto") == "plain"
     with pytest.raises(CheckpointError, match="no averaged SWA weights yet"):
         not_averaged.choose_weights("swa")
-    version_1_file(tmp_path / "plain.ckpt", plain)
+    frito_file(tmp_path / "plain.ckpt", plain)
     with pytest.raises(CheckpointError, match=r"has no such weights .* it offers \['plain'\]"):
         read_checkpoint(tmp_path / "plain.ckpt").choose_weights("swa")
     with pytest.raises(CheckpointError, match="'ema' is not one of"):
@@ -72,8 +71,11 @@ def test_weight_choices(tmp_path):
     (None, "does not exist"),
     (b"PK\x03\x04 truncated", "not a readable checkpoint"),
     ({"state_dict": {"model.net.x": torch.zeros(1)}}, "no 'frito' entry"),
-    ({"state_dict": {}, "frito": {"version": 9}}, "its 'frito' entry is version 9; versions 1 and 2 are read"),
-    ({"state_dict": {}, "frito": {"version": 2, "net": {}}}, r"lacks \['mel', 'class_names'"),
+    ({"state_dict": {}, "frito": {"version": 2}}, "format version 2; this frito reads version 3 only: train the "
+                                                  "model again with this frito, or use the frito that wrote it"),
+    ({"state_dict": {}, "frito": {"version": 4}}, "format version 4; this frito reads version 3 only"),
+    ({"state_dict": {}, "frito": {"version": 3, "net": {}}}, r"lacks \['mel', 'augment', 'class_names', "
+                                                             r"'domain_names', 'seen_domains'"),
 ])
 def test_unusable_files_are_refused_with_the_reason(tmp_path, content, message):
     path = tmp_path / "x.ckpt"

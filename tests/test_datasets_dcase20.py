@@ -1,7 +1,6 @@
 """TAU Urban Acoustic Scenes 2020 Mobile: reading the real layout, items, domain restriction, caching."""
 
 import hashlib
-import logging
 import pickle
 
 import numpy as np
@@ -247,12 +246,6 @@ def test_validation_is_about_the_fraction_location_disjoint_every_scene_and_devi
 def test_split_settings_are_checked(tau, tmp_path, settings, message):
     with pytest.raises(ValueError, match=message):
         _data(tau, tmp_path, **settings)
-
-
-def test_eval_split_is_the_deprecated_name_of_test_split(tau, tmp_path, caplog):
-    with caplog.at_level(logging.WARNING, logger="datasets.base"):
-        data = _data(tau, tmp_path, eval_split="fold1_evaluate")
-    assert data.test_split == "fold1_evaluate" and "eval_split is deprecated" in caplog.text
 
 
 def test_a_scene_without_training_clips_of_the_training_devices_is_refused_unless_dropped(tau, tmp_path):

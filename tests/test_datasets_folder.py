@@ -246,11 +246,9 @@ def test_stratified_split_is_seeded_and_independent_of_the_row_order(tmp_path):
     assert len(reseeded.test_set()) == len(roles["test"])
 
 
-def test_eval_fraction_is_the_deprecated_name_of_test_fraction(tmp_path, caplog):
+def test_test_fraction_is_the_share_of_each_group_held_out_for_test(tmp_path):
     rows = _groups_listing({("dog", "phone"): 10, ("cat", "phone"): 10})
-    with caplog.at_level(logging.WARNING, logger="datasets.base"):
-        data = _data(_split_folder(tmp_path, rows), tmp_path, eval_fraction=0.3)
-    assert "eval_fraction is deprecated" in caplog.text
+    data = _data(_split_folder(tmp_path, rows), tmp_path, test_fraction=0.3)
     assert len(data.roles()["test"]) == 6  # 3 of each group of 10
 
 
@@ -267,7 +265,7 @@ def test_a_listing_too_small_to_hold_files_out_is_rejected(tmp_path):
 
 @pytest.mark.parametrize("settings, message", [
     ({"test_fraction": 1.0}, "test_fraction=1.0: expected the share"),
-    ({"eval_fraction": 0}, "test_fraction=0: expected the share"),
+    ({"test_fraction": 0}, "test_fraction=0: expected the share"),
     ({"validation_fraction": -0.1}, "validation_fraction=-0.1: expected the share"),
     ({"validation_fraction": 0.5, "test_fraction": 0.5}, "leave nothing to train on"),
     ({"split_seed": "a"}, "split_seed='a': expected an integer"),

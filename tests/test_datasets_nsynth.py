@@ -164,13 +164,9 @@ def test_validation_is_cropped_from_the_start_like_test(nsynth, tmp_path):
     np.testing.assert_array_equal(validation[0]["waveform"], validation[0]["waveform"])
 
 
-def test_eval_split_is_the_deprecated_name_of_test_split(nsynth, tmp_path, caplog):
-    with caplog.at_level(logging.WARNING, logger="datasets.base"):
-        data = _data(nsynth, tmp_path, eval_split="nsynth-valid", validation_split="nsynth-test")
-    assert "eval_split is deprecated" in caplog.text
+def test_test_split_chooses_the_folder_reported(nsynth, tmp_path):
+    data = _data(nsynth, tmp_path, test_split="nsynth-valid", validation_split="nsynth-test")
     assert sorted(data.roles()["test"]) == sorted(_note_file("nsynth-valid", *note) for note in NOTES["nsynth-valid"])
-    with pytest.raises(ValueError, match="eval_split='nsynth-valid' and test_split='nsynth-train' are given"):
-        _data(nsynth, tmp_path, eval_split="nsynth-valid", test_split="nsynth-train")
 
 
 def test_validation_on_the_test_split_is_called_oracle_selection(nsynth, tmp_path, caplog):

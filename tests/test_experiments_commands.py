@@ -90,12 +90,6 @@ def test_seen_domains_come_from_the_checkpoint_and_a_disagreeing_config_is_logge
     assert "WARNING" not in caplog.text and "seen devices (as trained): ['a', 'b', 'c']" in caplog.text
 
 
-def test_checkpoints_without_seen_domains_fall_back_to_the_config_with_a_warning(caplog):
-    assert trained_seen_domains({"version": 1}, TAU_LIKE, Path("old.ckpt")) == ["a", "b", "c"]
-    (record,) = [r for r in caplog.records if r.levelname == "WARNING"]
-    assert "old.ckpt does not record the devices it was trained on" in record.getMessage()
-
-
 def test_seen_domains_the_data_lacks_are_refused():
     with pytest.raises(ConfigurationError, match=r"trained on the devices \['a', 's9'\].*has no \['s9'\]"):
         trained_seen_domains({"seen_domains": ["a", "s9"]}, TAU_LIKE, Path("x.ckpt"))

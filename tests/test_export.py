@@ -7,10 +7,11 @@ import onnxruntime
 import pytest
 import torch
 
+from helpers.checkpoint import FORMAT_VERSION, NETWORK_PREFIXES
 from helpers.export import DftLogMel, ExportError, export
 from helpers.inference import Predictor
 from models.audio_model import AudioModel
-from models.network import get_model
+from models.passt import get_model
 from models.preprocess import AugmentMelSTFT
 
 RATE = 16000
@@ -108,11 +109,12 @@ def test_onnx_probabilities_equal_predict_on_one_window(tmp_path):
 
 def test_export_from_a_checkpoint_path(tmp_path):
     torch.manual_seed(0)
-    net_config = {"arch": "passt_mini", "n_classes": 3, "input_fdim": 64, "input_tdim": 100, "rf_norm_t": "high_low"}
+    net_config = {"arch": "passt_mini", "n_classes": 3, "input_fdim": 64, "input_tdim": 100, "rf_norm_t": "high_low",
+                  "fstride": 10, "tstride": 10}
     plain = get_model(**net_config)
     meta = {"net": net_config, "mel": MEL, "class_names": CLASSES, "domain_names": ["a"], "sample_rate": RATE,
-            "clip_length": 1.0, "version": 1}
-    state = {"net." + key: value for key, value in plain.state_dict().items()}
+            "seen_domains": ["a"], "clip_length": 1.0, "augment": {}, "version": FORMAT_VERSION}
+    state = {NETWORK_PREFIXES["plain"] + key: value for key, value in plain.state_dict().items()}
     torch.save({"state_dict": state, "frito": meta}, tmp_path / "best.ckpt")
     files = export(tmp_path / "best.ckpt", tmp_path / "exported", formats=["torchscript"])
     waveform = recording_like(1, RATE)

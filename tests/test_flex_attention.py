@@ -11,7 +11,7 @@ from oracles import rule_mask, softmax_attention
 from torch.nn.attention.flex_attention import flex_attention
 
 from models.flex_attention import flex_attention_executor, flex_block_mask
-from models.network import get_model
+from models.passt import get_model
 from models.patterns import TokenLayout, parse_rf_norm_t
 
 pytestmark = pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")

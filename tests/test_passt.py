@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from models.architectures import ARCHITECTURES
-from models.network import get_model
+from models.passt import get_model
 from models.patterns import attention_mask
 from models.preprocess import AugmentMelSTFT, clip_frames
 
@@ -229,3 +229,13 @@ def test_attention_mask_is_the_public_helper_for_the_model_grid():
     model = mini("per_row_2")
     mask = attention_mask("per_row_2", model.n_rows, model.n_cols)
     assert mask.shape == (2 + 5 * 19,) * 2
+
+
+def test_the_papers_import_path_builds_a_model_and_the_readme_path_is_the_same_function():
+    from models import network, passt
+
+    model = passt.get_model(arch="passt_mini", n_classes=3, input_fdim=64, input_tdim=100, rf_norm_t="row_overlap_2")
+    assert isinstance(model, passt.PaSST)
+    logits, _ = model(torch.zeros(1, 1, 64, 100))
+    assert logits.shape == (1, 3)
+    assert network.get_model is passt.get_model

@@ -12,11 +12,11 @@ import timm
 import torch
 from safetensors.torch import save_file
 
-from helpers.checkpoint import pretrained_start, read_checkpoint
+from helpers.checkpoint import FORMAT_VERSION, NETWORK_PREFIXES, SWA_COUNT, pretrained_start, read_checkpoint
 from helpers.model_spec import PRETRAINED_KEYS
 from models.architectures import ARCHITECTURES
 from models.conversion import split_image_pos_grid
-from models.network import get_model
+from models.passt import get_model
 from models.pretrained import adapt_freq_encodings, adapt_time_encodings, load_pretrained, read_pretrained
 from models.weight_files import PretrainedError, fetch_checkpoint
 
@@ -69,13 +69,15 @@ def tiny_deit(img_size=80):
 
 def frito_file(path, plain, swa=None, n_averaged=None, net=None):
     """A Lightning checkpoint as frito's training module writes it, built by hand."""
-    state = {"net." + key: value for key, value in plain.state_dict().items()}
+    state = {NETWORK_PREFIXES["plain"] + key: value for key, value in plain.state_dict().items()}
     if swa is not None:
-        state.update({"net_swa." + key: value for key, value in swa.state_dict().items()})
+        state.update({NETWORK_PREFIXES["swa"] + key: value for key, value in swa.state_dict().items()})
     if n_averaged is not None:
-        state["swa_n_averaged"] = torch.tensor(n_averaged)
-    meta = {"net": net or dict(MINI), "mel": {"n_mels": 64}, "class_names": list("abcde"),
-            "domain_names": ["x"], "sample_rate": 32000, "clip_length": 2.0, "version": 1}
+        state[SWA_COUNT] = torch.tensor(n_averaged)
+    net = net or {**MINI, "fstride": 10, "tstride": 10}  # resolved strides, as training records them
+    meta = {"net": net, "mel": {"n_mels": 64}, "class_names": list("abcde"),
+            "domain_names": ["x"], "seen_domains": ["x"], "sample_rate": 32000, "clip_length": 2.0,
+            "augment": {}, "version": FORMAT_VERSION}
     torch.save({"state_dict": state, "frito": meta, "epoch": 3}, path)
 
 
@@ -404,7 +406,7 @@ def test_option_errors(kwargs, match):
 
 def test_frito_checkpoint_of_another_version_and_unknown_weight_choices_are_errors(tmp_path, plain_and_swa):
     torch.save({"state_dict": {"net.x": torch.zeros(1)}, "frito": {"version": 9, "net": {}}}, tmp_path / "v9.ckpt")
-    with pytest.raises(ValueError, match="its 'frito' entry is version 9; versions 1 and 2 are read"):
+    with pytest.raises(ValueError, match="format version 9; this frito reads version 3 only"):
         mini_from_config(pretrained=True, pretrained_path=str(tmp_path / "v9.ckpt"))
     frito_file(tmp_path / "run.ckpt", plain_and_swa[0])
     with pytest.raises(ValueError, match="ema"):

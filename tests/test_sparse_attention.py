@@ -8,7 +8,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from models import sparse_kernels
 from models.attention import masked_attention, select_executor
-from models.network import get_model
+from models.passt import get_model
 from models.patterns import TokenLayout, parse_rf_norm_t
 from models.sparse_attention import blockwise_attention, sparse_attention
 from models.sparse_choice import Execution, choose_execution

@@ -155,7 +155,7 @@ def test_a_second_study_run_refuses_and_a_killed_ones_lock_does_not_block(tmp_pa
     path = write_study(tmp_path, "baseline = []\n", settings=("n_epochs=20", "epoch_seconds=0.5"))
     first = start_study("run", path, cwd=tmp_path)
     wait_for(lambda: (tmp_path / "studies" / "grid" / "runs" / "baseline" / "seed_1" / "launches.json").exists())
-    second = study("run", path, cwd=tmp_path, check=2)
+    second = study("run", path, cwd=tmp_path, check=1)
     assert f"in use by another `study run` (PID {first.pid} on" in second.stderr
     first.kill()
     first.wait()
@@ -182,7 +182,7 @@ def test_changed_settings_of_a_variant_with_runs_are_refused(tmp_path):
     path = write_study(tmp_path, "baseline = []\n", settings=("n_epochs=1",))
     study("run", path, cwd=tmp_path)
     write_study(tmp_path, 'baseline = ["better"]\n', settings=("n_epochs=1",))
-    changed = study("run", path, cwd=tmp_path, check=2)
+    changed = study("run", path, cwd=tmp_path, check=1)
     assert "baseline/seed_1 was run with other settings" in changed.stderr
     write_study(tmp_path, 'baseline = []\nbetter = ["better"]\n', seeds=(1, 2), settings=("n_epochs=1",))
     study("run", path, cwd=tmp_path)  # a new variant and a new seed are fine
@@ -199,7 +199,7 @@ def test_dry_run_changes_nothing(tmp_path):
 
 def test_errors_are_one_line_with_the_fix(tmp_path):
     path = write_study(tmp_path, "baseline = []\n")
-    result = study("run", path, "--launcher", "slurm", cwd=tmp_path, check=2)
+    result = study("run", path, "--launcher", "slurm", cwd=tmp_path, check=1)
     assert result.stderr.startswith("study.py: ") and "time limit" in result.stderr
-    result = study("run", tmp_path / "absent.toml", cwd=tmp_path, check=2)
+    result = study("run", tmp_path / "absent.toml", cwd=tmp_path, check=1)
     assert "cannot read the study file" in result.stderr

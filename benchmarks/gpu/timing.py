@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 import torch
 
 from benchmarks.gpu.check import MEL_BINS, Check, first_line, not_implemented
-from benchmarks.speed import synchronize, training_step
+from helpers.training.step_timing import synchronize, training_step
 from models.attention import masked_attention
-from models.network import get_model
+from models.passt import get_model
 from models.patterns import parse_rf_norm_t
 
 TARGET_60S_TRAINING = {"per_row_1": 0.35}  # other restricted forms: DEFAULT_60S_TRAINING
@@ -108,7 +108,7 @@ def model_for(check: Check, clip: str) -> tuple[torch.nn.Module, torch.optim.Opt
 
 
 def model_step(model, optimizer, pattern, executor, x, training: bool, dtype: torch.dtype) -> Callable[[], None]:
-    """One training step (:func:`benchmarks.speed.training_step`) or inference call of ``model`` on ``x``
+    """One training step (:func:`helpers.training.step_timing.training_step`) or inference call of ``model`` on ``x``
     with ``pattern`` run by ``executor`` in every block; bfloat16 as autocast. Gradients are dropped
     first, also those a step that failed half-way left behind."""
     autocast_dtype = None if dtype == torch.float32 else dtype

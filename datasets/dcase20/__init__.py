@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from datasets.base import SHARED_DEFAULTS, CachedData, Layout, renamed_setting
+from datasets.base import SHARED_DEFAULTS, CachedData, Layout
 from datasets.dcase20 import demo, layout
 
 DEFAULTS = {
@@ -17,7 +17,6 @@ DEFAULTS = {
     "train_domains": None,  # devices to train and validate on, e.g. ["a"]; None: every device of the train split
     "train_split": "fold1_train",  # evaluation_setup/<name>.csv: the training files (train and validation roles)
     "test_split": "fold1_evaluate",  # evaluation_setup/<name>.csv: the test files, every device (reported only)
-    "eval_split": None,  # deprecated former name of test_split: when set, it is the test split (with a notice)
     "validation_fraction": 0.15,  # about this share of train_split's clips, whole recording locations, validates
     "split_seed": 0,  # seed of the choice of validation locations
 }
@@ -43,16 +42,14 @@ class Data(CachedData):
         *,
         train_split: str = DEFAULTS["train_split"],
         test_split: str = DEFAULTS["test_split"],
-        eval_split: str | None = DEFAULTS["eval_split"],
         validation_fraction: float = DEFAULTS["validation_fraction"],
         split_seed: int = DEFAULTS["split_seed"],
         **settings,
     ):
-        """train_split, test_split: evaluation_setup files (without .csv); eval_split: the former name of
-        test_split; validation_fraction, split_seed: the validation locations (see layout.hold_out_locations);
-        settings: the rest of DEFAULTS, and mel."""
+        """train_split, test_split: evaluation_setup files (without .csv); validation_fraction, split_seed: the
+        validation locations (see layout.hold_out_locations); settings: the rest of DEFAULTS, and mel."""
         self.train_split = train_split
-        self.test_split = renamed_setting("eval_split", eval_split, "test_split", test_split, DEFAULTS["test_split"])
+        self.test_split = test_split
         self.validation_fraction = validation_fraction
         self.split_seed = split_seed
         super().__init__(**settings)

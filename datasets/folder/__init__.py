@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from datasets.base import SHARED_DEFAULTS, CachedData, Layout, renamed_setting
+from datasets.base import SHARED_DEFAULTS, CachedData, Layout
 from datasets.folder import layout
 
 DEFAULTS = {
@@ -19,7 +19,6 @@ DEFAULTS = {
     "train_domains": None,  # domains to train and validate on, e.g. ["phone"]; None: every domain of the training files
     "validation_fraction": 0.1,  # CSV without validation rows: share of each label and domain's rows validated on
     "test_fraction": 0.2,  # CSV without test rows: share of each label and domain's rows held out for test
-    "eval_fraction": None,  # deprecated former name of test_fraction: when set, it is the test fraction (with a notice)
     "split_seed": 0,  # seed of the choice of held-out validation and test files
 }
 
@@ -45,16 +44,12 @@ class Data(CachedData):
         csv: str | None = DEFAULTS["csv"],
         validation_fraction: float = DEFAULTS["validation_fraction"],
         test_fraction: float = DEFAULTS["test_fraction"],
-        eval_fraction: float | None = DEFAULTS["eval_fraction"],
         split_seed: int = DEFAULTS["split_seed"],
         **settings,
     ):
         """csv: the CSV listing the files; validation_fraction, test_fraction, split_seed: the files held out of
-        the training rows for roles the CSV does not assign (see layout.stratified_split); eval_fraction: the
-        former name of test_fraction; settings: the rest of DEFAULTS, and mel."""
-        test_fraction = renamed_setting(
-            "eval_fraction", eval_fraction, "test_fraction", test_fraction, DEFAULTS["test_fraction"]
-        )
+        the training rows for roles the CSV does not assign (see layout.stratified_split); settings: the rest of
+        DEFAULTS, and mel."""
         layout.check_split_settings(validation_fraction, test_fraction, split_seed)
         self.csv = csv
         self.validation_fraction = validation_fraction

@@ -26,6 +26,7 @@ from pathlib import Path, PurePosixPath
 from datasets.base import ROLES, TEST, TRAIN, VALIDATION, Layout, Role, check_fraction, check_seed, seeded_order
 from datasets.cache import Clip
 from datasets.metadata import LayoutError, Row, read_tsv
+from errors import ConfigurationError
 
 logger = logging.getLogger(__name__)
 
@@ -172,12 +173,13 @@ def stratified_split(
 
 
 def check_split_settings(validation_fraction: float, test_fraction: float, split_seed: int) -> None:
-    """Raise ValueError for fractions outside (0, 1) or together 1 or more, or a split_seed that is not an integer."""
+    """Raise ConfigurationError for fractions outside (0, 1) or together 1 or more, or a split_seed that is not an
+    integer."""
     for key, value in (("validation_fraction", validation_fraction), ("test_fraction", test_fraction)):
         meaning = f"the share of each label and domain's files held out for {key.split('_')[0]}"
         check_fraction(key, value, meaning, 0.2)
     if validation_fraction + test_fraction >= 1:
-        raise ValueError(
+        raise ConfigurationError(
             f"validation_fraction={validation_fraction} and test_fraction={test_fraction} leave nothing to train on; "
             "their sum must be below 1"
         )

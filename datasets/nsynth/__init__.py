@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from datasets.base import SHARED_DEFAULTS, TEST, TRAIN, VALIDATION, CachedData, Layout, renamed_setting
+from datasets.base import SHARED_DEFAULTS, TEST, TRAIN, VALIDATION, CachedData, Layout
 from datasets.nsynth import demo, layout
 
 DEFAULTS = {
@@ -19,7 +19,6 @@ DEFAULTS = {
     "train_split": "nsynth-train",  # split folder of the training notes (train role)
     "validation_split": "nsynth-valid",  # split folder of the validation notes (train_domains sources only; selection)
     "test_split": "nsynth-test",  # split folder of the test notes, every source (reported, never used to choose)
-    "eval_split": None,  # deprecated former name of test_split: when set, it is the test split (with a notice)
     "families": None,  # instrument families (classes); None: the families present in every split on disk
 }
 
@@ -46,17 +45,15 @@ class Data(CachedData):
         train_split: str = DEFAULTS["train_split"],
         validation_split: str = DEFAULTS["validation_split"],
         test_split: str = DEFAULTS["test_split"],
-        eval_split: str | None = DEFAULTS["eval_split"],
         families: Sequence[str] | None = DEFAULTS["families"],
         **settings,
     ):
-        """train_split, validation_split, test_split: the split folders of the three roles; eval_split: the former
-        name of test_split; families: the instrument families classified (None: those in every split);
-        settings: the rest of DEFAULTS, and mel."""
+        """train_split, validation_split, test_split: the split folders of the three roles; families: the
+        instrument families classified (None: those in every split); settings: the rest of DEFAULTS, and mel."""
         self.role_splits = {
             TRAIN: train_split,
             VALIDATION: validation_split,
-            TEST: renamed_setting("eval_split", eval_split, "test_split", test_split, DEFAULTS["test_split"]),
+            TEST: test_split,
         }
         self.families = families
         super().__init__(**settings)

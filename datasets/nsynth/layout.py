@@ -15,6 +15,7 @@ from pathlib import Path
 from datasets.base import ROLES, Layout, Role
 from datasets.cache import Clip
 from datasets.metadata import LayoutError
+from errors import ConfigurationError
 
 SPLITS = ("nsynth-train", "nsynth-valid", "nsynth-test")
 FIELDS = ("instrument_family_str", "instrument_source_str", "instrument_str")
@@ -104,10 +105,12 @@ def _choose_families(examples: dict[str, dict], train_split: str, families: Sequ
     if families is None:
         return sorted(set.intersection(*per_split.values()))
     if isinstance(families, str):
-        raise ValueError(f"families={families!r}: expected a list of instrument families, e.g. ['bass', 'brass']")
+        raise ConfigurationError(
+            f"families={families!r}: expected a list of instrument families, e.g. ['bass', 'brass']"
+        )
     unknown = [family for family in families if family not in per_split[train_split]]
     if unknown or not families:
-        raise ValueError(
+        raise ConfigurationError(
             f"families={list(families)!r}: {unknown or 'empty list'} not among the families of {train_split}: "
             f"{sorted(per_split[train_split])}"
         )

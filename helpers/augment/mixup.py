@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from errors import ConfigurationError
 from helpers.augment.method import POSITIVE, PROBABILITY, Criterion, Method, Place, Setting, Switch
 
 
@@ -54,7 +55,7 @@ def mixup(x: Tensor, alpha: float) -> tuple[Tensor, Tensor, Tensor]:
     global CPU generator (seeded by the run's seed) whatever the batch's device.
     """
     if alpha <= 0:
-        raise ValueError(f"mixup_alpha must be > 0 (the Beta distribution's parameter), got {alpha!r}.")
+        raise ConfigurationError(f"mixup_alpha must be > 0 (the Beta distribution's parameter), got {alpha!r}.")
     batch_size = x.shape[0]
     lam = torch.distributions.Beta(float(alpha), float(alpha)).sample((batch_size,))
     lam = torch.maximum(lam, 1.0 - lam)

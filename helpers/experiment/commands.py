@@ -39,7 +39,6 @@ from sacred.observers import FileStorageObserver
 from sacred.run import Run
 from sacred.utils import SacredError, apply_backspaces_and_linefeeds
 
-from benchmarks.speed import training_step_seconds
 from errors import ConfigurationError, UserError
 from helpers.api import plain_config
 from helpers.checkpoint import pretrained_start
@@ -52,6 +51,7 @@ from helpers.model_spec import ModelSpec
 from helpers.results.record import RunRecord
 from helpers.training.fit import data_module, evaluate, model_spec, train
 from helpers.training.run_folder import RUNS_DIR, run_folder
+from helpers.training.step_timing import training_step_seconds
 from helpers.training.trainer import process_rank, quiet_lightning, translate_trainer_config
 
 logger = logging.getLogger(__name__)

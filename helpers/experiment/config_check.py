@@ -28,7 +28,7 @@ from helpers.training.fit import model_spec
 from helpers.training.schedule import lr_schedule
 from helpers.training.trainer import trainer_keys
 from models.architectures import architecture
-from models.network import get_model
+from models.passt import get_model
 from models.patterns import parse_rf_norm_t
 from models.preprocess import AugmentMelSTFT
 
@@ -42,7 +42,7 @@ class Section:
     """The keys one config entry accepts.
 
     keys: key -> nested Section, or None for a value of any shape.
-    accepts: what the keys are, for the error message (e.g. "keywords of models.network.get_model").
+    accepts: what the keys are, for the error message (e.g. "keywords of models.passt.get_model").
     """
 
     keys: Mapping[str, Section | None] = field(default_factory=dict)
@@ -92,7 +92,7 @@ def config_sections(ex: Experiment, dataset: ModuleType) -> Section:
     top: dict[str, Section | None] = dict.fromkeys(defaults)
     top["models"] = Section(
         {"net": Section({**keywords_of(get_model), "pretrained_weights": None},
-                        "keywords of models.network.get_model, and pretrained_weights"),
+                        "keywords of models.passt.get_model, and pretrained_weights"),
          "mel": Section(keywords_of(AugmentMelSTFT), "keywords of models.preprocess.AugmentMelSTFT")},
         "the network and its mel front-end",
     )

@@ -38,7 +38,7 @@ from torch import Tensor
 from torch.optim.swa_utils import AveragedModel
 
 from helpers.augment.places import TrainingMethods
-from helpers.checkpoint import ENTRY, CheckpointError
+from helpers.checkpoint import ENTRY
 from helpers.results.metrics import Evaluation, evaluation
 from helpers.results.selection import ROLES, ModelSelection
 from helpers.training.swa import SwaSchedule
@@ -186,12 +186,6 @@ class AudioClassifier(pl.LightningModule):
         entry = checkpoint.get(RESUME_ENTRY)
         if entry is None:
             return
-        if "selection" not in entry:
-            raise CheckpointError(
-                "this checkpoint was written before frito selected epochs on a validation split (its history holds "
-                "figures of the test split only), so its training cannot continue; start a new training (the "
-                "checkpoint still works with evaluate_only, predict and export)"
-            )
         self.selection.load_state(entry["selection"])
         _set_rng_states(entry["rng"])
 

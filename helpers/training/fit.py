@@ -215,18 +215,10 @@ def check_resumable(checkpoint, module: AudioClassifier) -> None:
 
 def trained_seen_domains(entry: Mapping[str, Any], data, path: Path) -> list[str]:
     """The domains a checkpoint was trained on (its "frito" entry's seen_domains), for reporting seen against
-    unseen. A checkpoint written before frito stored them falls back to the configured data's training
-    domains, with a warning; configured training domains that differ from the checkpoint's are logged."""
+    unseen; configured training domains that differ from the checkpoint's are logged."""
     configured = list(data.seen_domains)
-    saved = entry.get("seen_domains")
+    saved = list(entry["seen_domains"])
     kind = data.domain_kind
-    if saved is None:
-        logger.warning(
-            "checkpoint %s does not record the %ss it was trained on (written by an earlier frito); reporting as "
-            "seen those of the configured basedataset.train_domains: %s", path, kind, configured,
-        )
-        return configured
-    saved = list(saved)
     unknown = [domain for domain in saved if domain not in data.domain_names]
     if unknown:
         raise ConfigurationError(

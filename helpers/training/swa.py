@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from errors import ConfigurationError
+
 
 @dataclass(frozen=True)
 class SwaSchedule:
@@ -21,9 +23,9 @@ class SwaSchedule:
 
     def __post_init__(self) -> None:
         if self.epoch_start < 0:
-            raise ValueError(f"swa_epoch_start must be an epoch index >= 0, got {self.epoch_start}.")
+            raise ConfigurationError(f"swa_epoch_start must be an epoch index >= 0, got {self.epoch_start}.")
         if self.freq < 1:
-            raise ValueError(f"swa_freq must be >= 1 (average every swa_freq epochs), got {self.freq}.")
+            raise ConfigurationError(f"swa_freq must be >= 1 (average every swa_freq epochs), got {self.freq}.")
 
     def averages_after(self, epoch: int) -> bool:
         """Whether the weights at the end of ``epoch`` join the average."""

@@ -30,6 +30,7 @@ from pytorch_lightning.callbacks import Callback, ModelCheckpoint, ModelSummary
 from pytorch_lightning.loggers import Logger, TensorBoardLogger
 from pytorch_lightning.utilities import rank_zero_only
 
+from errors import ConfigurationError
 from helpers.checkpoint import Checkpoint, CheckpointIO
 from helpers.results.record import RecordLogger, RunRecord
 
@@ -72,12 +73,12 @@ def process_rank() -> int:
 
 
 def ddp_processes(environ: Mapping[str, str] = os.environ) -> int:
-    """The N of DDP=N (1 when unset); ValueError naming the value when it is not a positive integer."""
+    """The N of DDP=N (1 when unset); ConfigurationError naming the value when it is not a positive integer."""
     value = environ.get(DDP_VARIABLE, "").strip()
     if not value:
         return 1
     if not value.isdigit() or int(value) < 1:
-        raise ValueError(
+        raise ConfigurationError(
             f"{DDP_VARIABLE}={value!r}: expected the number of training processes on this node, e.g. DDP=2 "
             f"(unset it for one process)."
         )
@@ -102,7 +103,7 @@ def translate_trainer_config(
         )
     for key, value in trainer_config.items():
         if key in MANAGED_TRAINER_KEYS:
-            raise ValueError(
+            raise ConfigurationError(
                 f"trainer.{key} is set by the framework (run folder, record and TensorBoard loggers, "
                 "checkpoints); remove it from the config (use trainer.use_tensorboard_logger=True for "
                 "TensorBoard)."
@@ -275,7 +276,9 @@ def _weights_summary(value, cuda_available: bool, settings: TrainerSettings) -> 
         settings.notices.append("trainer.weights_summary=None (Lightning 1.x) -> enable_model_summary=False")
         return True
     if value not in depths:
-        raise ValueError(f"trainer.weights_summary must be 'top', 'full' or None (Lightning 1.x), got {value!r}.")
+        raise ConfigurationError(
+            f"trainer.weights_summary must be 'top', 'full' or None (Lightning 1.x), got {value!r}."
+        )
     settings.callbacks.append(ModelSummary(max_depth=depths[value]))
     settings.notices.append(
         f"trainer.weights_summary={value!r} (Lightning 1.x) -> ModelSummary(max_depth={depths[value]})"

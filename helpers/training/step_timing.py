@@ -1,7 +1,8 @@
-"""Training-step speed of an audio model: waveform, front-end, network, loss, backward, AdamW step.
+"""Timing a training step of an audio model: waveform, front-end, network, loss, backward, AdamW step.
 
-Shared by the experiments' ``model_speed_test`` command, ``benchmarks/loader.py`` (which sets it beside
-the data loader's rate) and ``benchmarks/gpu_check.py`` (whose whole-model section times :func:`training_step`).
+The experiments' ``model_speed_test`` command times the configured model with it; the benchmarks import it
+from here: ``benchmarks/loader.py`` (which sets it beside the data loader's rate) and ``benchmarks/gpu_check.py``
+(whose whole-model section times :func:`training_step`).
 """
 
 from __future__ import annotations
