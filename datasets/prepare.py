@@ -16,10 +16,8 @@ import argparse
 import logging
 import time
 
-from datasets import dcase20, folder, nsynth
+from datasets.registry import DATASETS
 from errors import UserError
-
-DATASETS = {"dcase20": dcase20, "folder": folder, "nsynth": nsynth}
 
 logger = logging.getLogger("datasets.prepare")
 

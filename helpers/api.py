@@ -34,7 +34,8 @@ from helpers.results.run_files import RESULTS
 from helpers.training import fit
 from helpers.training.run_folder import RUNS_DIR, run_folder
 
-EXPERIMENTS = ("dcase20", "dcase20_dev", "nsynth", "folder")  # the ex_<name>.py modules of the project
+REPOSITORY = Path(__file__).resolve().parents[1]
+EXPERIMENTS = tuple(sorted(path.stem.removeprefix("ex_") for path in REPOSITORY.glob("ex_*.py")))  # ex_<name>.py
 CONFIG_FILE = "config.json"
 
 

@@ -51,7 +51,7 @@ def test_train_writes_the_command_lines_files_and_returns_results_json(in_tmp, d
     frito("ex_nsynth.py", "-F", "runs", "with", "cpu_tiny", "trainer.max_epochs=1", "trainer.limit_train_batches=2",
           "trainer.limit_val_batches=2", "seed=3", cwd=in_tmp)
     command_line = in_tmp / "runs" / "1"
-    sacred_files = {"config.json", "metrics.json", "run.json", "cout.txt"}
+    sacred_files = {"config.json", "metrics.json", "run.json", "cout.txt", "info.json"}
     assert files(run_dir) == files(command_line) - sacred_files | {"config.json", "metrics.json"}
     assert json.loads((command_line / "results.json").read_text()) == results  # seeded alike
 

@@ -115,7 +115,7 @@ def nsynth_experiment(load_experiment):
     ("damage", "updates", "message"),
     [
         ("truncate", {}, "not a readable checkpoint (truncated?)"),
-        ("foreign", {}, "is not a frito checkpoint this version reads"),
+        ("foreign", {}, "is not a frito checkpoint (it has no 'frito' entry)"),
         (None, {"models": {"net": {"rf_norm_t": "high_low"}}},
          "models.net.rf_norm_t: checkpoint '', config 'high_low'"),
         (None, {"swa": False}, "swa: checkpoint True, config False"),
