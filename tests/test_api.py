@@ -55,7 +55,7 @@ def test_train_writes_the_command_lines_files_and_returns_results_json(in_tmp, d
     assert files(run_dir) == files(command_line) - sacred_files | {"config.json", "metrics.json"}
     assert json.loads((command_line / "results.json").read_text()) == results  # seeded alike
 
-    figures = api.evaluate("nsynth", run_dir / "checkpoints" / "best.ckpt", updates={"seed": 3},
+    figures = api.evaluate("nsynth", run_dir / "checkpoints" / "best.ckpt", updates=SHORT,  # the same test batches
                            out_dir=in_tmp / "evaluation")
     assert figures["checkpoint/net/acc"] == pytest.approx(results["test"]["net"]["selected"]["acc"])
     assert (in_tmp / "evaluation" / "test_checkpoint_net_domains.csv").is_file()
