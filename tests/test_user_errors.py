@@ -1,14 +1,18 @@
 """Every command on each kind of user error: exit status 1, the message, no traceback (with --debug, the traceback).
 
-Each case runs a command line as a user types it, in a subprocess: the experiments' commands (main, prepare,
-evaluate_only, predict, export, test_loaders, model_speed_test, plot_attention_mask), `python -m datasets.prepare`
-and `study.py run` / `report`, on a bad setting, a dataset folder in the wrong layout, a bad audio file, a class
+Each case runs a command line as a user types it: the experiments' commands (main, prepare, evaluate_only,
+predict, export, test_loaders, model_speed_test, plot_attention_mask), `python -m datasets.prepare` and
+`study.py run` / `report`, on a bad setting, a dataset folder in the wrong layout, a bad audio file, a class
 that could never be trained (NSynth's synth_lead with the acoustic training default), a foreign or outdated
 checkpoint, a bad study file and an existing export target. The data are built by hand, small, in the test's
-folder; one case of each kind runs by default, the others are marked slow.
+folder. One case of each entry point runs in a subprocess, as typed; the others run the same entry point
+(the experiment's ``run_commandline``, ``study.main``, ``datasets.prepare.main``) in this process, with the
+same arguments, which spares each an interpreter start.
 """
 
+import importlib
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -83,42 +87,42 @@ def files(folder: Path) -> dict[str, Path]:
 
 
 UNTRAINED = "nsynth: the classes ['synth_lead'] have no training clip of the training instrument_sources ['acoustic']"
-slow = pytest.mark.slow
 # (kind of error, script, command line ({name} for the inputs of files()), the message expected)
 CASES = [
-    pytest.param("setting", "ex_nsynth.py", "plot_attention_mask with models.net.rf_norm_t=row_overlap_x",
-                 "Unknown rf_norm_t 'row_overlap_x'", marks=slow),
-    pytest.param("setting", "ex_nsynth.py", "test_loaders with basedataset.train_domains=['piano']",
-                 "train_domains=['piano']: ['piano'] not among the instrument_sources of nsynth", marks=slow),
-    pytest.param("setting", "ex_nsynth.py", "model_speed_test with trainer.weights_summary=all",
-                 "trainer.weights_summary must be 'top', 'full' or None (Lightning 1.x), got 'all'", marks=slow),
-    pytest.param("setting", "ex_nsynth.py", "with models.net.s_patchout_f=99",
-                 "models.net.s_patchout_f=99 would drop all 12 frequency rows", marks=slow),
-    pytest.param("setting", "ex_nsynth.py", "with models.net.pretrained_path=weights.pt",
-                 "models.net.pretrained_path='weights.pt' is set but models.net.pretrained=False", marks=slow),
+    ("setting", "ex_nsynth.py", "plot_attention_mask with models.net.rf_norm_t=row_overlap_x",
+     "Unknown rf_norm_t 'row_overlap_x'"),
+    ("setting", "ex_nsynth.py", "test_loaders with basedataset.train_domains=['piano']",
+     "train_domains=['piano']: ['piano'] not among the instrument_sources of nsynth"),
+    ("setting", "ex_nsynth.py", "model_speed_test with trainer.weights_summary=all",
+     "trainer.weights_summary must be 'top', 'full' or None (Lightning 1.x), got 'all'"),
+    ("setting", "ex_nsynth.py", "with models.net.s_patchout_f=99", "models.net.s_patchout_f=99 would drop all 12 "
+                                                                   "frequency rows"),
+    ("setting", "ex_nsynth.py", "with models.net.pretrained_path=weights.pt",
+     "models.net.pretrained_path='weights.pt' is set but models.net.pretrained=False"),
     ("layout", "ex_dcase20.py", "prepare with basedataset.base_dir={missing}",
      "basedataset.base_dir='{missing}' does not exist"),
-    pytest.param("layout", "datasets.prepare", "nsynth --base-dir {missing}",
-                 "basedataset.base_dir='{missing}' does not exist", marks=slow),
+    ("layout", "datasets.prepare", "nsynth --base-dir {missing}", "basedataset.base_dir='{missing}' does not exist"),
     ("audio", "ex_folder.py", "prepare with basedataset.base_dir={broken}", "skip_bad_files=True"),
-    pytest.param("audio", "datasets.prepare", "folder --base-dir {broken}", "skip_bad_files", marks=slow),
+    ("audio", "datasets.prepare", "folder --base-dir {broken}", "skip_bad_files"),
     ("untrained class", "ex_nsynth.py", "prepare with basedataset.base_dir={nsynth}", UNTRAINED),
-    pytest.param("untrained class", "ex_nsynth.py", "with basedataset.base_dir={nsynth}", UNTRAINED, marks=slow),
-    pytest.param("untrained class", "ex_nsynth.py", "test_loaders with basedataset.base_dir={nsynth}", UNTRAINED,
-                 marks=slow),
+    ("untrained class", "ex_nsynth.py", "with basedataset.base_dir={nsynth}", UNTRAINED),
+    ("untrained class", "ex_nsynth.py", "test_loaders with basedataset.base_dir={nsynth}", UNTRAINED),
     ("checkpoint", "ex_nsynth.py", "evaluate_only with checkpoint={v1}",
      "checkpoint {v1} is in frito's checkpoint format version 1; this frito reads version 3 only"),
-    pytest.param("checkpoint", "ex_nsynth.py", "predict with checkpoint={foreign} files={no_audio}",
-                 "checkpoint {foreign} is not a frito checkpoint (it has no 'frito' entry)", marks=slow),
-    pytest.param("checkpoint", "ex_folder.py", "export with checkpoint={missing}/best.ckpt",
-                 "checkpoint '{missing}/best.ckpt' does not exist", marks=slow),
-    pytest.param("setting", "ex_folder.py", "predict with checkpoint={trained} files={no_audio}",
-                 "no audio files (.wav, .flac, .ogg, .mp3) found in ['{no_audio}']", marks=slow),
-    pytest.param("export target", "ex_folder.py", "export with checkpoint={trained} export_dir={exported}",
-                 "['{exported}/model.torchscript.pt'] exist; choose another folder", marks=slow),
+    ("checkpoint", "ex_nsynth.py", "predict with checkpoint={foreign} files={no_audio}",
+     "checkpoint {foreign} is not a frito checkpoint (it has no 'frito' entry)"),
+    ("checkpoint", "ex_folder.py", "export with checkpoint={missing}/best.ckpt",
+     "checkpoint '{missing}/best.ckpt' does not exist"),
+    ("setting", "ex_folder.py", "predict with checkpoint={trained} files={no_audio}",
+     "no audio files (.wav, .flac, .ogg, .mp3) found in ['{no_audio}']"),
+    ("export target", "ex_folder.py", "export with checkpoint={trained} export_dir={exported}",
+     "['{exported}/model.torchscript.pt'] exist; choose another folder"),
     ("study file", "study.py", "run {study}", "{study}: no 'seeds'; a study file needs experiment, seeds"),
-    pytest.param("study file", "study.py", "report {study}", "no 'seeds'", marks=slow),
+    ("study file", "study.py", "report {study}", "no 'seeds'"),
 ]
+# One command line per entry point, as typed, in a subprocess.
+TYPED = {("ex_nsynth.py", "evaluate_only with checkpoint={v1}"), ("datasets.prepare", "nsynth --base-dir {missing}"),
+         ("study.py", "run {study}")}
 
 
 @pytest.fixture(scope="module")
@@ -132,13 +136,46 @@ def run(frito, script, arguments, inputs, folder):
     return frito(script, *[argument.format(**inputs) for argument in arguments.split()], cwd=cwd, check=False)
 
 
+def run_in_process(script, arguments, inputs, folder, monkeypatch, capsys, cache_dir) -> tuple[int, str]:
+    """(exit status, output) of the entry point ``script`` given the command line's arguments, in this process."""
+    argv = [argument.format(**inputs) for argument in arguments.split()]
+    monkeypatch.chdir(folder if script.endswith(".py") else REPO)
+    monkeypatch.setenv("FRITO_CACHE_DIR", str(cache_dir))
+    monkeypatch.syspath_prepend(str(REPO))
+    module = importlib.import_module(script.removesuffix(".py"))
+    try:
+        if script.startswith("ex_"):
+            module.ex.run_commandline([script, *argv, "--capture=sys"])  # pytest captures sys.stdout, not fds
+            status = 0
+        else:
+            status = module.main(argv) or 0
+    except SystemExit as stop:
+        status = stop.code if isinstance(stop.code, int) else 1
+        if isinstance(stop.code, str):
+            print(stop.code, file=sys.stderr)
+    captured = capsys.readouterr()
+    return status, captured.out + captured.err
+
+
 @pytest.mark.parametrize("kind, script, arguments, message", CASES)
-def test_a_user_error_is_its_message_with_status_1(frito, inputs, tmp_path, kind, script, arguments, message):
-    result = run(frito, script, arguments, inputs, tmp_path)
-    output = result.stdout + result.stderr
-    assert result.returncode == 1, output[-3000:]
+def test_a_user_error_is_its_message_with_status_1(frito, inputs, tmp_path, monkeypatch, capsys, cache_dir, kind,
+                                                   script, arguments, message):
+    if (script, arguments) in TYPED:
+        result = run(frito, script, arguments, inputs, tmp_path)
+        status, output = result.returncode, result.stdout + result.stderr
+    else:
+        status, output = run_in_process(script, arguments, inputs, tmp_path, monkeypatch, capsys, cache_dir)
+    assert status == 1, output[-3000:]
     assert message.format(**inputs) in output, output[-3000:]
     assert "Traceback" not in output, output[-3000:]
+
+
+def test_every_entry_point_is_typed_once():
+    def entry_point(script):  # the experiments share one (helpers.experiment.commands)
+        return "experiment" if script.startswith("ex_") else script
+
+    assert sorted(entry_point(script) for script, _ in TYPED) == ["datasets.prepare", "experiment", "study.py"]
+    assert TYPED <= {(script, arguments) for _, script, arguments, _ in CASES}
 
 
 def test_a_setting_error_stops_the_training_before_anything_is_written(frito, tmp_path):
@@ -151,7 +188,7 @@ def test_a_setting_error_stops_the_training_before_anything_is_written(frito, tm
 
 @pytest.mark.parametrize("script, arguments", [
     ("ex_nsynth.py", "prepare with basedataset.base_dir={nsynth} --debug"),
-    pytest.param("study.py", "report {study} --debug", marks=slow),
+    ("study.py", "report {study} --debug"),
 ])  # fmt: skip
 def test_debug_shows_the_traceback(frito, inputs, tmp_path, script, arguments):
     result = run(frito, script, arguments, inputs, tmp_path)
