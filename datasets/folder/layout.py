@@ -23,9 +23,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from datasets.base import ROLES, TEST, TRAIN, VALIDATION, Layout, Role, check_fraction, check_seed, seeded_order
+from datasets.base import ROLES, TEST, TRAIN, VALIDATION, Layout, Role, check_fraction, check_seed
 from datasets.cache import Clip
 from datasets.metadata import LayoutError, Row, read_tsv
+from datasets.subsets import seeded_order
 from errors import ConfigurationError
 
 logger = logging.getLogger(__name__)
