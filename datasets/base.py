@@ -14,13 +14,12 @@ serves), and generating its demo data (a dataset without demo data leaves demo_f
 
 from __future__ import annotations
 
-import hashlib
 import inspect
 import logging
 import os
 import shutil
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import ClassVar
 
@@ -43,6 +42,7 @@ from datasets.cache import (
     read_file_names,
     remove_stale_partials,
 )
+from datasets.subsets import check_subset_settings, training_subset
 from errors import ConfigurationError
 
 logger = logging.getLogger(__name__)
@@ -63,6 +63,8 @@ SHARED_DEFAULTS = {
     "skip_bad_files": False,  # leave out missing/unreadable/empty files instead of stopping
     "train_domains": None,  # domains to train on (and validate on); None: every domain of the training clips
     "drop_untrained_classes": False,  # True: leave classes without a training clip out of every role; False: stop
+    "train_fraction": 1.0,  # share of each (label, domain) group of training clips trained on (nested subsets)
+    "subset_seed": 0,  # seed of the training subset's choice (not the run's seed: a study's seeds share the subset)
     "prepare_workers": 2,  # decoding processes while preparing caches (0: in the main process)
 }
 
@@ -107,12 +109,6 @@ def check_fraction(key: str, value: float, meaning: str, example: float) -> None
         raise ConfigurationError(f"{key}={value!r}: expected {meaning}, between 0 and 1 (exclusive), e.g. {example}")
 
 
-def seeded_order(names: Sequence[str], seed: int) -> list[str]:
-    """``names`` ranked by sha1("<seed>/<name>"): the order held-out splits take files or locations in. It does
-    not depend on the input order, and adding names moves few others."""
-    return sorted(names, key=lambda name: hashlib.sha1(f"{seed}/{name}".encode()).hexdigest())
-
-
 def check_seed(split_seed: int) -> None:
     if isinstance(split_seed, bool) or not isinstance(split_seed, int):
         raise ConfigurationError(f"split_seed={split_seed!r}: expected an integer, e.g. 0")
@@ -145,6 +141,8 @@ class CachedData:
         skip_bad_files: bool = SHARED_DEFAULTS["skip_bad_files"],
         train_domains: Sequence[str] | None = SHARED_DEFAULTS["train_domains"],
         drop_untrained_classes: bool = SHARED_DEFAULTS["drop_untrained_classes"],
+        train_fraction: float = SHARED_DEFAULTS["train_fraction"],
+        subset_seed: int = SHARED_DEFAULTS["subset_seed"],
         prepare_workers: int = SHARED_DEFAULTS["prepare_workers"],
         mel: dict | None = None,
     ):
@@ -153,6 +151,7 @@ class CachedData:
         mel: the mel front-end's settings (needed for cache_format="spectrogram").
         """
         _check_settings(sample_rate, clip_length, cache_format, audio_dtype, resample_quality, prepare_workers, mel)
+        check_subset_settings(train_fraction, subset_seed)
         self.sample_rate = int(sample_rate)
         self.cache_format = cache_format
         self.audio_dtype = audio_dtype
@@ -179,6 +178,8 @@ class CachedData:
         self.subdomain_names = list(self.layout.subdomain_names)
         self.seen_domains = self._seen_domains(train_domains)
         self.class_names = self._trained_classes(bool(drop_untrained_classes))
+        self.train_fraction, self.subset_seed = float(train_fraction), subset_seed
+        self._keep_training_subset()
         self._check_roles()
 
     @classmethod
@@ -337,6 +338,15 @@ class CachedData:
         )
         return kept
 
+    def _keep_training_subset(self) -> None:
+        """Restrict the train role to the clips train_fraction keeps (datasets.subsets), and log how many."""
+        clips = self._role_clips(TRAIN)
+        kept = frozenset(clip.path for clip in training_subset(clips, self.train_fraction, self.subset_seed))
+        train = Role(self.layout.roles[TRAIN].split, kept)
+        self.layout = replace(self.layout, roles={**self.layout.roles, TRAIN: train})
+        logger.info("%s: train_fraction=%s (subset_seed=%d): %d of %d training clips kept, per label and %s",
+                    self.name, self.train_fraction, self.subset_seed, len(kept), len(clips), self.domain_kind)
+
     def _check_roles(self) -> None:
         """Refuse an empty role; report what validation leaves out or lacks, and files that roles share."""
         clips = {role: self._role_clips(role) for role in ROLES}
@@ -369,14 +379,8 @@ class CachedData:
         ):
             shared = sorted(files[first] & files[second])
             if shared:
-                logger.warning(
-                    "The %s and %s sets share %d files, e.g. %s: %s",
-                    first,
-                    second,
-                    len(shared),
-                    shared[:SHOWN],
-                    meaning,
-                )
+                logger.warning("The %s and %s sets share %d files, e.g. %s: %s",
+                               first, second, len(shared), shared[:SHOWN], meaning)
 
     def _why_empty(self, role: str) -> str:
         split = self.layout.roles[role].split

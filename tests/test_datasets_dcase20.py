@@ -1,7 +1,9 @@
 """TAU Urban Acoustic Scenes 2020 Mobile: reading the real layout, items, domain restriction, caching."""
 
 import hashlib
+import math
 import pickle
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -408,3 +410,46 @@ def test_an_interrupted_demo_build_leaves_nothing_and_the_next_run_builds_it(tmp
     monkeypatch.setattr(demo, "build", _write_tau)
     assert Data(cache_dir=tmp_path / "cache").class_names == ["airport", "bus", "park"]
     assert [p.name for p in demo_parent.iterdir()] == [Data.demo_folder]
+
+
+SEEN, UNSEEN = ["a", "b", "c", "s1", "s2", "s3"], ["s4", "s5", "s6"]
+
+
+def _lodo_files():
+    """Two scenes x two training locations recorded on every seen device; one test location on every device."""
+    files = []
+    for scene in ("bus", "park"):
+        for location, fold, devices in ((f"lyon-{scene}1", "train", SEEN), (f"prague-{scene}2", "train", SEEN),
+                                        (f"lisbon-{scene}3", "evaluate", SEEN + UNSEEN)):  # fmt: skip
+            files += [(f"audio/{scene}-{location}-0-{device}.wav", scene, location, device, fold, (16000, 1, 0.05))
+                      for device in devices]  # fmt: skip
+    return files
+
+
+@pytest.mark.parametrize("held_out", SEEN)
+def test_leaving_one_seen_device_out_validates_on_the_other_five_and_tests_every_device(tmp_path, held_out):
+    files = _lodo_files()
+    tau = _write_tau(tmp_path / "downloads", files)
+    trained = [device for device in SEEN if device != held_out]
+    data = _data(tau, tmp_path, train_domains=trained)
+    roles = data.roles()
+    device = {f[0]: f[3] for f in files}
+    assert data.seen_domains == trained
+    assert {device[name] for name in roles["train"]} == {device[name] for name in roles["validation"]} == set(trained)
+    assert {device[name] for name in roles["test"]} == set(SEEN + UNSEEN)
+    assert len(roles["test"]) == 2 * len(SEEN + UNSEEN)
+
+
+def test_train_fraction_keeps_a_share_of_each_scene_and_device_and_leaves_validation_and_test(tmp_path):
+    files = [(f"audio/{scene}-lyon-{scene}{k}-0-{device}.wav", scene, f"lyon-{scene}{k}", device,
+              "train" if k < 5 else "evaluate", (16000, 1, 0.05))
+             for scene in ("bus", "park") for k in range(6) for device in ("a", "b")]  # fmt: skip
+    tau = _write_tau(tmp_path / "downloads", files)
+    full, half = (_data(tau, tmp_path, train_fraction=fraction).roles() for fraction in (1.0, 0.5))
+    scene_device = {f[0]: (f[1], f[3]) for f in files}
+    counts = Counter(scene_device[name] for name in full["train"])
+    assert min(counts.values()) >= 3  # whole locations validate, the others train
+    assert Counter(scene_device[name] for name in half["train"]) == {
+        stratum: math.ceil(n / 2) for stratum, n in counts.items()}  # fmt: skip
+    assert set(half["train"]) < set(full["train"])
+    assert half["validation"] == full["validation"] and half["test"] == full["test"]

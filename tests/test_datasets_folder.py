@@ -363,7 +363,7 @@ def test_missing_columns_name_the_expected_header(tmp_path, header, hint):
     with pytest.raises(LayoutError, match=hint) as error:
         _data(_folder(tmp_path, header + "\ndog/1.wav,dog,phone\n", names=["dog/1.wav"]), tmp_path)
     if "lacks" in hint or "commas" in hint:
-        assert "filename,label[,domain,split]" in str(error.value)
+        assert "filename,label[,domain,split,fold]" in str(error.value)
 
 
 def test_empty_or_non_utf8_csv_is_reported(tmp_path):

@@ -252,3 +252,35 @@ def test_spectrogram_cache_holds_the_eval_mode_log_mel_of_each_clip(nsynth, tmp_
         n = expected.shape[1]
         torch.testing.assert_close(item["spectrogram"][:, :n], expected, atol=0.005, rtol=0)
         torch.testing.assert_close(item["spectrogram"][:, n:], torch.full((64, 50 - n), silence), atol=0.005, rtol=0)
+
+
+# Leave-one-source-out: two families with a note of every source in every split (note numbers differ per split).
+LODO_NOTES = {
+    split: [(f"{family}_{source}_{offset + i}", 40 + i, 75)
+            for i, (family, source) in enumerate((f, s) for f in ("bass", "brass")
+                                                 for s in ("acoustic", "electronic", "synthetic"))]
+    for split, offset in (("nsynth-train", 100), ("nsynth-valid", 200), ("nsynth-test", 300))
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("held_out", ["acoustic", "electronic", "synthetic"])
+def test_leaving_one_source_out_validates_on_the_other_two_and_tests_all_three(tmp_path, held_out):
+    folder = _write_nsynth(tmp_path / "nsynth", notes=LODO_NOTES, seconds=0.05)
+    trained = [source for source in ("acoustic", "electronic", "synthetic") if source != held_out]
+    data = _data(folder, tmp_path, train_domains=trained)
+    roles = data.roles()
+
+    def sources(names):
+        return {_family_source(name.split("/")[-1].rsplit("-", 2)[0])[1] for name in names}
+
+    assert data.seen_domains == trained and data.class_names == ["bass", "brass"]
+    assert sources(roles["train"]) == sources(roles["validation"]) == set(trained)
+    assert sources(roles["test"]) == {"acoustic", "electronic", "synthetic"} and len(roles["test"]) == 6
+
+
+def test_leaving_out_acoustic_refuses_the_vocal_family_naming_drop_untrained_classes(nsynth, tmp_path):
+    # NOTES' only training vocal note is acoustic
+    with pytest.raises(ValueError, match=r"\['vocal'\] have no training clip.*drop_untrained_classes=True"):
+        _data(nsynth, tmp_path, train_domains=["electronic", "synthetic"])
+    data = _data(nsynth, tmp_path, train_domains=["electronic", "synthetic"], drop_untrained_classes=True)
+    assert data.class_names == ["bass", "brass"]

@@ -19,9 +19,10 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
-from datasets.base import TEST, TRAIN, VALIDATION, Layout, Role, check_fraction, check_seed, seeded_order
+from datasets.base import TEST, TRAIN, VALIDATION, Layout, Role, check_fraction, check_seed
 from datasets.cache import Clip
 from datasets.metadata import LayoutError, read_tsv
+from datasets.subsets import seeded_order
 
 DATASET_FOLDER = "TAU-urban-acoustic-scenes-2020-mobile-development"
 META_COLUMNS = ("filename", "scene_label", "identifier", "source_label")

@@ -2,16 +2,21 @@
 
 The CSV has a header line and one row per file: `filename` (the path relative to the folder), `label`
 (the class), optionally `domain` (the recording condition whose accuracy is reported separately, e.g.
-device, site, speaker) and `split` (train, validation or test; eval means test). Columns are separated by
-commas or tabs, whichever the header line uses; column names are matched without regard to case, and
-other columns are ignored.
+device, site, speaker), `split` (train, validation or test; eval means test) and `fold` (an integer: the
+cross-validation fold, read only with basedataset.fold set). Columns are separated by commas or tabs,
+whichever the header line uses; column names are matched without regard to case, and other columns are
+ignored.
 
 Roles the CSV does not assign (all of validation and test without a split column, or one of them when no
 row names it) are held out of the training rows, each (label, domain) group on its own: the group's files
 are ranked by a seeded hash of their file name; the first round(n * test_fraction) are test, the next
 round(n * validation_fraction) validation (together at most n - 1, so every group keeps a training file),
 the rest train. The choice does not depend on the row order, and adding files moves few of the others.
-Every file listed is cached in one file; the roles select from it.
+
+With basedataset.fold=k (a CSV with a fold column and no split column), the roles come from the folds: test
+is fold k's rows, every domain; validation is held out of the other folds' rows by the same rule (test share
+0, validation_fraction of each (label, domain) group), and training is the rest of the other folds. Folds
+1..K then test every row once. Every file listed is cached in one file; the roles select from it.
 """
 
 from __future__ import annotations
@@ -23,16 +28,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from datasets.base import ROLES, TEST, TRAIN, VALIDATION, Layout, Role, check_fraction, check_seed, seeded_order
+from datasets.base import ROLES, TEST, TRAIN, VALIDATION, Layout, Role, check_fraction, check_seed
 from datasets.cache import Clip
 from datasets.metadata import LayoutError, Row, read_tsv
+from datasets.subsets import seeded_order
 from errors import ConfigurationError
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_CSV = "metadata.csv"
 REQUIRED_COLUMNS = ("filename", "label")
-OPTIONAL_COLUMNS = ("domain", "split")
+OPTIONAL_COLUMNS = ("domain", "split", "fold")
 SEPARATORS = "\t,"  # tab or comma, whichever the header line uses (tab when both)
 SPLIT_VALUES = {"train": TRAIN, "validation": VALIDATION, "test": TEST, "eval": TEST}  # lower-cased cell -> role
 CACHED_SPLIT = "all"  # the one cached split: every file of the CSV
@@ -41,7 +47,7 @@ NO_SUBDOMAIN = "-"  # this dataset has no secondary domain
 SHOWN = 5
 
 EXPECTED_CSV = """\
-    filename,label,domain,split          header line; domain and split are optional columns
+    filename,label,domain,split          header line; domain, split (and fold) are optional columns
     dogs/bark_001.wav,dog,phone,train    filename: path relative to base_dir
     dogs/bark_002.wav,dog,studio,test    split: train, validation, or test (eval means test)
     birds/blackbird_01.flac,bird,phone,validation
@@ -51,12 +57,14 @@ EXPECTED_CSV = """\
 @dataclass(frozen=True)
 class Listing:
     """The files a CSV lists, checked: clips in CSV order; roles: "train"/"validation"/"test" per clip, or
-    None when the CSV has no split column; has_domain: whether it has a domain column."""
+    None when the CSV has no split column; has_domain: whether it has a domain column; fold_cells: (line,
+    cell) of the fold column per clip, unchecked (see fold_roles), or None without a fold column."""
 
     csv_path: Path
     clips: list[Clip]
     roles: list[str] | None
     has_domain: bool
+    fold_cells: list[tuple[int, str]] | None = None
 
     @property
     def class_names(self) -> list[str]:
@@ -86,7 +94,7 @@ def read_listing(base_dir: Path, csv_file: str | None) -> Listing:
         )
     rows = _read_rows(path)
     columns = set(rows[0]) if rows else set()
-    has_domain, has_split = "domain" in columns, "split" in columns
+    has_domain, has_split, has_fold = "domain" in columns, "split" in columns, "fold" in columns
     clips, roles = [], []
     for row in rows:
         line = row.line
@@ -108,15 +116,44 @@ def read_listing(base_dir: Path, csv_file: str | None) -> Listing:
             f"{path}: no file has split 'train' ({len(roles)} rows); mark the files to train on 'train', or drop the "
             "split column to hold validation and test files out of all rows"
         )
-    return Listing(csv_path=path, clips=clips, roles=roles if has_split else None, has_domain=has_domain)
+    fold_cells = [(row.line, row["fold"]) for row in rows] if has_fold else None
+    return Listing(path, clips, roles if has_split else None, has_domain, fold_cells)
 
 
 def read_layout(
-    base_dir: Path, csv_file: str | None, validation_fraction: float, test_fraction: float, split_seed: int
+    base_dir: Path,
+    csv_file: str | None,
+    validation_fraction: float,
+    test_fraction: float,
+    split_seed: int,
+    fold: int | None = None,
 ) -> Layout:
-    """The folder's files and their roles, by the CSV's split column, the rest held out of the training rows."""
+    """The folder's files and their roles: by the folds with fold=k (see fold_roles), else by the CSV's split
+    column, the rest held out of the training rows."""
     check_split_settings(validation_fraction, test_fraction, split_seed)
+    check_fold(fold)
     listing = read_listing(base_dir, csv_file)
+    if fold is None:
+        assigned = split_roles(listing, validation_fraction, test_fraction, split_seed)
+    else:
+        assigned = fold_roles(listing, fold, validation_fraction, split_seed)
+    return Layout(
+        root=base_dir,
+        splits={CACHED_SPLIT: listing.clips},
+        roles={role: Role(CACHED_SPLIT, frozenset(clip.path for clip in assigned[role])) for role in ROLES},
+        class_names=listing.class_names,
+        domain_names=sorted({clip.domain for clip in listing.clips}),
+        subdomain_names=[NO_SUBDOMAIN],
+    )
+
+
+def split_roles(
+    listing: Listing, validation_fraction: float, test_fraction: float, split_seed: int
+) -> dict[str, list[Clip]]:
+    """{role: clips} by the CSV's split column; roles without rows held out of the training rows (stratified_split).
+    A fold column is not read."""
+    if listing.fold_cells is not None:
+        logger.info("%s: the fold column is not used (basedataset.fold=None)", listing.csv_path)
     roles = listing.roles or [TRAIN] * len(listing.clips)
     assigned = {role: [clip for clip, r in zip(listing.clips, roles, strict=True) if r == role] for role in ROLES}
     missing = [role for role in (TEST, VALIDATION) if not assigned[role]]
@@ -138,14 +175,7 @@ def read_layout(
         )
         source = "the CSV has no split column" if listing.roles is None else f"no row of the CSV is marked {missing}"
         logger.info("%s: %s, so %s are held out of its training rows", listing.csv_path, source, shares)
-    return Layout(
-        root=base_dir,
-        splits={CACHED_SPLIT: listing.clips},
-        roles={role: Role(CACHED_SPLIT, frozenset(clip.path for clip in assigned[role])) for role in ROLES},
-        class_names=listing.class_names,
-        domain_names=sorted({clip.domain for clip in listing.clips}),
-        subdomain_names=[NO_SUBDOMAIN],
-    )
+    return assigned
 
 
 def stratified_split(
@@ -170,6 +200,58 @@ def stratified_split(
         role_of.update({clip.path: VALIDATION for clip in ranked[n_test : n_test + n_validation]})
     held_out = {role: [clip for clip in clips if role_of.get(clip.path) == role] for role in (VALIDATION, TEST)}
     return [clip for clip in clips if clip.path not in role_of], held_out
+
+
+def fold_roles(listing: Listing, fold: int, validation_fraction: float, split_seed: int) -> dict[str, list[Clip]]:
+    """{role: clips} with fold k tested on: test is fold k's rows; validation is held out of the other folds' rows
+    (stratified_split with test share 0: validation_fraction of each (label, domain) group, split_seed), training
+    is the rest of them. Refuses a CSV without a fold column or with a split column, a fold not in the column,
+    and a fold cell that is not an integer."""
+    path = listing.csv_path
+    if listing.fold_cells is None:
+        raise ConfigurationError(
+            f"basedataset.fold={fold}: {path} has no fold column; add one (an integer fold per row, e.g. 1 to 5) to "
+            "test on one fold and train and validate on the others, or set basedataset.fold=None"
+        )
+    if listing.roles is not None:
+        raise ConfigurationError(
+            f"basedataset.fold={fold}: {path} has both a split and a fold column, and which rows may be trained on "
+            "would be ambiguous; set basedataset.fold=None to use the split column, or use a CSV without the split "
+            "column (basedataset.csv=...) for the folds"
+        )
+    folds = [_fold_number(path, line, cell) for line, cell in listing.fold_cells]
+    present = sorted(set(folds))
+    if fold not in present:
+        raise ConfigurationError(f"basedataset.fold={fold}: {path} has no row of that fold; its folds are {present}")
+    others = [clip for clip, number in zip(listing.clips, folds, strict=True) if number != fold]
+    if not others:
+        raise ConfigurationError(
+            f"basedataset.fold={fold}: every row of {path} is in fold {fold}, which leaves nothing to train on; "
+            "give the rows several folds"
+        )
+    train, held_out = stratified_split(others, validation_fraction, 0.0, split_seed)
+    if not held_out[VALIDATION]:
+        raise LayoutError(
+            f"validation_fraction={validation_fraction} of the {len(others)} files outside fold {fold} of {path} "
+            "leaves no file for validation (each label and domain keeps at least one training file); raise "
+            "basedataset.validation_fraction"
+        )
+    test = [clip for clip, number in zip(listing.clips, folds, strict=True) if number == fold]
+    logger.info(
+        "%s: fold %d of %s tested on (%d files); %d files of the other folds validated on (validation_fraction=%s, "
+        "split_seed=%d), %d trained on", path, fold, present, len(test), len(held_out[VALIDATION]),
+        validation_fraction, split_seed, len(train)
+    )
+    return {TRAIN: train, VALIDATION: held_out[VALIDATION], TEST: test}
+
+
+def check_fold(fold: int | None) -> None:
+    """Raise ConfigurationError unless fold is None or an integer."""
+    if fold is not None and (isinstance(fold, bool) or not isinstance(fold, int)):
+        raise ConfigurationError(
+            f"basedataset.fold={fold!r}: expected the number of the fold to test on, as in the CSV's fold column "
+            "(e.g. 1), or None to take the roles from the split column"
+        )
 
 
 def check_split_settings(validation_fraction: float, test_fraction: float, split_seed: int) -> None:
@@ -198,6 +280,15 @@ def _read_rows(path: Path) -> list[Row]:
         raise LayoutError(
             f"{error} Expected the header {','.join(REQUIRED_COLUMNS)}[,{','.join(OPTIONAL_COLUMNS)}], as in:\n"
             f"{EXPECTED_CSV}"
+        ) from None
+
+
+def _fold_number(path: Path, line: int, cell: str) -> int:
+    try:
+        return int(cell)
+    except ValueError:
+        raise LayoutError(
+            f"{path} line {line}: fold {cell!r} is not an integer; give every row its fold number (e.g. 1 to 5)"
         ) from None
 
 
