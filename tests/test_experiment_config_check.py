@@ -6,6 +6,7 @@ import pytest
 
 from datasets import dcase20, nsynth
 from errors import ConfigurationError, UserError
+from helpers.augment.registry import config_defaults
 from helpers.experiment.config_check import Section, check_keys, check_values, closest, keywords_of
 from helpers.training.fit import model_spec
 
@@ -91,10 +92,9 @@ def valid_values():
                    "mel": mel},
         "basedataset": {"sample_rate": 32000, "clip_length": 1.0, "base_dir": None},
         "schedule_mode": "exp_lin", "warm_up_len": 1, "ramp_down_start": 2, "ramp_down_len": 2, "last_lr_value": 0.1,
-        "freq_mixstyle_p": 0.0, "freq_mixstyle_alpha": 0.3, "model_selection": "validation",
-        "dir_p": 0.0, "dir_folder": None, "dir_domains": None,
-        "specaugment_p": 1.0, "specaugment_freqm": 48, "specaugment_timem": 80,
-        "mixup_p": 1.0, "mixup_alpha": 0.3, "use_mixup": None,
+        "model_selection": "validation",
+        **config_defaults(),  # every DG method's keys (helpers.augment.registry)
+        "mixup_p": 1.0,
     }
 
 

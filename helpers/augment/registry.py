@@ -19,6 +19,7 @@ from typing import Any
 from torch import nn
 
 from errors import ConfigurationError, UserError
+from helpers.augment.dann import DomainAdversarial
 from helpers.augment.device_impulse_responses import DeviceImpulseResponses
 from helpers.augment.freq_mixstyle import FreqMixStyle
 from helpers.augment.method import Method, Place, RunContext
@@ -47,6 +48,7 @@ METHODS = registered(
     FreqMixStyle,
     Mixup,
     DeviceImpulseResponses,
+    DomainAdversarial,
 )
 
 
