@@ -78,8 +78,9 @@ def outcome_text(study: Study, plan: Sequence[tuple[Run, RunState]], outcomes: S
 
 def _plan_text(study: Study, plan: Sequence[tuple[Run, RunState]], verbose: bool = False) -> str:
     states = Counter(state.status.value for _, state in plan)
-    lines = [f"study {study.name} ({study.experiment.name}, {len(study.variants)} variants x {len(study.seeds)} seeds) "
-             f"in {study.folder}: {_counts(states)}"]
+    protocol = "" if study.protocol is None else f" x {len(study.protocol.values)} {study.protocol.kind.column}s"
+    lines = [f"study {study.name} ({study.experiment.name}, {len(study.variants)} variants{protocol} x "
+             f"{len(study.seeds)} seeds) in {study.folder}: {_counts(states)}"]
     for run, state in plan:
         if state.status is Status.RUNNING:
             lines.append(f"  {run.name}: running ({state.detail}); left alone")
