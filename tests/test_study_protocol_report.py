@@ -12,7 +12,7 @@ from fake_study_experiment import TEST_DOMAINS, write_outputs
 from test_study_table import section, table_row
 
 from helpers.results.run_files import ResultsError, read_metrics
-from helpers.study.spec import load_study
+from helpers.study.spec import StudyError, load_study
 from helpers.study.table import CSV_COLUMNS, build_report, markdown, write_report
 
 FAKE = "fake_study_experiment.py"
@@ -99,6 +99,13 @@ def test_leave_one_domain_out_gives_each_held_out_accuracy_and_their_mean(lodo):
     held_out_b = [row for row in rows if row["table"] == "accuracy" and row["variant"] == "other"
                   and row["held_out_domain"] == "b" and row["figure"] == "held out"]
     assert float(held_out_b[0]["mean"]) == pytest.approx(0.9)
+
+
+def test_a_held_out_domain_without_test_examples_is_refused(tmp_path):
+    study = make_study(tmp_path, 'held_out_domains = ["z"]\ntraining_domains = ["a", "z"]\n')
+    completed_run(study, "baseline", 1, levels(0.5), study.protocol.values[0], seen=["a"])
+    with pytest.raises(StudyError, match="held-out domain 'z' has no test examples"):
+        build_report(study, resamples=500)
 
 
 def test_the_mean_s_interval_resamples_seeds_and_examples_of_each_held_out_domain(lodo):

@@ -119,7 +119,8 @@ def test_the_shipped_protocol_studies_parse_and_list_their_runs(tmp_path, capsys
     shown = capsys.readouterr().out
     assert shown.count("missing; start") == len(study.variants) * len(study.seeds) * values
     if name == "nsynth_lodo_demo":
-        assert 'per_row_1 basedataset.train_domains=["electronic","synthetic"] seed=2' in shown
+        # quoted as a shell takes it
+        assert "per_row_1 'basedataset.train_domains=[\"electronic\",\"synthetic\"]' seed=2" in shown
         assert "per_row_1/held_out_acoustic/seed_2: missing; start" in shown
     assert not (tmp_path / name).exists()
 

@@ -9,6 +9,7 @@ that fail are reported with their logs' last lines and the study goes on; the ne
 from __future__ import annotations
 
 import logging
+import shlex
 from collections import Counter
 from collections.abc import Sequence
 
@@ -90,7 +91,7 @@ def _plan_text(study: Study, plan: Sequence[tuple[Run, RunState]], verbose: bool
             lines.append(f"  {run.name}: {state.status.value}; {action}"
                          + (f" ({state.detail})" if state.detail and state.status is not Status.COMPLETED else ""))
             if verbose and state.status is not Status.COMPLETED:
-                lines.append(f"      {' '.join(run.resumed_command(state.resume_from))}")
+                lines.append(f"      {shlex.join(run.resumed_command(state.resume_from))}")  # as a shell takes it
     return "\n".join(lines)
 
 

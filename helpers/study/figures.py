@@ -172,6 +172,10 @@ def build_panel(study: Study, value: ProtocolValue | None, completed: dict[tuple
               unseen: [name for name in results.domain_names if name not in results.seen_domains]}
     held_out = value is not None and value.kind.key == "held_out_domains"
     if held_out:
+        if value.value not in set(results.domains):
+            raise StudyError(f"held-out domain {value.value!r} has no test examples in {results.folder}; its test "
+                             f"domains are {sorted(set(results.domains))}. Name the dataset's domains in "
+                             f"held_out_domains and training_domains.")
         groups[HELD_OUT] = [value.value]
     layout = Layout.from_names(results.domains, groups)
     monitor = (f"test/domain/{value.value}" if held_out else "test/acc_unseen" if unseen in layout.groups
