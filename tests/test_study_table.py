@@ -144,6 +144,7 @@ def test_a_test_selected_run_labels_the_whole_report_oracle(tmp_path):
     for title in ("Test accuracy per variant", "Difference to the baseline (baseline)", "Test accuracy per device"):
         assert f"## {title} ({ORACLE_LABEL})" in text
     assert "model_selection=oracle): other/seed_2" in text
+    assert table_row(section(text, "Selection rules"), "other")[1] == ORACLE_LABEL  # not "validation"
     rows = list(csv.DictReader(open(write_report(report)[1])))
     assert {row["model_selection"] for row in rows} == {"oracle"}
 

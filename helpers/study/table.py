@@ -182,6 +182,8 @@ def _panel_sections(report: Report, panel: Panel, label: str) -> list[str]:
     rows = []
     for summary in panel.variants:
         for rule, name in RULES.items():
+            if rule == "validation" and report.oracle_runs:  # the runs' own selection was on the test split
+                name = ORACLE_LABEL
             figures = summary.figures if rule == "validation" else summary.rules.get(rule, {})
             seeds = len(summary.seeds) if rule == "validation" else len(next(iter(figures.values()), ()))
             rows.append([summary.name, name, str(seeds), *[_mean_sd(figures.get(figure))
