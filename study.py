@@ -28,7 +28,8 @@ from helpers.study.table import RESAMPLES  # noqa: E402
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="study.py", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    run = commands.add_parser("run", help="run every (variant, seed) not completed yet; interrupted ones continue")
+    run = commands.add_parser("run", help="run every (variant[, protocol value], seed) not completed yet; interrupted "
+                                          "ones continue")
     report = commands.add_parser("report", help="one table over seeds, differences to the baseline with intervals")
     for command in (run, report):
         command.add_argument("study", help="the study file (TOML)")

@@ -69,7 +69,9 @@ def test_mean_and_spread_over_seeds_and_the_difference_to_the_baseline(tmp_path)
     assert table_row(domains, "weighted")[1:] == ["0.500 ± 0.000", "1.000 ± 0.000", "0.500 ± 0.000",
                                                   "0.250 ± 0.000", "0.500 ± 0.000"]
     assert "each device weighs the same" in text
-    assert "validation split" in text and "oracle" not in text
+    assert "validation split" in text
+    ranked = text.split("## Selection rules", 1)[0]  # the oracle is only a rule beside the others, labelled so
+    assert "oracle" not in ranked and "test-domain oracle (optimistic)" in section(text, "Selection rules")
 
 
 def test_an_interval_containing_zero_is_no_clear_difference(tmp_path):
@@ -142,6 +144,7 @@ def test_a_test_selected_run_labels_the_whole_report_oracle(tmp_path):
     for title in ("Test accuracy per variant", "Difference to the baseline (baseline)", "Test accuracy per device"):
         assert f"## {title} ({ORACLE_LABEL})" in text
     assert "model_selection=oracle): other/seed_2" in text
+    assert table_row(section(text, "Selection rules"), "other")[1] == ORACLE_LABEL  # not "validation"
     rows = list(csv.DictReader(open(write_report(report)[1])))
     assert {row["model_selection"] for row in rows} == {"oracle"}
 

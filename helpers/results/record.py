@@ -18,8 +18,7 @@ from pytorch_lightning.loggers import Logger
 from pytorch_lightning.utilities import rank_zero_only
 
 from helpers.files import atomic_write
-
-METRICS_FILE = "metrics.json"  # the name and layout of Sacred's FileStorageObserver
+from helpers.results.run_files import METRICS as METRICS_FILE  # the name and layout of Sacred's FileStorageObserver
 
 
 class RunRecord:

@@ -10,6 +10,9 @@
                            "net_swa": {...}}, "validation": {...}}
     test_predictions.csv   one row per test example: file_name, label, domain, net_selected, net_last
                            (+ net_swa_selected, net_swa_last with SWA); class and domain names
+    metrics.json           every figure logged per epoch (written by Sacred's FileStorageObserver, or
+                           helpers.results.record for the Python API): {name: {"steps": [epochs], "values": [...]}},
+                           e.g. val/acc, test/acc, test/acc_unseen, test/domain/<name>; one per attempt
 
 "selected" is the epoch model_selection chose (the key stays "selected" with "oracle", which
 model_selection names). With a continued training, the run folder of the newest attempt holds both end
@@ -35,7 +38,9 @@ from helpers.results.selection import MODEL_SELECTIONS, ModelSelection
 SPLITS = "splits.json"
 RESULTS = "results.json"
 PREDICTIONS = "test_predictions.csv"
+METRICS = "metrics.json"
 PREDICTION_COLUMN = "net_selected"  # what a comparison of runs scores: the plain network at the selected epoch
+LAST_COLUMN = "net_last"  # the plain network at the last epoch
 RESULT_KEYS = ("model_selection", "selected_epoch", "domain_kind", "group_names", "class_names", "domain_names",
                "seen_domains")
 ROLE_NAMES = {"val": "validation", "test": "test"}  # helpers.results.selection's roles as the files name them
@@ -90,7 +95,8 @@ class RunResults:
     """A completed run's test predictions (at the selected epoch) and what they are measured against.
 
     files: test example names, in the file's order; domains: domain name per example; correct: whether
-    net_selected equals the label; group_names: how to call seen and unseen domains (e.g. seen devices)."""
+    net_selected equals the label; correct_last: whether net_last does (None without that column);
+    group_names: how to call seen and unseen domains (e.g. seen devices)."""
 
     folder: Path
     model_selection: str
@@ -102,6 +108,7 @@ class RunResults:
     files: np.ndarray
     domains: np.ndarray
     correct: np.ndarray
+    correct_last: np.ndarray | None = None
 
 
 def has_results(run_dir: Path) -> bool:
@@ -131,14 +138,40 @@ def read_results(run_dir: Path) -> RunResults:
     seen = tuple(results["seen_domains"])
     if not set(seen) <= set(domain_names):
         raise ResultsError(f"{path}: seen_domains {list(seen)} are not all among domain_names {list(domain_names)}.")
-    files, labels, domains, predictions = _read_predictions(run_dir / PREDICTIONS)
+    files, labels, domains, predictions, last = _read_predictions(run_dir / PREDICTIONS)
     unknown = sorted(set(domains) - set(domain_names))
     if unknown:
         raise ResultsError(f"{run_dir / PREDICTIONS}: domains {unknown} are not among domain_names in {path}.")
     return RunResults(folder=run_dir, model_selection=results["model_selection"],
                       selected_epoch=int(results["selected_epoch"]), domain_kind=str(results["domain_kind"]),
                       group_names=group_names, domain_names=domain_names, seen_domains=seen,
-                      files=files, domains=domains, correct=predictions == labels)
+                      files=files, domains=domains, correct=predictions == labels,
+                      correct_last=None if last is None else last == labels)
+
+
+def read_metrics(run_dirs: Sequence[Path]) -> dict[str, dict[int, float]]:
+    """Every figure per epoch of a training made of the attempts ``run_dirs`` (oldest first; a continued training
+    repeats epochs, the newest attempt's value wins): name -> {epoch: value}. Attempts without metrics.json add
+    nothing; ResultsError for one that is not in the format."""
+    figures: dict[str, dict[int, float]] = {}
+    for run_dir in run_dirs:
+        path = Path(run_dir) / METRICS
+        try:
+            metrics = json.loads(path.read_text())
+        except FileNotFoundError:
+            continue
+        except json.JSONDecodeError as error:
+            raise ResultsError(f"{path} is not valid JSON: {error}") from None
+        if not isinstance(metrics, dict):
+            raise ResultsError(f"{path}: expected {{name: {{\"steps\": [...], \"values\": [...]}}}}.")
+        for name, series in metrics.items():
+            try:
+                pairs = zip(series["steps"], series["values"], strict=True)
+                figures.setdefault(name, {}).update((int(step), float(value)) for step, value in pairs)
+            except (KeyError, TypeError, ValueError):
+                raise ResultsError(f"{path}: {name} is not {{\"steps\": [epochs], \"values\": [numbers]}} of "
+                                   f"equal length.") from None
+    return figures
 
 
 def _predictions_csv(columns: Mapping[str, Evaluation], test_files: Sequence[str]) -> str:
@@ -154,17 +187,20 @@ def _predictions_csv(columns: Mapping[str, Evaluation], test_files: Sequence[str
     return text.getvalue()
 
 
-def _read_predictions(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _read_predictions(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
     try:
         with open(path, newline="") as stream:
             reader = csv.DictReader(stream)
             columns = ("file_name", "label", "domain", PREDICTION_COLUMN)
             if reader.fieldnames is None or not set(columns) <= set(reader.fieldnames):
                 raise ResultsError(f"{path} has the columns {reader.fieldnames}; expected at least {list(columns)}.")
+            if LAST_COLUMN in reader.fieldnames:
+                columns += (LAST_COLUMN,)
             rows = [[row[column] for column in columns] for row in reader]
     except FileNotFoundError:
         raise ResultsError(f"{path} does not exist: the experiment did not write its test predictions.") from None
     if not rows:
         raise ResultsError(f"{path} has no test examples.")
     table = np.array(rows, dtype=object)
-    return tuple(table[:, column].astype(str) for column in range(4))
+    last = table[:, 4].astype(str) if len(columns) == 5 else None
+    return (*(table[:, column].astype(str) for column in range(4)), last)

@@ -9,6 +9,7 @@ that fail are reported with their logs' last lines and the study goes on; the ne
 from __future__ import annotations
 
 import logging
+import shlex
 from collections import Counter
 from collections.abc import Sequence
 
@@ -78,8 +79,9 @@ def outcome_text(study: Study, plan: Sequence[tuple[Run, RunState]], outcomes: S
 
 def _plan_text(study: Study, plan: Sequence[tuple[Run, RunState]], verbose: bool = False) -> str:
     states = Counter(state.status.value for _, state in plan)
-    lines = [f"study {study.name} ({study.experiment.name}, {len(study.variants)} variants x {len(study.seeds)} seeds) "
-             f"in {study.folder}: {_counts(states)}"]
+    protocol = "" if study.protocol is None else f" x {len(study.protocol.values)} {study.protocol.kind.column}s"
+    lines = [f"study {study.name} ({study.experiment.name}, {len(study.variants)} variants{protocol} x "
+             f"{len(study.seeds)} seeds) in {study.folder}: {_counts(states)}"]
     for run, state in plan:
         if state.status is Status.RUNNING:
             lines.append(f"  {run.name}: running ({state.detail}); left alone")
@@ -89,7 +91,7 @@ def _plan_text(study: Study, plan: Sequence[tuple[Run, RunState]], verbose: bool
             lines.append(f"  {run.name}: {state.status.value}; {action}"
                          + (f" ({state.detail})" if state.detail and state.status is not Status.COMPLETED else ""))
             if verbose and state.status is not Status.COMPLETED:
-                lines.append(f"      {' '.join(run.resumed_command(state.resume_from))}")
+                lines.append(f"      {shlex.join(run.resumed_command(state.resume_from))}")  # as a shell takes it
     return "\n".join(lines)
 
 

@@ -49,18 +49,13 @@ class Outcome:
     action: "skipped", "started" or "continued"; log: the launch's console log, log_tail: its last lines.
     """
 
-    variant: str
-    seed: int
+    name: str  # the run's: <variant>[/<protocol value>]/seed_<s>
     status: Status
     action: str
     detail: str = ""
     log: Path | None = None
     log_tail: tuple[str, ...] = field(default=())
     seconds: float = 0.0
-
-    @property
-    def name(self) -> str:
-        return f"{self.variant}/seed_{self.seed}"
 
 
 class ExperimentProcess:
@@ -109,13 +104,13 @@ def launch(run: Run, launcher: str, env: Mapping[str, str] | None = None, proces
     process = process or ExperimentProcess()
     lock = acquire_run_lock(run, lock_wait_s)
     if lock is None:
-        return Outcome(run.variant, run.seed, Status.RUNNING, "skipped", "another launch holds the run's lock")
+        return Outcome(run.name, Status.RUNNING, "skipped", "another launch holds the run's lock")
     try:
         if process.stop_requested:
-            return Outcome(run.variant, run.seed, Status.INTERRUPTED, "skipped", "the study was stopped before it")
+            return Outcome(run.name, Status.INTERRUPTED, "skipped", "the study was stopped before it")
         state = run_state(run, lock_held=True)
         if state.status is Status.COMPLETED:
-            return Outcome(run.variant, run.seed, Status.COMPLETED, "skipped", state.detail)
+            return Outcome(run.name, Status.COMPLETED, "skipped", state.detail)
         return _execute(run, state.resume_from, launcher, env or {}, process, lock, ignore_signals)
     finally:
         os.close(lock)
@@ -158,7 +153,7 @@ def _execute(run: Run, resume_from: Path | None, launcher: str, env: Mapping[str
         seconds = time.monotonic() - start
         update_launch(run, record, ended=now(), exit_status=exit_status, outcome=status.value, detail=detail)
     logger.info("%s %s (%s)%s", run.name, status.value, _duration(seconds), f": {detail}" if detail else "")
-    return Outcome(run.variant, run.seed, status, action, detail, log_path, tuple(log_tail(log_path)), seconds)
+    return Outcome(run.name, status, action, detail, log_path, tuple(log_tail(log_path)), seconds)
 
 
 def _classify(run: Run, exit_status: int | None, stopped: bool, before: set[Path]) -> tuple[Status, str]:

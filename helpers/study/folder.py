@@ -4,6 +4,7 @@
     <folder>/study.json                      the resolved study: experiment, seeds, variants, each run's command
     <folder>/.study.lock                     held (fcntl.lockf) by the `study run` working on the folder; its PID
     <folder>/runs/<variant>/seed_<s>/        a run: the FileStorageObserver's base folder
+                                             (runs/<variant>/<protocol value>/seed_<s>/ with a [protocol])
         1/, 2/, ...                          Sacred's run folders, one per attempt (a continued training is a new one)
         logs/launch_<k>.log                  the console output of the k-th launch, also when Sacred made no folder
         launches.json                        every launch: command, times, host, PIDs, exit status, outcome
@@ -250,9 +251,9 @@ def record_study(study: Study) -> None:
     made already would now be another training (another experiment, a changed variant or ``with``)."""
     folder = study.folder
     recorded = read_recorded_study(folder)
-    before = {(entry["variant"], entry["seed"]): entry["command"] for entry in recorded.get("runs", [])}
+    before = {_key(entry): entry["command"] for entry in recorded.get("runs", [])}
     for run in study.runs():
-        old = before.get((run.variant, run.seed))
+        old = before.get((run.variant, run.label, run.seed))
         if (old is not None and _what_runs(old) != _what_runs(run.command)
                 and (attempts(run.base) or read_launches(run.base))):
             raise StudyError(
@@ -272,13 +273,15 @@ def record_study(study: Study) -> None:
         "variants": {name: list(settings) for name, settings in study.variants.items()},
         "baseline": study.baseline,
         "slurm": study.slurm,
-        "runs": [{"variant": run.variant, "seed": run.seed, "folder": str(run.base), "command": list(run.command)}
-                 for run in study.runs()],
+        "protocol": None if study.protocol is None else {
+            "key": study.protocol.kind.key, "values": [value.value for value in study.protocol.values],
+            "training_domains": list(study.protocol.training_domains)},
+        "runs": [{"variant": run.variant, **({"protocol": run.label} if run.label else {}), "seed": run.seed,
+                  "folder": str(run.base), "command": list(run.command)} for run in study.runs()],
     }
-    # Runs of earlier versions of the file (a variant or seed dropped since) stay recorded.
-    current = {(run.variant, run.seed) for run in study.runs()}
-    resolved["runs"] += [entry for entry in recorded.get("runs", [])
-                         if (entry["variant"], entry["seed"]) not in current]
+    # Runs of earlier versions of the file (a variant, protocol value or seed dropped since) stay recorded.
+    current = {(run.variant, run.label, run.seed) for run in study.runs()}
+    resolved["runs"] += [entry for entry in recorded.get("runs", []) if _key(entry) not in current]
     atomic_write(folder / "study.toml", lambda stream: stream.write(study.source.encode()))
     atomic_write(folder / "study.json", lambda stream: stream.write(json.dumps(resolved, indent=2).encode()))
 
@@ -291,6 +294,11 @@ def read_recorded_study(folder: Path) -> dict[str, Any]:
         return json.loads(path.read_text())
     except json.JSONDecodeError as error:
         raise StudyError(f"{path} is not valid JSON ({error}); delete it, `study run` writes it anew.") from None
+
+
+def _key(entry: Mapping[str, Any]) -> tuple[str, str | None, int]:
+    """A recorded run's (variant, protocol value's folder name or None, seed)."""
+    return entry["variant"], entry.get("protocol"), entry["seed"]
 
 
 def _what_runs(command) -> tuple[str, list[str]]:

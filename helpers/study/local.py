@@ -82,7 +82,7 @@ def run_local(runs: Sequence[Run], environments: Sequence[Mapping[str, str]] = (
             return launch(run, "local", environment, processes[run.name])
         except Exception as error:  # a broken run folder must not stop the other runs
             logger.exception("%s: the launcher failed", run.name)
-            return Outcome(run.variant, run.seed, Status.FAILED, "skipped", f"launcher error: {error}")
+            return Outcome(run.name, Status.FAILED, "skipped", f"launcher error: {error}")
         finally:
             slots.put(environment)
 

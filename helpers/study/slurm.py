@@ -145,6 +145,6 @@ def _outcome(job, run: Run) -> Outcome:
     except Exception as error:  # submitit raises the task's error (or UncompletedJobError) here
         message = str(error).strip().splitlines()
         stderr = job.paths.stderr
-        return Outcome(run.variant, run.seed, Status.FAILED, "started",
+        return Outcome(run.name, Status.FAILED, "started",
                        f"job {job.job_id}: {message[-1] if message else type(error).__name__}",
                        stderr if stderr.exists() else None, tuple(log_tail(stderr)))

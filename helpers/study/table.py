@@ -4,93 +4,81 @@ For each variant: mean and standard deviation over its completed seeds of the ov
 test accuracy (and per domain), at the epoch chosen by the runs' model selection; for each variant but
 the baseline: the mean difference to the baseline over paired seeds with a paired bootstrap interval
 (:mod:`helpers.study.bootstrap`). An interval containing 0 is "no clear difference". Runs that are
-missing, running, interrupted or failed are listed and left out of every figure.
+missing, running, interrupted or failed are listed and left out of every figure. Beside the runs' own
+selection, the same figures at the last epoch and at the test-domain oracle's epoch (optimistic), as
+:mod:`helpers.study.figures` describes.
+
+With a [protocol] these tables come once per protocol value, after the protocol's own: leave-one-domain-out's
+held-out accuracy per held-out domain and their mean, the folds' mean, or accuracy against the training
+fraction.
 
 Written to the console and the study folder as report.md, report.csv (one row per figure) and report.png
-(unseen accuracy per variant and its difference to the baseline, with intervals).
+(:mod:`helpers.study.plots`).
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 from helpers.files import atomic_write
-from helpers.results.run_files import ResultsError, RunResults, has_results, read_results
-from helpers.study.bootstrap import OVERALL, Layout, interval, paired_differences, replicated_means
-from helpers.study.folder import RunState, Status, run_state
-from helpers.study.spec import Study, StudyError
+from helpers.study.bootstrap import OVERALL, Layout
+from helpers.study.figures import (
+    BOOTSTRAP_SEED,
+    HELD_OUT,
+    NO_CLEAR_DIFFERENCE,
+    OTHER_RULES,
+    RULES,
+    Comparison,
+    Incomplete,
+    Panel,
+    PooledVariant,
+    VariantSummary,
+    build_panel,
+    collect,
+    pool,
+    pooled_figures,
+)
+from helpers.study.plots import plot_report
+from helpers.study.spec import PROTOCOLS, Study, StudyError
 
 RESAMPLES = 4000
-BOOTSTRAP_SEED = 20230710  # fixed: the same runs give the same report
 ORACLE_LABEL = "oracle (selected on the test split; optimistic)"
-NO_CLEAR_DIFFERENCE = "no clear difference"
-CSV_COLUMNS = ("table", "variant", "figure", "seeds", "examples", "mean", "sd", "difference", "ci_low", "ci_high",
-               "verdict", "model_selection", "note")
-
-
-@dataclass(frozen=True)
-class Incomplete:
-    """A run left out of the figures: its state (missing, running, interrupted, failed, or completed without
-    readable results) and why."""
-
-    variant: str
-    seed: int
-    status: str
-    detail: str
-    log: Path | None = None
-    log_tail: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class Comparison:
-    """A variant against the baseline for one figure: mean paired difference and its bootstrap interval."""
-
-    difference: float
-    low: float
-    high: float
-
-    @property
-    def verdict(self) -> str:
-        if self.low > 0:
-            return "better"
-        if self.high < 0:
-            return "worse"
-        return NO_CLEAR_DIFFERENCE
-
-
-@dataclass
-class VariantSummary:
-    """One variant's completed seeds, their figures (figure -> value per seed) and its comparison."""
-
-    name: str
-    seeds: list[int]
-    figures: dict[str, np.ndarray] = field(default_factory=dict)
-    per_domain: np.ndarray | None = None  # (seeds, domains)
-    replicates: dict[str, np.ndarray] = field(default_factory=dict)  # bootstrap of the mean, for the plot
-    paired_seeds: list[int] = field(default_factory=list)
-    comparisons: dict[str, Comparison] = field(default_factory=dict)
+RULE_COLUMNS = {"last": "mean_last_epoch", "oracle": "mean_test_oracle_optimistic"}  # report.csv, per rule
+PROTOCOL_COLUMNS = tuple(kind.column for kind in PROTOCOLS.values())
+CSV_COLUMNS = ("table", "variant", *PROTOCOL_COLUMNS, "figure", "seeds", "examples", "mean", "sd", "difference",
+               "ci_low", "ci_high", "verdict", "model_selection", *RULE_COLUMNS.values(), "note")
 
 
 @dataclass
 class Report:
+    """panels: one per protocol value (one for a study without a protocol); pooled: figure -> variant -> its
+    mean over the protocol's values (leave-one-domain-out, folds)."""
+
     study: Study
-    variants: list[VariantSummary]
+    panels: list[Panel]
+    pooled: dict[str, dict[str, PooledVariant]]
     incomplete: list[Incomplete]
-    layout: Layout | None
-    group_names: tuple[str, str]
-    domain_kind: str
-    seen_domains: tuple[str, ...]
-    selection: str  # "validation" or ORACLE_LABEL
+    selection: str  # "validation" or "oracle": the runs' own model selection
     oracle_runs: list[str]
     resamples: int
+
+    @property
+    def variants(self) -> list[VariantSummary]:
+        """The first panel's variants (the only panel of a study without a protocol)."""
+        return self.panels[0].variants
+
+    @property
+    def layout(self) -> Layout | None:
+        return self.panels[0].layout
+
+    @property
+    def has_results(self) -> bool:
+        return any(panel.layout is not None for panel in self.panels)
 
     @property
     def selection_text(self) -> str:
@@ -104,95 +92,44 @@ def build_report(study: Study, resamples: int = RESAMPLES) -> Report:
     if resamples < 100:
         raise StudyError(f"--resamples {resamples}: a 95 % interval needs at least 100 replicates (a few thousand "
                          f"give stable bounds).")
-    completed, incomplete = _collect(study)
-    reference = next(iter(completed.values()), None)
-    layout = None
-    if reference is not None:
-        _check_same_test_set(completed, reference)
-        seen, unseen = reference.group_names
-        layout = Layout.from_names(reference.domains, {
-            seen: [name for name in reference.domain_names if name in reference.seen_domains],
-            unseen: [name for name in reference.domain_names if name not in reference.seen_domains]})
-    variants = []
-    for name in study.variants:
-        seeds = [seed for seed in study.seeds if (name, seed) in completed]
-        summary = VariantSummary(name, seeds)
-        if seeds and layout is not None:
-            correct = _correct(completed, name, seeds)
-            summary.per_domain = layout.per_domain(correct)
-            summary.figures = layout.figures(summary.per_domain)
-            summary.replicates = replicated_means(correct, layout, resamples, _rng(name, "mean"))
-        variants.append(summary)
-    baseline = next(summary for summary in variants if summary.name == study.baseline)
-    for summary in variants:
-        if summary.name == study.baseline or layout is None:
-            continue
-        summary.paired_seeds = [seed for seed in summary.seeds if seed in baseline.seeds]
-        if summary.paired_seeds:
-            replicates = paired_differences(_correct(completed, summary.name, summary.paired_seeds),
-                                            _correct(completed, study.baseline, summary.paired_seeds),
-                                            layout, resamples, _rng(summary.name, "paired"))
-            for figure, values in replicates.items():
-                pairs = [summary.seeds.index(seed) for seed in summary.paired_seeds]
-                base = [baseline.seeds.index(seed) for seed in summary.paired_seeds]
-                difference = float(np.mean(summary.figures[figure][pairs] - baseline.figures[figure][base]))
-                summary.comparisons[figure] = Comparison(difference, *interval(values))
-    oracle = [f"{variant}/seed_{seed}" for (variant, seed), result in completed.items()
-              if result.model_selection == "oracle"]
-    return Report(study, variants, incomplete, layout,
-                  reference.group_names if reference else ("seen", "unseen"),
-                  reference.domain_kind if reference else "domain",
-                  reference.seen_domains if reference else (),
-                  "oracle" if oracle else "validation", oracle, resamples)
+    completed, incomplete = collect(study)
+    panels = [build_panel(study, value, completed, resamples) for value in study.protocol_values]
+    pooled = {figure: pool(panels, figure, study.baseline) for figure in pooled_figures(panels)}
+    oracle = [_run_name(variant, label, seed) for (variant, label, seed), run in completed.items()
+              if run.results.model_selection == "oracle"]
+    return Report(study, panels, pooled, incomplete, "oracle" if oracle else "validation", oracle, resamples)
 
 
 def markdown(report: Report) -> str:
     """The report as Markdown (see the module's docstring)."""
-    study, layout = report.study, report.layout
+    study = report.study
     label = f" ({ORACLE_LABEL})" if report.oracle_runs else ""
-    n_runs = len(study.seeds) * len(study.variants)
+    n_values = len(study.protocol_values)
+    n_runs = len(study.seeds) * len(study.variants) * n_values
+    grid = (f"{len(study.variants)} variants x {len(study.seeds)} seeds" if study.protocol is None else
+            f"{len(study.variants)} variants x {n_values} {study.protocol.kind.column}s x {len(study.seeds)} seeds")
     lines = [f"# Study {study.name}{label}", "",
-             f"{study.experiment.name}, test split, {report.selection_text}. {n_runs} runs "
-             f"({len(study.variants)} variants x {len(study.seeds)} seeds): {n_runs - len(report.incomplete)} "
-             f"complete, {len(report.incomplete)} incomplete. Study folder: {study.folder}."]
+             f"{study.experiment.name}, test split, {report.selection_text}. {n_runs} runs ({grid}): "
+             f"{n_runs - len(report.incomplete)} complete, {len(report.incomplete)} incomplete. Study folder: "
+             f"{study.folder}."]
     if report.oracle_runs:
         lines += ["", f"Selected on the test split (model_selection=oracle): {', '.join(report.oracle_runs)}. "
                       f"Every figure below is optimistic."]
-    if layout is None:
+    if not report.has_results:
         lines += ["", "No completed run with results yet."]
     else:
-        lines += ["", *_layout_text(report)]
-        lines += ["", f"## Test accuracy per variant{label}", "",
-                  "Mean ± standard deviation over the seeds that completed.", ""]
-        lines += _table(["variant", "seeds", *_figure_headers(report)],
-                        [[_variant_label(report, summary), str(len(summary.seeds)),
-                          *[_mean_sd(summary.figures.get(figure)) for figure in layout.figure_names]]
-                         for summary in report.variants])
-        lines += ["", f"## Difference to the baseline ({study.baseline}){label}", "",
-                  f"Mean over paired seeds of (variant - baseline), with a 95 % paired bootstrap interval: "
-                  f"{report.resamples} replicates resampling the seeds (a variant's run with the baseline's run of "
-                  f"the same seed) and the test examples within each {_kind(report)} (the same draw for both), fixed "
-                  f"seed {BOOTSTRAP_SEED}. An interval containing 0 is \"{NO_CLEAR_DIFFERENCE}\", not a ranking.", ""]
-        rows = []
-        for summary in report.variants:
-            if summary.name == study.baseline:
-                continue
-            cells = [_comparison(summary.comparisons.get(figure)) for figure in layout.figure_names]
-            rows.append([summary.name, str(len(summary.paired_seeds)), *cells])
-        lines += _table(["variant", "paired seeds", *_figure_headers(report)], rows) if rows else ["(no other variant)"]
-        lines += ["", f"## Test accuracy per {_kind(report)}{label}", "",
-                  f"Mean ± standard deviation over seeds; * marks the seen {_kind(report)}s, (n) the test "
-                  f"examples.", ""]
-        headers = [f"{name}{'*' if name in report.seen_domains else ''} ({count})"
-                   for name, count in zip(layout.domain_names, layout.counts, strict=True)]
-        lines += _table(["variant", *headers],
-                        [[summary.name, *[_mean_sd(None if summary.per_domain is None else summary.per_domain[:, index])
-                                          for index in range(len(layout.domain_names))]]
-                         for summary in report.variants])
+        lines += _protocol_sections(report, label)
+        for panel in report.panels:
+            if panel.layout is not None:
+                lines += _panel_sections(report, panel, label)
+            else:
+                lines += ["", f"## Test accuracy per variant{panel.title}{label}", "", "No completed run yet."]
     if report.incomplete:
         lines += ["", "## Incomplete runs (left out of every figure)", ""]
         for run in report.incomplete:
-            lines.append(f"- {run.variant} seed {run.seed}: {run.status}" + (f": {run.detail}" if run.detail else ""))
+            where = f" {run.protocol}" if run.protocol else ""
+            lines.append(f"- {run.variant}{where} seed {run.seed}: {run.status}"
+                         + (f": {run.detail}" if run.detail else ""))
             if run.log_tail:
                 lines += [f"  last lines of {run.log}:" if run.log else "  last lines:", "",
                           *[f"      {line}" for line in run.log_tail[-8:]], ""]
@@ -206,74 +143,151 @@ def write_report(report: Report) -> list[Path]:
     text = markdown(report)
     paths = [atomic_write(folder / "report.md", lambda stream: stream.write(text.encode())),
              atomic_write(folder / "report.csv", lambda stream: stream.write(_csv(report).encode()))]
-    if report.layout is not None:
-        paths.append(_plot(report, folder / "report.png"))
+    if report.has_results:
+        paths.append(plot_report(report.study, report.panels, report.pooled, report.selection_text,
+                                 folder / "report.png"))
     return paths
 
 
-def _collect(study: Study) -> tuple[dict[tuple[str, int], RunResults], list[Incomplete]]:
-    completed, incomplete = {}, []
-    for run in study.runs():
-        state: RunState = run_state(run)
-        if state.status is not Status.COMPLETED:
-            incomplete.append(Incomplete(run.variant, run.seed, state.status.value, state.detail, state.log,
-                                         state.log_tail))
-            continue
-        if not has_results(state.latest):
-            incomplete.append(Incomplete(run.variant, run.seed, "completed without results",
-                                         f"{state.latest} has no results.json and test_predictions.csv"))
-            continue
-        try:
-            completed[(run.variant, run.seed)] = read_results(state.latest)
-        except ResultsError as error:
-            incomplete.append(Incomplete(run.variant, run.seed, "unreadable results", str(error)))
-    return completed, incomplete
+def _panel_sections(report: Report, panel: Panel, label: str) -> list[str]:
+    """The tables of one protocol value's runs (all of a study without a protocol)."""
+    study, layout, kind = report.study, panel.layout, _kind(panel)
+    title = f"{panel.title}{label}"
+    layout_text = ["", *_layout_text(panel)]
+    lines = layout_text if panel.value is None else []  # with a protocol, inside the value's first section
+    lines += ["", f"## Test accuracy per variant{title}", *(layout_text if panel.value is not None else []), "",
+              "Mean ± standard deviation over the seeds that completed.", ""]
+    lines += _table(["variant", "seeds", *_figure_headers(panel)],
+                    [[_variant_label(report, summary), str(len(summary.seeds)),
+                      *[_mean_sd(summary.figures.get(figure)) for figure in layout.figure_names]]
+                     for summary in panel.variants])
+    lines += ["", f"## Difference to the baseline ({study.baseline}){title}", "",
+              f"Mean over paired seeds of (variant - baseline), with a 95 % paired bootstrap interval: "
+              f"{report.resamples} replicates resampling the seeds (a variant's run with the baseline's run of "
+              f"the same seed) and the test examples within each {kind} (the same draw for both), fixed "
+              f"seed {BOOTSTRAP_SEED}. An interval containing 0 is \"{NO_CLEAR_DIFFERENCE}\", not a ranking.", ""]
+    rows = [[summary.name, str(len(summary.paired_seeds)),
+             *[_comparison(summary.comparisons.get(figure)) for figure in layout.figure_names]]
+            for summary in panel.variants if summary.name != study.baseline]
+    lines += _table(["variant", "paired seeds", *_figure_headers(panel)], rows) if rows else ["(no other variant)"]
+    lines += ["", f"## Test accuracy per {kind}{title}", "",
+              f"Mean ± standard deviation over seeds; * marks the seen {kind}s, (n) the test examples.", ""]
+    headers = [f"{name}{'*' if name in panel.seen_domains else ''} ({count})"
+               for name, count in zip(layout.domain_names, layout.counts, strict=True)]
+    lines += _table(["variant", *headers],
+                    [[summary.name, *[_mean_sd(None if summary.per_domain is None else summary.per_domain[:, index])
+                                      for index in range(len(layout.domain_names))]]
+                     for summary in panel.variants])
+    lines += ["", f"## Selection rules{title}", "", *_rules_text(panel), ""]
+    rows = []
+    for summary in panel.variants:
+        for rule, name in RULES.items():
+            if rule == "validation" and report.oracle_runs:  # the runs' own selection was on the test split
+                name = ORACLE_LABEL
+            figures = summary.figures if rule == "validation" else summary.rules.get(rule, {})
+            seeds = len(summary.seeds) if rule == "validation" else len(next(iter(figures.values()), ()))
+            rows.append([summary.name, name, str(seeds), *[_mean_sd(figures.get(figure))
+                                                           for figure in layout.figure_names]])
+    lines += _table(["variant", "selection rule", "seeds", *_figure_headers(panel)], rows)
+    return lines
 
 
-def _check_same_test_set(completed: dict[tuple[str, int], RunResults], reference: RunResults) -> None:
-    """Paired comparisons need every run evaluated on the same examples, domains and seen domains."""
-    for (variant, seed), result in completed.items():
-        same = (np.array_equal(result.files, reference.files) and np.array_equal(result.domains, reference.domains)
-                and set(result.seen_domains) == set(reference.seen_domains)
-                and result.group_names == reference.group_names)
-        if not same:
-            raise StudyError(
-                f"{result.folder} was tested on other examples, domains or seen domains than {reference.folder}; a "
-                f"study compares runs on one test set. Check the variant's settings ({variant}, seed {seed}) for "
-                f"dataset options."
-            )
+def _rules_text(panel: Panel) -> list[str]:
+    return [f"The epoch each figure comes from, per run, from its records (no retraining), mean ± standard deviation "
+            f"over seeds. {RULES['validation']}: the run's own model selection on its validation split (training "
+            f"domains only); the figures above, and the only rule ranked. {RULES['last']}: the training's last "
+            f"epoch (test_predictions.csv, net_last). {RULES['oracle']}: the epoch of the highest "
+            f"{panel.oracle_monitor} in the run's metrics.json, chosen on the test split it reports: optimistic, "
+            f"an upper bound, never ranked. seeds: the runs whose records give the rule's epoch."]
 
 
-def _correct(completed: dict[tuple[str, int], RunResults], variant: str, seeds: list[int]) -> np.ndarray:
-    return np.stack([completed[(variant, seed)].correct for seed in seeds])
+def _protocol_sections(report: Report, label: str) -> list[str]:
+    """The protocol's own tables: leave-one-domain-out's and the folds' means over values, or the fraction curve."""
+    study = report.study
+    if study.protocol is None:
+        return []
+    key = study.protocol.kind.key
+    values = [str(value.value) for value in study.protocol.values]
+    if key == "train_fractions":
+        layout = next(panel.layout for panel in report.panels if panel.layout is not None)
+        figures = list(layout.figure_names)
+        lines = ["", f"## Accuracy against the training fraction{label}", "",
+                 "Test accuracy (training-domain validation) at each basedataset.train_fraction, mean over seeds; "
+                 "validation and test splits are the same at every fraction. The intervals are in each fraction's "
+                 "tables below; report.png draws the curves.", ""]
+        rows = []
+        for name in study.variants:
+            for figure in figures:
+                cells = []
+                for panel in report.panels:
+                    values_of = panel.summary(name).figures.get(figure)
+                    cells.append("-" if values_of is None else f"{np.mean(values_of):.3f}")
+                rows.append([name, figure, *cells])
+        return lines + _table(["variant", "figure", *values], rows)
+    if key == "held_out_domains":
+        domains = ", ".join(study.protocol.training_domains)
+        lines = ["", f"## Leave-one-domain-out: held-out accuracy{label}", "",
+                 f"Each run trains and validates on {domains} less its held-out domain and is tested on every "
+                 f"domain; the figure is the held-out domain's test accuracy, at the epoch chosen on the run's own "
+                 f"validation split (mean over seeds), and the mean over the held-out domains (each weighs the "
+                 f"same).", ""]
+    else:
+        lines = ["", f"## Folds: mean over folds{label}", "",
+                 "Each fold's runs test on that fold and select their epoch on their own validation split; the "
+                 "figures are the mean over folds of each fold's mean over seeds (each fold weighs the same).", ""]
+    lines += [f"Differences to the baseline ({study.baseline}): the mean over the {study.protocol.kind.column}s of "
+              f"the mean over paired seeds, with a 95 % paired bootstrap interval from {report.resamples} replicates "
+              f"resampling, in each {study.protocol.kind.column}, the seeds and the test examples within each "
+              f"{_kind(report.panels[0])} ({study.protocol.kind.column}s fixed). The last two columns are the mean "
+              f"under the other selection rules, never ranked.", ""]
+    for figure, pooled in report.pooled.items():
+        heading = [*values, "mean", f"mean, {RULES['last']}", f"mean, {RULES['oracle']}"]
+        rows = [[name, str(entry.runs), *[_number_text(value) for value in entry.per_value],
+                 _number_text(entry.mean), *[_number_text(entry.rules.get(rule)) for rule in OTHER_RULES]]
+                for name, entry in pooled.items()]
+        lines += [f"{_figure_title(figure)}:", "", *_table(["variant", "runs", *heading], rows), ""]
+        rows = [[name, *[_comparison(comparison) for comparison in entry.per_value_comparisons],
+                 _comparison(entry.comparison)] for name, entry in pooled.items() if name != study.baseline]
+        if rows:
+            lines += [f"{_figure_title(figure)}, difference to {study.baseline}:", "",
+                      *_table(["variant", *values, "mean"], rows), ""]
+    return lines
 
 
-def _rng(variant: str, purpose: str) -> np.random.Generator:
-    """A generator fixed by the variant's name: adding a variant leaves the others' intervals unchanged."""
-    return np.random.default_rng([BOOTSTRAP_SEED, zlib.crc32(variant.encode()), zlib.crc32(purpose.encode())])
+def _figure_title(figure: str) -> str:
+    return "Held-out domain's test accuracy" if figure == HELD_OUT else f"Test accuracy, {figure}"
 
 
-def _kind(report: Report) -> str:
-    return report.domain_kind.replace("_", " ")
+def _number_text(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
 
 
-def _layout_text(report: Report) -> list[str]:
-    layout = report.layout
+def _run_name(variant: str, label: str | None, seed: int) -> str:
+    return "/".join(part for part in (variant, label, f"seed_{seed}") if part)
+
+
+def _kind(panel: Panel) -> str:
+    return panel.domain_kind.replace("_", " ")
+
+
+def _layout_text(panel: Panel) -> list[str]:
+    layout, kind = panel.layout, _kind(panel)
     counts = layout.group_counts()
     parts = []
     for group, members in layout.groups.items():
         domains = ", ".join(f"{layout.domain_names[index]} {layout.counts[index]}" for index in members)
         parts.append(f"{group} {counts[group]} ({domains})")
-    return [f"Test examples: {counts[OVERALL]} in all; " + "; ".join(parts) + ".",
-            "", f"The {' and '.join(layout.groups)} figures are means over {_kind(report)}s of the per-{_kind(report)} "
-                f"accuracy: each {_kind(report)} weighs the same, whatever its number of test examples. overall is the "
+    where = f"{panel.value.kind.column} = {panel.value.value}: t" if panel.value is not None else "T"
+    return [f"{where}est examples: {counts[OVERALL]} in all; " + "; ".join(parts) + ".",
+            "", f"The {' and '.join(layout.groups)} figures are means over {kind}s of the per-{kind} "
+                f"accuracy: each {kind} weighs the same, whatever its number of test examples. overall is the "
                 f"accuracy over all test examples. Few test examples in a group make its figures uncertain: read the "
                 f"intervals."]
 
 
-def _figure_headers(report: Report) -> list[str]:
-    counts = report.layout.group_counts()
-    return [f"{figure} (n={counts[figure]})" for figure in report.layout.figure_names]
+def _figure_headers(panel: Panel) -> list[str]:
+    counts = panel.layout.group_counts()
+    return [f"{figure} (n={counts[figure]})" for figure in panel.layout.figure_names]
 
 
 def _variant_label(report: Report, summary: VariantSummary) -> str:
@@ -304,70 +318,69 @@ def _csv(report: Report) -> str:
     text = io.StringIO()
     writer = csv.DictWriter(text, CSV_COLUMNS)
     writer.writeheader()
-    layout = report.layout
-    for summary in report.variants if layout is not None else []:
-        counts = layout.group_counts()
-        for figure in layout.figure_names:
-            values = summary.figures.get(figure)
-            row = {"table": "accuracy", "variant": summary.name, "figure": figure, "seeds": len(summary.seeds),
-                   "examples": counts[figure], "model_selection": report.selection}
-            if values is not None and len(values):
-                row.update(mean=_number(np.mean(values)), sd=_number(np.std(values, ddof=1)) if len(values) > 1 else "")
-            writer.writerow(row)
-            comparison = summary.comparisons.get(figure)
-            if comparison is not None:
-                writer.writerow({"table": "difference", "variant": summary.name, "figure": figure,
-                                 "seeds": len(summary.paired_seeds), "examples": counts[figure],
-                                 "difference": _number(comparison.difference), "ci_low": _number(comparison.low),
-                                 "ci_high": _number(comparison.high), "verdict": comparison.verdict,
-                                 "model_selection": report.selection, "note": f"baseline {report.study.baseline}"})
-        for index, domain in enumerate(layout.domain_names):
-            row = {"table": "domain", "variant": summary.name, "figure": domain, "seeds": len(summary.seeds),
-                   "examples": int(layout.counts[index]), "model_selection": report.selection,
-                   "note": "seen" if domain in report.seen_domains else "unseen"}
-            if summary.per_domain is not None:
-                values = summary.per_domain[:, index]
-                row.update(mean=_number(np.mean(values)), sd=_number(np.std(values, ddof=1)) if len(values) > 1 else "")
-            writer.writerow(row)
+    for panel in report.panels:
+        if panel.layout is not None:
+            writer.writerows(_panel_rows(report, panel))
+    protocol = report.study.protocol
+    for figure, pooled in report.pooled.items():
+        for name, entry in pooled.items():
+            where = {protocol.kind.column: "mean", "variant": name, "figure": figure, "seeds": entry.runs,
+                     "model_selection": report.selection,
+                     "note": f"mean over {len(protocol.values)} {protocol.kind.column}s; seeds: runs"}
+            writer.writerow({"table": "pooled", **where, "mean": _number(entry.mean),
+                             **{RULE_COLUMNS[rule]: _number(entry.rules.get(rule)) for rule in OTHER_RULES}})
+            if entry.comparison is not None:
+                writer.writerow({"table": "pooled_difference", **where, **_comparison_cells(entry.comparison),
+                                 "note": f"{where['note']}; baseline {report.study.baseline}"})
     for run in report.incomplete:
-        writer.writerow({"table": "incomplete", "variant": run.variant, "seeds": run.seed, "verdict": run.status,
-                         "note": run.detail})
+        where = {} if run.protocol is None else {protocol.kind.column: protocol.value(run.protocol).value}
+        writer.writerow({"table": "incomplete", "variant": run.variant, **where, "seeds": run.seed,
+                         "verdict": run.status, "note": run.detail})
     return text.getvalue()
 
 
-def _number(value: float) -> float:
-    return round(float(value), 6)
+def _panel_rows(report: Report, panel: Panel) -> list[dict]:
+    layout, rows = panel.layout, []
+    where = {} if panel.value is None else {panel.value.kind.column: panel.value.value}
+    counts = layout.group_counts()
+    for summary in panel.variants:
+        for figure in layout.figure_names:
+            row = {"table": "accuracy", "variant": summary.name, **where, "figure": figure,
+                   "seeds": len(summary.seeds), "examples": counts[figure], "model_selection": report.selection,
+                   **_mean_cells(summary.figures.get(figure)),
+                   **{RULE_COLUMNS[rule]: _mean(summary.rules.get(rule, {}).get(figure)) for rule in OTHER_RULES}}
+            rows.append(row)
+            comparison = summary.comparisons.get(figure)
+            if comparison is not None:
+                rows.append({"table": "difference", "variant": summary.name, **where, "figure": figure,
+                             "seeds": len(summary.paired_seeds), "examples": counts[figure],
+                             **_comparison_cells(comparison), "model_selection": report.selection,
+                             "note": f"baseline {report.study.baseline}"})
+        for index, domain in enumerate(layout.domain_names):
+            per_domain = None if summary.per_domain is None else summary.per_domain[:, index]
+            rows.append({"table": "domain", "variant": summary.name, **where, "figure": domain,
+                         "seeds": len(summary.seeds), "examples": int(layout.counts[index]),
+                         "model_selection": report.selection, **_mean_cells(per_domain),
+                         **{RULE_COLUMNS[rule]: _mean(summary.rule_per_domain[rule][:, index])
+                            for rule in OTHER_RULES if rule in summary.rule_per_domain},
+                         "note": "seen" if domain in panel.seen_domains else "unseen"})
+    return rows
 
 
-def _plot(report: Report, path: Path) -> Path:
-    """Unseen accuracy per variant (mean, 95 % interval, seeds as dots) and its difference to the baseline."""
-    layout = report.layout
-    figure_name = report.group_names[1] if report.group_names[1] in layout.groups else OVERALL
-    variants = [summary for summary in report.variants if summary.seeds]
-    names = [summary.name for summary in variants]
-    figure = Figure(figsize=(11.0, max(3.0, 0.5 * len(names) + 1.6)))
-    left, right = figure.subplots(1, 2, sharey=True)
-    positions = np.arange(len(names))
-    for position, summary in zip(positions, variants, strict=True):
-        low, high = interval(summary.replicates[figure_name])
-        mean = float(np.mean(summary.figures[figure_name]))
-        left.errorbar(mean, position, xerr=[[mean - low], [high - mean]], fmt="o", color="tab:blue", capsize=4)
-        left.scatter(summary.figures[figure_name], np.full(len(summary.seeds), position), marker="x",
-                     color="tab:gray", zorder=3)
-        comparison = summary.comparisons.get(figure_name)
-        if comparison is not None:
-            clear = comparison.verdict != NO_CLEAR_DIFFERENCE
-            right.errorbar(comparison.difference, position,
-                           xerr=[[comparison.difference - comparison.low], [comparison.high - comparison.difference]],
-                           fmt="o", capsize=4, color="tab:green" if comparison.verdict == "better" else
-                           "tab:red" if clear else "tab:gray")
-    left.set_yticks(positions, names)
-    left.invert_yaxis()
-    left.set_xlabel(f"{figure_name} accuracy\n(mean, 95 % bootstrap interval; x: seeds)")
-    right.axvline(0.0, color="black", linewidth=0.8)
-    right.set_xlabel(f"difference to {report.study.baseline}\n(95 % paired interval; grey: no clear difference)")
-    title = f"Study {report.study.name}: test split, {report.selection_text}"
-    figure.suptitle(title)
-    figure.tight_layout()
-    FigureCanvasAgg(figure)
-    return atomic_write(path, lambda stream: figure.savefig(stream, format="png", dpi=120))
+def _mean_cells(values: np.ndarray | None) -> dict:
+    if values is None or not len(values):
+        return {}
+    return {"mean": _number(np.mean(values)), "sd": _number(np.std(values, ddof=1)) if len(values) > 1 else ""}
+
+
+def _mean(values: np.ndarray | None) -> float | str:
+    return "" if values is None or not len(values) else _number(np.mean(values))
+
+
+def _comparison_cells(comparison: Comparison) -> dict:
+    return {"difference": _number(comparison.difference), "ci_low": _number(comparison.low),
+            "ci_high": _number(comparison.high), "verdict": comparison.verdict}
+
+
+def _number(value: float | None) -> float | str:
+    return "" if value is None else round(float(value), 6)
