@@ -20,6 +20,7 @@ from torch import nn
 
 from errors import ConfigurationError, UserError
 from helpers.augment.device_impulse_responses import DeviceImpulseResponses
+from helpers.augment.freq_centering import FreqCentering
 from helpers.augment.freq_mixstyle import FreqMixStyle
 from helpers.augment.method import Method, Place, RunContext
 from helpers.augment.mixup import Mixup
@@ -47,6 +48,7 @@ METHODS = registered(
     FreqMixStyle,
     Mixup,
     DeviceImpulseResponses,
+    FreqCentering,
 )
 
 
