@@ -24,6 +24,7 @@ from helpers.augment.freq_centering import FreqCentering
 from helpers.augment.freq_mixstyle import FreqMixStyle
 from helpers.augment.method import Method, Place, RunContext
 from helpers.augment.mixup import Mixup
+from helpers.augment.rfn import RFN
 from helpers.augment.specaugment import SpecAugment
 
 ActiveSettings = Mapping[str, Mapping[str, Any]]  # method name -> setting name -> value, active methods only
@@ -49,6 +50,7 @@ METHODS = registered(
     Mixup,
     DeviceImpulseResponses,
     FreqCentering,
+    RFN,
 )
 
 
