@@ -33,9 +33,9 @@ def config(**changes):
 
 
 def test_the_registry_order_is_the_order_of_application():
-    assert list(METHODS) == ["specaugment", "freq_mixstyle", "mixup", "dir", "dann"]
+    assert list(METHODS) == ["specaugment", "freq_mixstyle", "mixup", "dir", "freq_centering", "rfn", "dann"]
     assert [METHODS[name].place for name in METHODS] == [Place.SPECTROGRAM, Place.SPECTROGRAM, Place.BATCH,
-                                                         Place.WAVEFORM, Place.LOSS]
+                                                         Place.WAVEFORM, Place.INPUT, Place.INPUT, Place.LOSS]
 
 
 @pytest.mark.parametrize("name", list(METHODS))
@@ -57,6 +57,8 @@ def test_today_s_keys_and_defaults():
         "freq_mixstyle_p": 0.0, "freq_mixstyle_alpha": 0.3,
         "mixup_p": 0.0, "mixup_alpha": 0.3, "use_mixup": None,
         "dir_p": 0.0, "dir_folder": None, "dir_domains": None,
+        "freq_centering_weight": 0.0, "freq_centering_scale": False,
+        "rfn_weight": 0.0, "rfn_lam": 0.5,
         "dann_weight": 0.0, "dann_width": 256, "dann_depth": 3, "dann_dropout": 0.0,
     }
     assert renamed_keys() == {"models.mel.freqm": "specaugment_freqm", "models.mel.timem": "specaugment_timem"}

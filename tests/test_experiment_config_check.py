@@ -85,9 +85,11 @@ def test_closest():
 
 
 def valid_values():
+    """A valid config: every DG method's defaults (whatever the registry holds), the values below over them."""
     mel = dict(n_mels=128, sr=32000, win_length=800, hopsize=320, n_fft=1024, htk=False,
                fmin=0.0, fmax=None, norm=1, fmin_aug_range=10, fmax_aug_range=2000)
     return {
+        **config_defaults(),
         "models": {"net": {"arch": "passt_mini", "rf_norm_t": "row_overlap_8", "input_fdim": 128, "input_tdim": 100},
                    "mel": mel},
         "basedataset": {"sample_rate": 32000, "clip_length": 1.0, "base_dir": None},

@@ -21,9 +21,11 @@ from torch import nn
 from errors import ConfigurationError, UserError
 from helpers.augment.dann import DomainAdversarial
 from helpers.augment.device_impulse_responses import DeviceImpulseResponses
+from helpers.augment.freq_centering import FreqCentering
 from helpers.augment.freq_mixstyle import FreqMixStyle
 from helpers.augment.method import Method, Place, RunContext
 from helpers.augment.mixup import Mixup
+from helpers.augment.rfn import RFN
 from helpers.augment.specaugment import SpecAugment
 
 ActiveSettings = Mapping[str, Mapping[str, Any]]  # method name -> setting name -> value, active methods only
@@ -48,6 +50,8 @@ METHODS = registered(
     FreqMixStyle,
     Mixup,
     DeviceImpulseResponses,
+    FreqCentering,
+    RFN,
     DomainAdversarial,
 )
 
