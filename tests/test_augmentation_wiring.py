@@ -8,6 +8,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from errors import UserError
 from helpers.augment.places import TrainingMethods
 from helpers.training.classifier import AudioClassifier
 from helpers.training.data import AugmentedWaveforms
@@ -105,13 +106,19 @@ def test_a_run_trains_with_both_methods_and_frito(tmp_path, frito, impulse_respo
     assert (tmp_path / "runs" / "1" / "results.json").is_file()
 
 
-def test_impulse_response_settings_are_checked_before_any_work(tmp_path, frito, impulse_responses):
-    missing = frito("ex_dcase20.py", "with", "dir", cwd=tmp_path, check=False)
-    assert missing.returncode == 1 and "dir_p=0.6 needs dir_folder" in missing.stderr
-    wrong_device = frito("ex_dcase20.py", "with", "dir", f"dir_folder={impulse_responses}", "dir_domains=['A']",
-                         cwd=tmp_path, check=False)
-    assert wrong_device.returncode == 1 and "['A'] are not devices of the training data" in wrong_device.stderr
-    (tmp_path / "empty").mkdir()
-    empty = frito("ex_dcase20.py", "with", "dir", f"dir_folder={tmp_path / 'empty'}", cwd=tmp_path, check=False)
-    assert empty.returncode == 1 and "Traceback" not in empty.stderr and "dir_folder" in empty.stderr
-    assert not list(tmp_path.glob("runs/*/checkpoints"))  # nothing trained
+def test_impulse_response_settings_are_checked_before_any_work(in_tmp, cache_dir, load_experiment, monkeypatch,
+                                                               impulse_responses):
+    monkeypatch.setenv("FRITO_CACHE_DIR", str(cache_dir))
+    ex = load_experiment("ex_dcase20")  # the command line's path in this process (tests/test_user_errors.py types it)
+
+    def main(**updates):
+        return ex.run("main", config_updates=updates, named_configs=["dir"], options={"--capture": "sys"})
+
+    with pytest.raises(UserError, match="dir_p=0.6 needs dir_folder"):
+        main()
+    with pytest.raises(UserError, match=r"\['A'\] are not devices of the training data"):
+        main(dir_folder=str(impulse_responses), dir_domains=["A"])
+    (in_tmp / "empty").mkdir()
+    with pytest.raises(UserError, match="dir_folder"):
+        main(dir_folder=str(in_tmp / "empty"))
+    assert not list(in_tmp.glob("runs/*/checkpoints"))  # nothing trained
