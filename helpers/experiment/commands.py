@@ -43,7 +43,7 @@ from errors import ConfigurationError, UserError
 from helpers.api import plain_config
 from helpers.checkpoint import pretrained_start
 from helpers.experiment.attention_plot import write_attention_mask_plot
-from helpers.experiment.config_check import check_keys, check_values, config_sections
+from helpers.experiment.config_check import check_keys, check_setting_rules, check_values, config_sections
 from helpers.experiment.options import command_options
 from helpers.export import export as export_model
 from helpers.inference import load_model, predict_files
@@ -87,6 +87,7 @@ def add_commands(ex: Experiment, dataset: ModuleType) -> None:
     def check_config(config, command_name, logger):
         try:
             check_keys(config, config_sections(ex, dataset))
+            check_setting_rules(config, ex)
             check_values(config, dataset)
             if config["basedataset"]["base_dir"] is None:
                 check_demo(dataset, command_name, logger)
