@@ -2,6 +2,7 @@
 
 import csv
 import logging
+import re
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -93,6 +94,19 @@ def test_seen_domains_come_from_the_checkpoint_and_a_disagreeing_config_is_logge
 def test_seen_domains_the_data_lacks_are_refused():
     with pytest.raises(ConfigurationError, match=r"trained on the devices \['a', 's9'\].*has no \['s9'\]"):
         trained_seen_domains({"seen_domains": ["a", "s9"]}, TAU_LIKE, Path("x.ckpt"))
+
+
+def test_print_config_shows_the_comment_of_every_dataset_setting(experiment, cache_dir, capsys):
+    run(experiment, "print_config", cache_dir)
+    out = re.sub(r"\x1b\[[0-9;]*m", "", capsys.readouterr().out)
+    section = out[out.index("  basedataset:"):out.index("  models:")].splitlines()[1:]
+    entries = dict(re.fullmatch(r"    (\w+) = .*?(?:# (.*))?", line).groups() for line in section)
+    assert None not in entries.values(), entries
+    # a key every dataset shares (datasets/base.py), and the dataset's own comment where it states one
+    assert entries["train_fraction"] == ("share of each (label, domain) group of training clips trained on (nested "
+                                         "subsets)")
+    assert entries["clip_length"].startswith("seconds per item; None: 4.0") or entries["clip_length"].startswith(
+        "seconds per item; None: 10.0")  # NSynth's notes, TAU's clips: not the shared "the dataset's own length"
 
 
 def test_print_config_shows_the_reproducibility_settings(experiment, cache_dir, capsys):
