@@ -15,6 +15,7 @@ import torch
 
 from datasets import dcase20, folder, nsynth
 from errors import ConfigurationError, UserError
+from helpers.api import resolved_config
 from helpers.experiment.commands import check_demo
 from helpers.training.fit import model_spec, trained_seen_domains
 from models.preprocess import AugmentMelSTFT, clip_frames
@@ -257,3 +258,23 @@ def test_a_trained_run_predicts_a_folder_and_exports(cache_dir, in_tmp, capsys, 
 def derived(experiment, config) -> dict:
     """The values the experiment's model spec derives from ``config`` (what print_config lists)."""
     return model_spec(sys.modules[f"ex_{experiment.path}"].DATASET, config).derived()
+
+
+@pytest.mark.parametrize("named_configs, updates, advice", [
+    (["cpu_tiny"], {"trainer.max_epochs": 1},
+     "set warm_up_len below 1 (0: no warm-up) and ramp_down_start (now 8) below it, or raise trainer.max_epochs"),
+    ([], {"basedataset.base_dir": "/data/nsynth", "trainer.max_epochs": 5},
+     "set warm_up_len below 5 (0: no warm-up) and ramp_down_start (now 250) below it, or raise trainer.max_epochs, "
+     "or use the named config cpu_tiny (its schedule warms up in 2 epochs)"),
+    ([], {"trainer.max_epochs": 5}, None),  # the demo preset's 2 warm-up epochs fit
+])  # fmt: skip
+def test_a_warm_up_longer_than_the_training_is_warned_of_with_the_changes_that_fit(named_configs, updates, advice,
+                                                                                    caplog):
+    caplog.set_level(logging.WARNING)
+    resolved_config("nsynth", "main", updates, named_configs)
+    warnings = [record.getMessage() for record in caplog.records if "warm_up_len=" in record.getMessage()]
+    if advice is None:
+        assert warnings == []
+    else:
+        assert len(warnings) == 1 and warnings[0].endswith("the training ends before the learning rate warms up "
+                                                           f"fully; {advice}"), warnings

@@ -44,6 +44,7 @@ from helpers.api import plain_config
 from helpers.checkpoint import pretrained_start
 from helpers.experiment.attention_plot import write_attention_mask_plot
 from helpers.experiment.config_check import check_keys, check_setting_rules, check_values, config_sections
+from helpers.experiment.defaults import CPU_PRESET
 from helpers.experiment.options import command_options
 from helpers.export import export as export_model
 from helpers.inference import load_model, predict_files
@@ -224,16 +225,22 @@ def derived_text(spec: ModelSpec) -> str:
 
 
 def warn_of_a_schedule_longer_than_the_training(config: Mapping[str, Any], run_logger: logging.Logger) -> None:
-    """A warm-up or ramp-down that does not fit into trainer.max_epochs is most likely the schedule of a longer
-    training left in place (e.g. NSynth's 100 warm-up epochs under a short run): say so before training."""
+    """A warm-up that does not fit into trainer.max_epochs is most likely the schedule of a longer training left in
+    place (e.g. NSynth's 100 warm-up epochs under a short run): say so before training, advising only changes that
+    fit: the named config cpu_tiny where its schedule fits the epochs and is not in place already."""
     max_epochs = config["trainer"].get("max_epochs")
-    if not isinstance(max_epochs, int) or max_epochs < 0:
+    warm_up_len = config["warm_up_len"]
+    if not isinstance(max_epochs, int) or max_epochs < 0 or warm_up_len < max_epochs:
         return
-    if config["warm_up_len"] >= max_epochs:
-        run_logger.warning(
-            "warm_up_len=%s >= trainer.max_epochs=%s: the training ends before the learning rate warms up fully; "
-            "shorten warm_up_len (and ramp_down_start, ramp_down_len), or use the named config cpu_tiny",
-            config["warm_up_len"], max_epochs)
+    advice = [f"set warm_up_len below {max_epochs} (0: no warm-up)" if max_epochs > 0 else "set warm_up_len=0",
+              "or raise trainer.max_epochs"]
+    if config["ramp_down_start"] >= max_epochs:
+        advice[0] += f" and ramp_down_start (now {config['ramp_down_start']}) below it"
+    if warm_up_len != CPU_PRESET["warm_up_len"] and CPU_PRESET["warm_up_len"] < max_epochs:
+        advice.append("or use the named config cpu_tiny (its schedule warms up in "
+                      f"{CPU_PRESET['warm_up_len']} epochs)")
+    run_logger.warning("warm_up_len=%s >= trainer.max_epochs=%s: the training ends before the learning rate warms up "
+                       "fully; %s", warm_up_len, max_epochs, ", ".join(advice))
 
 
 def user_errors_as_messages(function: Callable) -> Callable:
