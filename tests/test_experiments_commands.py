@@ -12,10 +12,12 @@ import numpy as np
 import pytest
 import soundfile
 import torch
+from test_user_errors import frito_checkpoint
 
 from datasets import dcase20, folder, nsynth
 from errors import ConfigurationError, UserError
 from helpers.api import resolved_config
+from helpers.checkpoint import read_checkpoint
 from helpers.experiment.commands import check_demo
 from helpers.training.fit import model_spec, trained_seen_domains
 from models.preprocess import AugmentMelSTFT, clip_frames
@@ -233,6 +235,7 @@ def test_a_trained_run_predicts_a_folder_and_exports(cache_dir, in_tmp, capsys, 
     ex = load_experiment("ex_nsynth")
     run(ex, "main", cache_dir, trainer=dict(QUICK))
     checkpoint = next(in_tmp.glob("runs/*/checkpoints/last.ckpt"))
+    assert read_checkpoint(checkpoint).dataset == "nsynth"
     audio = in_tmp / "audio"
     audio.mkdir()
     rng = np.random.default_rng(0)
@@ -278,3 +281,14 @@ def test_a_warm_up_longer_than_the_training_is_warned_of_with_the_changes_that_f
     else:
         assert len(warnings) == 1 and warnings[0].endswith("the training ends before the learning rate warms up "
                                                            f"fully; {advice}"), warnings
+
+
+@pytest.mark.parametrize("trained_on, notice", [("nsynth", True), ("dcase20", False)])
+def test_predict_says_when_the_checkpoint_was_trained_on_another_dataset(trained_on, notice, cache_dir, in_tmp, capsys,
+                                                                         load_experiment):
+    checkpoint = frito_checkpoint(in_tmp / "best.ckpt", dataset=trained_on)
+    soundfile.write(in_tmp / "clip.wav", np.zeros(32000), 32000)
+    run(load_experiment("ex_dcase20"), "predict", cache_dir, checkpoint=str(checkpoint), files=str(in_tmp / "clip.wav"),
+        predictions_csv=str(in_tmp / "predictions.csv"))
+    line = f"{checkpoint} was trained on the nsynth dataset, not dcase20: its 2 labels are used (high, low)"
+    assert (line in capsys.readouterr().out.splitlines()) is notice

@@ -60,11 +60,12 @@ def folder_with_a_broken_file(folder: Path) -> Path:
     return folder
 
 
-def frito_checkpoint(path: Path) -> Path:
-    """A checkpoint in the current format (weights only), as a training writes it."""
+def frito_checkpoint(path: Path, dataset: str = "folder") -> Path:
+    """A checkpoint in the current format (weights only), as a training on ``dataset`` writes it."""
     network = get_model(**NET)
     state = {NETWORK_PREFIXES["plain"] + key: value for key, value in network.state_dict().items()}
-    entry = checkpoint_entry(ModelSpec(NET, MEL, sample_rate=32000, clip_length=1.0), ["high", "low"], ["all"], ["all"])
+    entry = checkpoint_entry(ModelSpec(NET, MEL, sample_rate=32000, clip_length=1.0), ["high", "low"], ["all"], ["all"],
+                             dataset)
     torch.save({"state_dict": state, "frito": entry}, path)
     return path
 

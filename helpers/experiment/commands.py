@@ -157,7 +157,7 @@ def add_commands(ex: Experiment, dataset: ModuleType) -> None:
     @command
     def predict(_run, checkpoint, files, top_k, weights, predictions_csv, batch_size):
         """Classify files=PATH_OR_FOLDER with checkpoint=PATH: top-k per file and a CSV of all probabilities."""
-        return predict_command(_run, checkpoint, files, top_k, weights, predictions_csv, batch_size)
+        return predict_command(_run, dataset, checkpoint, files, top_k, weights, predictions_csv, batch_size)
 
     @command
     def export(_run, checkpoint, weights, export_dir, export_formats, export_seconds):
@@ -272,10 +272,11 @@ def check_demo(dataset: ModuleType, command_name: str, run_logger: logging.Logge
         )
 
 
-def predict_command(run, checkpoint: str | None, files, top_k: int, weights: str,
+def predict_command(run, dataset: ModuleType, checkpoint: str | None, files, top_k: int, weights: str,
                     predictions_csv: str | None, batch_size: int) -> dict[str, Any]:
     """The predict command: top-k classes per file on the console, all probabilities in a CSV; the windows
-    of consecutive files are scored batch_size at a time."""
+    of consecutive files are scored batch_size at a time. The labels are the checkpoint's: a checkpoint trained
+    on another dataset than the experiment's is said to be, in one line."""
     if not checkpoint or not files:
         raise ConfigurationError(
             "predict needs a checkpoint and files: add checkpoint=runs/<id>/checkpoints/best.ckpt files=DIR_OR_FILE"
@@ -283,6 +284,9 @@ def predict_command(run, checkpoint: str | None, files, top_k: int, weights: str
     paths = [files] if isinstance(files, str) else list(files)
     csv_path = Path(predictions_csv) if predictions_csv else sacred_run_folder(run) / "predictions.csv"
     predictor = load_model(checkpoint, weights=weights)
+    if predictor.dataset is not None and predictor.dataset != dataset.Data.name:
+        print(f"{checkpoint} was trained on the {predictor.dataset} dataset, not {dataset.Data.name}: its "
+              f"{len(predictor.class_names)} labels are used ({_first_names(predictor.class_names)})")
     report = predict_files(predictor, paths, top_k=top_k, csv_path=csv_path, batch_size=batch_size)
     for prediction in report.predictions:
         ranked = ", ".join(f"{label} {probability:.2f}" for label, probability in prediction.top)
@@ -343,3 +347,7 @@ def _describe(value) -> str:
     if isinstance(value, list):
         return f"list of {len(value)}, e.g. {value[0]!r}"
     return repr(value)
+
+
+def _first_names(names: Sequence[str], shown: int = 5) -> str:
+    return ", ".join(names[:shown]) + (f", ... ({len(names) - shown} more)" if len(names) > shown else "")
