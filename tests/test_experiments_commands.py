@@ -292,3 +292,40 @@ def test_predict_says_when_the_checkpoint_was_trained_on_another_dataset(trained
         predictions_csv=str(in_tmp / "predictions.csv"))
     line = f"{checkpoint} was trained on the nsynth dataset, not dcase20: its 2 labels are used (high, low)"
     assert (line in capsys.readouterr().out.splitlines()) is notice
+
+
+PASST_S_RELEASE = "passt-s-f128-p16-s10-ap.476-swa.pt"  # the default arch's AudioSet weights, as published
+
+
+def test_your_own_data_fine_tunes_from_the_audioset_weights_when_they_are_on_this_machine(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    mine = {"basedataset.base_dir": str(tmp_path)}
+    assert resolved_config("folder", "print_config", mine, ())[1]["models"]["net"]["pretrained"] is False
+    (tmp_path / "torch" / "hub" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "torch" / "hub" / "checkpoints" / PASST_S_RELEASE).write_bytes(b"")
+    assert resolved_config("folder", "print_config", mine, ())[1]["models"]["net"]["pretrained"] is True
+    given = resolved_config("folder", "print_config", {**mine, "models.net.pretrained": False}, ())[1]
+    assert given["models"]["net"]["pretrained"] is False  # the command line wins
+
+
+@pytest.mark.parametrize("named_configs, updates, cached, warned", [
+    ([], {}, False, True),
+    ([], {}, True, False),  # fine-tuning
+    ([], {"lr": 1e-4}, False, False),  # a rate for training from scratch
+    (["cpu_tiny"], {}, False, False),  # a small network without published weights
+])  # fmt: skip
+def test_a_large_network_from_scratch_at_a_fine_tuning_rate_is_warned_of_before_training(
+        named_configs, updates, cached, warned, tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    if cached:
+        (tmp_path / "torch" / "hub" / "checkpoints").mkdir(parents=True)
+        (tmp_path / "torch" / "hub" / "checkpoints" / PASST_S_RELEASE).write_bytes(b"")
+    caplog.set_level(logging.WARNING)
+    resolved_config("folder", "main", {"basedataset.base_dir": str(tmp_path), **updates}, named_configs)
+    warnings = [record.getMessage() for record in caplog.records if "trains from scratch" in record.getMessage()]
+    assert len(warnings) == warned
+    if warned:  # PaSST-S: 12 blocks of width 768; ex_folder.py's lr 1e-5
+        assert warnings[0].startswith("models.net.pretrained=False: passt_s_swa_p16_128_ap476 (12 transformer blocks "
+                                      "of width 768) trains from scratch at lr=1e-05, a rate for fine-tuning")
+        assert "set models.net.pretrained=True" in warnings[0] and "lr=0.0001 or more" in warnings[0]
+        assert "cpu_tiny" in warnings[0]

@@ -54,6 +54,7 @@ from helpers.training.fit import data_module, evaluate, model_spec, train
 from helpers.training.run_folder import RUNS_DIR, run_folder
 from helpers.training.step_timing import training_step_seconds
 from helpers.training.trainer import process_rank, quiet_lightning, translate_trainer_config
+from models.architectures import ARCHITECTURES
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +62,9 @@ DEMO_NOTICE = (
     "basedataset.base_dir is None: training on the bundled demo data with the CPU demo preset "
     "(small model, short clips, few epochs); set basedataset.base_dir=... for the dataset and the paper's defaults"
 )
+# The smallest learning rate taken for a training from scratch; below it, a rate for fine-tuning pretrained weights
+# (PaSST fine-tunes at 1e-5; ex_folder.py's comment on lr suggests 1e-4 from scratch).
+FROM_SCRATCH_LR = 1e-4
 # Commands that read no data: they take their settings from a checkpoint, or show Sacred's information.
 FROM_CHECKPOINT = ("predict", "export")
 WITHOUT_DATASET = (*FROM_CHECKPOINT, "print_config", "print_dependencies", "save_config", "print_named_configs")
@@ -96,6 +100,7 @@ def add_commands(ex: Experiment, dataset: ModuleType) -> None:
             raise UserMessage(str(error)) from error
         if command_name == "main":
             warn_of_a_schedule_longer_than_the_training(config, logger)
+            warn_of_a_large_network_from_scratch_at_a_fine_tuning_rate(config, logger)
 
     ex.config_hook(check_config)
 
@@ -241,6 +246,23 @@ def warn_of_a_schedule_longer_than_the_training(config: Mapping[str, Any], run_l
                       f"{CPU_PRESET['warm_up_len']} epochs)")
     run_logger.warning("warm_up_len=%s >= trainer.max_epochs=%s: the training ends before the learning rate warms up "
                        "fully; %s", warm_up_len, max_epochs, ", ".join(advice))
+
+
+def warn_of_a_large_network_from_scratch_at_a_fine_tuning_rate(config: Mapping[str, Any],
+                                                              run_logger: logging.Logger) -> None:
+    """A network with published weights (PaSST-S) trained from scratch at a learning rate meant for fine-tuning
+    them (below FROM_SCRATCH_LR) learns little, and on a CPU slowly: say so before training, with what to set."""
+    net = config["models"]["net"]
+    spec = ARCHITECTURES.get(net["arch"])
+    if net["pretrained"] or spec is None or not spec.url or config["lr"] >= FROM_SCRATCH_LR:
+        return
+    device = " on a CPU, where each epoch is slow too" if not torch.cuda.is_available() else ""
+    run_logger.warning(
+        "models.net.pretrained=False: %s (%d transformer blocks of width %d) trains from scratch at lr=%g, a rate "
+        "for fine-tuning pretrained weights%s, and will learn little; set models.net.pretrained=True to start from "
+        "its AudioSet weights (downloaded once; offline: models.net.pretrained_path=FILE), or lr=%g or more to train "
+        "from scratch, or use the named config cpu_tiny for a small network that trains on a CPU",
+        net["arch"], spec.depth, spec.embed_dim, config["lr"], device, FROM_SCRATCH_LR)
 
 
 def user_errors_as_messages(function: Callable) -> Callable:
