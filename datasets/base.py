@@ -81,14 +81,10 @@ class Role:
 
 @dataclass(frozen=True)
 class Layout:
-    """A dataset as read from its folder.
-
-    root: the dataset folder; splits: the clips of each cached split; roles: which clips the train,
-    validation and test roles serve; class_names, domain_names, subdomain_names: the vocabularies items
-    are indexed into; listed_at: where a clip's file is named (clip path -> e.g. "metadata.csv line 14"),
-    for the message about an unusable file, where the user wrote that list; restore: how to restore unusable
-    files, for the same message.
-    """
+    """A dataset as read from its folder. root: the dataset folder; splits: the clips of each cached split;
+    roles: which clips the train, validation and test roles serve; class_names, domain_names, subdomain_names:
+    the vocabularies items are indexed into; listed_at (clip path -> "metadata.csv line 14"), restore: where an
+    unusable file is listed and how to restore it, for the message naming it."""
 
     root: Path
     splits: dict[str, list[Clip]]
@@ -437,8 +433,7 @@ class CachedData:
             workers=self.prepare_workers,
             skip_bad_files=self.skip_bad_files,
             features=self._mel_features() if self.cache_format == "spectrogram" else None,
-            listed_at=self.layout.listed_at,
-            restore=self.layout.restore,
+            listed_at=self.layout.listed_at, restore=self.layout.restore,
         )
 
     def _frontend(self):
