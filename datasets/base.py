@@ -19,7 +19,7 @@ import logging
 import os
 import shutil
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import ClassVar
 
@@ -32,6 +32,7 @@ from datasets.audio import RESAMPLE_QUALITIES
 from datasets.cache import (
     AUDIO_DTYPES,
     CACHE_FORMATS,
+    RESTORE_DOWNLOAD,
     CacheIndex,
     CacheSpec,
     Clip,
@@ -80,12 +81,10 @@ class Role:
 
 @dataclass(frozen=True)
 class Layout:
-    """A dataset as read from its folder.
-
-    root: the dataset folder; splits: the clips of each cached split; roles: which clips the train,
-    validation and test roles serve; class_names, domain_names, subdomain_names: the vocabularies items
-    are indexed into.
-    """
+    """A dataset as read from its folder. root: the dataset folder; splits: the clips of each cached split;
+    roles: which clips the train, validation and test roles serve; class_names, domain_names, subdomain_names:
+    the vocabularies items are indexed into; listed_at (clip path -> "metadata.csv line 14"), restore: where an
+    unusable file is listed and how to restore it, for the message naming it."""
 
     root: Path
     splits: dict[str, list[Clip]]
@@ -93,6 +92,8 @@ class Layout:
     class_names: list[str]
     domain_names: list[str]
     subdomain_names: list[str]
+    listed_at: dict[str, str] = field(default_factory=dict)
+    restore: str = RESTORE_DOWNLOAD
 
 
 def default_cache_dir() -> Path:
@@ -432,6 +433,7 @@ class CachedData:
             workers=self.prepare_workers,
             skip_bad_files=self.skip_bad_files,
             features=self._mel_features() if self.cache_format == "spectrogram" else None,
+            listed_at=self.layout.listed_at, restore=self.layout.restore,
         )
 
     def _frontend(self):

@@ -63,7 +63,7 @@ def load_model(
     logger.info("Loaded %s (%s weights, %d classes)", loaded.path, loaded.choose_weights(weights),
                 len(entry["class_names"]))
     return Predictor(model, entry["class_names"], spec.sample_rate, spec.clip_length, device, hop_fraction,
-                     seen_domains=entry["seen_domains"])
+                     seen_domains=entry["seen_domains"], dataset=loaded.dataset)
 
 
 class Predictor:
@@ -78,6 +78,7 @@ class Predictor:
         device: str | torch.device | None = None,
         hop_fraction: float = 0.5,
         seen_domains: Sequence[str] | None = None,
+        dataset: str | None = None,
     ):
         """
         Args:
@@ -89,6 +90,7 @@ class Predictor:
             device: where the model runs; None picks CUDA when available, else the CPU.
             hop_fraction: step between the windows of a long clip, as a fraction of the window (0, 1].
             seen_domains: the domains (devices, sources, ...) of the training data; None when not recorded.
+            dataset: the name of the dataset trained on (datasets/<name>); None when not recorded.
         """
         mel, net = model.front_end, model.net
         if mel.sr != sample_rate:
@@ -101,6 +103,7 @@ class Predictor:
         self.model = model.eval().to(self.device)
         self.class_names = list(class_names)
         self.seen_domains = None if seen_domains is None else list(seen_domains)
+        self.dataset = dataset
         self.sample_rate = int(sample_rate)
         # the longest input the time encodings cover: n_cols patches of PATCH_SIZE frames at the time stride
         tstride = net.patch_embed.proj.stride[1]

@@ -43,7 +43,8 @@ from errors import ConfigurationError, UserError
 from helpers.api import plain_config
 from helpers.checkpoint import pretrained_start
 from helpers.experiment.attention_plot import write_attention_mask_plot
-from helpers.experiment.config_check import check_keys, check_values, config_sections
+from helpers.experiment.config_check import check_keys, check_setting_rules, check_values, config_sections
+from helpers.experiment.defaults import CPU_PRESET
 from helpers.experiment.options import command_options
 from helpers.export import export as export_model
 from helpers.inference import load_model, predict_files
@@ -53,6 +54,7 @@ from helpers.training.fit import data_module, evaluate, model_spec, train
 from helpers.training.run_folder import RUNS_DIR, run_folder
 from helpers.training.step_timing import training_step_seconds
 from helpers.training.trainer import process_rank, quiet_lightning, translate_trainer_config
+from models.architectures import ARCHITECTURES
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +62,9 @@ DEMO_NOTICE = (
     "basedataset.base_dir is None: training on the bundled demo data with the CPU demo preset "
     "(small model, short clips, few epochs); set basedataset.base_dir=... for the dataset and the paper's defaults"
 )
+# The smallest learning rate taken for a training from scratch; below it, a rate for fine-tuning pretrained weights
+# (PaSST fine-tunes at 1e-5; ex_folder.py's comment on lr suggests 1e-4 from scratch).
+FROM_SCRATCH_LR = 1e-4
 # Commands that read no data: they take their settings from a checkpoint, or show Sacred's information.
 FROM_CHECKPOINT = ("predict", "export")
 WITHOUT_DATASET = (*FROM_CHECKPOINT, "print_config", "print_dependencies", "save_config", "print_named_configs")
@@ -87,6 +92,7 @@ def add_commands(ex: Experiment, dataset: ModuleType) -> None:
     def check_config(config, command_name, logger):
         try:
             check_keys(config, config_sections(ex, dataset))
+            check_setting_rules(config, ex)
             check_values(config, dataset)
             if config["basedataset"]["base_dir"] is None:
                 check_demo(dataset, command_name, logger)
@@ -94,6 +100,7 @@ def add_commands(ex: Experiment, dataset: ModuleType) -> None:
             raise UserMessage(str(error)) from error
         if command_name == "main":
             warn_of_a_schedule_longer_than_the_training(config, logger)
+            warn_of_a_large_network_from_scratch_at_a_fine_tuning_rate(config, logger)
 
     ex.config_hook(check_config)
 
@@ -155,7 +162,7 @@ def add_commands(ex: Experiment, dataset: ModuleType) -> None:
     @command
     def predict(_run, checkpoint, files, top_k, weights, predictions_csv, batch_size):
         """Classify files=PATH_OR_FOLDER with checkpoint=PATH: top-k per file and a CSV of all probabilities."""
-        return predict_command(_run, checkpoint, files, top_k, weights, predictions_csv, batch_size)
+        return predict_command(_run, dataset, checkpoint, files, top_k, weights, predictions_csv, batch_size)
 
     @command
     def export(_run, checkpoint, weights, export_dir, export_formats, export_seconds):
@@ -223,16 +230,39 @@ def derived_text(spec: ModelSpec) -> str:
 
 
 def warn_of_a_schedule_longer_than_the_training(config: Mapping[str, Any], run_logger: logging.Logger) -> None:
-    """A warm-up or ramp-down that does not fit into trainer.max_epochs is most likely the schedule of a longer
-    training left in place (e.g. NSynth's 100 warm-up epochs under a short run): say so before training."""
+    """A warm-up that does not fit into trainer.max_epochs is most likely the schedule of a longer training left in
+    place (e.g. NSynth's 100 warm-up epochs under a short run): say so before training, advising only changes that
+    fit: the named config cpu_tiny where its schedule fits the epochs and is not in place already."""
     max_epochs = config["trainer"].get("max_epochs")
-    if not isinstance(max_epochs, int) or max_epochs < 0:
+    warm_up_len = config["warm_up_len"]
+    if not isinstance(max_epochs, int) or max_epochs < 0 or warm_up_len < max_epochs:
         return
-    if config["warm_up_len"] >= max_epochs:
-        run_logger.warning(
-            "warm_up_len=%s >= trainer.max_epochs=%s: the training ends before the learning rate warms up fully; "
-            "shorten warm_up_len (and ramp_down_start, ramp_down_len), or use the named config cpu_tiny",
-            config["warm_up_len"], max_epochs)
+    advice = [f"set warm_up_len below {max_epochs} (0: no warm-up)" if max_epochs > 0 else "set warm_up_len=0",
+              "or raise trainer.max_epochs"]
+    if config["ramp_down_start"] >= max_epochs:
+        advice[0] += f" and ramp_down_start (now {config['ramp_down_start']}) below it"
+    if warm_up_len != CPU_PRESET["warm_up_len"] and CPU_PRESET["warm_up_len"] < max_epochs:
+        advice.append("or use the named config cpu_tiny (its schedule warms up in "
+                      f"{CPU_PRESET['warm_up_len']} epochs)")
+    run_logger.warning("warm_up_len=%s >= trainer.max_epochs=%s: the training ends before the learning rate warms up "
+                       "fully; %s", warm_up_len, max_epochs, ", ".join(advice))
+
+
+def warn_of_a_large_network_from_scratch_at_a_fine_tuning_rate(config: Mapping[str, Any],
+                                                              run_logger: logging.Logger) -> None:
+    """A network with published weights (PaSST-S) trained from scratch at a learning rate meant for fine-tuning
+    them (below FROM_SCRATCH_LR) learns little, and on a CPU slowly: say so before training, with what to set."""
+    net = config["models"]["net"]
+    spec = ARCHITECTURES.get(net["arch"])
+    if net["pretrained"] or spec is None or not spec.url or config["lr"] >= FROM_SCRATCH_LR:
+        return
+    device = " on a CPU, where each epoch is slow too" if not torch.cuda.is_available() else ""
+    run_logger.warning(
+        "models.net.pretrained=False: %s (%d transformer blocks of width %d) trains from scratch at lr=%g, a rate "
+        "for fine-tuning pretrained weights%s, and will learn little; set models.net.pretrained=True to start from "
+        "its AudioSet weights (downloaded once; offline: models.net.pretrained_path=FILE), or lr=%g or more to train "
+        "from scratch, or use the named config cpu_tiny for a small network that trains on a CPU",
+        net["arch"], spec.depth, spec.embed_dim, config["lr"], device, FROM_SCRATCH_LR)
 
 
 def user_errors_as_messages(function: Callable) -> Callable:
@@ -264,10 +294,11 @@ def check_demo(dataset: ModuleType, command_name: str, run_logger: logging.Logge
         )
 
 
-def predict_command(run, checkpoint: str | None, files, top_k: int, weights: str,
+def predict_command(run, dataset: ModuleType, checkpoint: str | None, files, top_k: int, weights: str,
                     predictions_csv: str | None, batch_size: int) -> dict[str, Any]:
     """The predict command: top-k classes per file on the console, all probabilities in a CSV; the windows
-    of consecutive files are scored batch_size at a time."""
+    of consecutive files are scored batch_size at a time. The labels are the checkpoint's: a checkpoint trained
+    on another dataset than the experiment's is said to be, in one line."""
     if not checkpoint or not files:
         raise ConfigurationError(
             "predict needs a checkpoint and files: add checkpoint=runs/<id>/checkpoints/best.ckpt files=DIR_OR_FILE"
@@ -275,6 +306,9 @@ def predict_command(run, checkpoint: str | None, files, top_k: int, weights: str
     paths = [files] if isinstance(files, str) else list(files)
     csv_path = Path(predictions_csv) if predictions_csv else sacred_run_folder(run) / "predictions.csv"
     predictor = load_model(checkpoint, weights=weights)
+    if predictor.dataset is not None and predictor.dataset != dataset.Data.name:
+        print(f"{checkpoint} was trained on the {predictor.dataset} dataset, not {dataset.Data.name}: its "
+              f"{len(predictor.class_names)} labels are used ({_first_names(predictor.class_names)})")
     report = predict_files(predictor, paths, top_k=top_k, csv_path=csv_path, batch_size=batch_size)
     for prediction in report.predictions:
         ranked = ", ".join(f"{label} {probability:.2f}" for label, probability in prediction.top)
@@ -335,3 +369,7 @@ def _describe(value) -> str:
     if isinstance(value, list):
         return f"list of {len(value)}, e.g. {value[0]!r}"
     return repr(value)
+
+
+def _first_names(names: Sequence[str], shown: int = 5) -> str:
+    return ", ".join(names[:shown]) + (f", ... ({len(names) - shown} more)" if len(names) > shown else "")

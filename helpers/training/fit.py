@@ -66,7 +66,7 @@ def train(dataset: ModuleType, config: Mapping[str, Any], record: RunRecord, run
     model = spec.build(pretrained_start(config["models"]["net"]))  # before any cache: pretrained weights fail fast
     logger.info("derived from the config: %s", ", ".join(f"{key}={value}" for key, value in spec.derived().items()))
     module = training_module(config, data, model, checkpoint_entry(spec, data.class_names, data.domain_names,
-                                                                   data.seen_domains))
+                                                                   data.seen_domains, dataset.Data.name))
     if resumed is not None:
         check_resumable(resumed, module)
         record.note("resumed_from", str(resume_path))
