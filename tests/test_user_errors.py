@@ -115,6 +115,8 @@ CASES = [
      "checkpoint '{missing}/best.ckpt' does not exist"),
     ("setting", "ex_folder.py", "predict with checkpoint={trained} files={no_audio}",
      "no audio files (.wav, .flac, .ogg, .mp3) found in ['{no_audio}']"),
+    ("setting", "ex_folder.py", "predict with checkpoint={trained} files={no_audio} hop_fraction=2",
+     "hop_fraction=2: the step between the windows of a long clip must be a fraction of the window in (0, 1]"),
     ("export target", "ex_folder.py", "export with checkpoint={trained} export_dir={exported}",
      "['{exported}/model.torchscript.pt'] exist; choose another folder"),
     ("study file", "study.py", "run {study}", "{study}: no 'seeds'; a study file needs experiment, seeds"),

@@ -153,9 +153,9 @@ def add_commands(ex: Experiment, dataset: ModuleType) -> None:
         data_module(dataset, config, model_spec(dataset, config)).prepare_data()
 
     @command
-    def predict(_run, checkpoint, files, top_k, weights, predictions_csv, batch_size):
+    def predict(_run, checkpoint, files, top_k, weights, predictions_csv, batch_size, hop_fraction):
         """Classify files=PATH_OR_FOLDER with checkpoint=PATH: top-k per file and a CSV of all probabilities."""
-        return predict_command(_run, checkpoint, files, top_k, weights, predictions_csv, batch_size)
+        return predict_command(_run, checkpoint, files, top_k, weights, predictions_csv, batch_size, hop_fraction)
 
     @command
     def export(_run, checkpoint, weights, export_dir, export_formats, export_seconds):
@@ -265,16 +265,17 @@ def check_demo(dataset: ModuleType, command_name: str, run_logger: logging.Logge
 
 
 def predict_command(run, checkpoint: str | None, files, top_k: int, weights: str,
-                    predictions_csv: str | None, batch_size: int) -> dict[str, Any]:
-    """The predict command: top-k classes per file on the console, all probabilities in a CSV; the windows
-    of consecutive files are scored batch_size at a time."""
+                    predictions_csv: str | None, batch_size: int, hop_fraction: float) -> dict[str, Any]:
+    """The predict command: top-k classes per file on the console, all probabilities in a CSV; a file longer
+    than the training clip is scored in windows hop_fraction of a clip apart, and the windows of consecutive
+    files are scored batch_size at a time."""
     if not checkpoint or not files:
         raise ConfigurationError(
             "predict needs a checkpoint and files: add checkpoint=runs/<id>/checkpoints/best.ckpt files=DIR_OR_FILE"
         )
     paths = [files] if isinstance(files, str) else list(files)
     csv_path = Path(predictions_csv) if predictions_csv else sacred_run_folder(run) / "predictions.csv"
-    predictor = load_model(checkpoint, weights=weights)
+    predictor = load_model(checkpoint, weights=weights, hop_fraction=hop_fraction)
     report = predict_files(predictor, paths, top_k=top_k, csv_path=csv_path, batch_size=batch_size)
     for prediction in report.predictions:
         ranked = ", ".join(f"{label} {probability:.2f}" for label, probability in prediction.top)
