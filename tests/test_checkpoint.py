@@ -103,3 +103,8 @@ def test_checkpoint_io_writes_atomically_and_hands_over_the_checkpoint_read_alre
     assert CheckpointIO(resumed).load_checkpoint(path) is resumed.lightning
     assert reads == []  # a resumed training reads its checkpoint once
     assert torch.equal(resumed.state_dict["w"], torch.ones(2))
+
+
+def test_a_spec_from_keywords_takes_its_sample_rate():
+    spec = ModelSpec.of("passt_mini", clip_length=1.0, n_classes=2, sample_rate=16000, mel={"n_mels": 64})
+    assert spec.mel["sr"] == spec.sample_rate == 16000 and spec.build().front_end.sr == 16000

@@ -8,9 +8,12 @@ import pytest
 import soundfile
 import torch
 
+from datasets import folder
 from datasets.audio import load_audio
+from errors import ConfigurationError
 from helpers.checkpoint import FORMAT_VERSION, NETWORK_PREFIXES, SWA_COUNT
-from helpers.inference import load_model, predict_files
+from helpers.experiment.commands import predict_command
+from helpers.inference import clip_window_starts, cut_windows, load_model, predict_files
 from models.passt import get_model
 from models.preprocess import AugmentMelSTFT
 
@@ -81,6 +84,57 @@ def test_long_clip_is_scored_in_half_overlapping_windows_and_averaged(predictor,
     expected = reference_probabilities(checkpoint[2], [clip[s : s + 16000] for s in starts])
     np.testing.assert_allclose(predictor.predict(clip, RATE), expected, atol=1e-6)
     assert predictor.predict(clip, RATE).sum() == pytest.approx(1.0, abs=1e-6)
+
+
+def test_windows_are_cut_with_silence_beyond_the_audio():
+    audio = torch.tensor([[1.0, 2, 3, 4, 5, 6, 7, 8, 9, 10], [-1, -2, -3, -4, -5, -6, -7, -8, -9, -10]])
+    windows = cut_windows(audio, 4, [-2, 3, 8, 12, -5])
+    expected = [[[0, 0, 1, 2], [4, 5, 6, 7], [9, 10, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]]]
+    assert windows.shape == (2, 5, 4)
+    assert windows[0].tolist() == expected[0] and windows[1].tolist() == (-torch.tensor(expected[0])).tolist()
+    assert cut_windows(audio[0], 12, [-1]).tolist() == [[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 0]]
+
+
+@pytest.mark.parametrize("n_samples, window, hop, starts", [
+    (3, 4, 2, [0]),              # shorter than a window: one window, padded at the end
+    (4, 4, 2, [0]),              # exactly one window
+    (10, 4, 2, [0, 2, 4, 6]),    # the hops reach the end
+    (11, 4, 2, [0, 2, 4, 6, 7]),  # one more window, ending at the clip's end
+    (10, 4, 4, [0, 4, 6]),
+    (10, 4, 1, [0, 1, 2, 3, 4, 5, 6]),
+])  # fmt: skip
+def test_clip_window_starts(n_samples, window, hop, starts):
+    assert clip_window_starts(n_samples, window, hop) == starts
+
+
+@pytest.fixture(scope="module")
+def quarter_hop(checkpoint):
+    return load_model(checkpoint[0], device="cpu", hop_fraction=0.25)
+
+
+def test_the_hop_between_windows_is_a_setting(quarter_hop, checkpoint, tmp_path):
+    clip = np.random.default_rng(6).uniform(-0.5, 0.5, 37000).astype(np.float32)
+    starts = [0, 4000, 8000, 12000, 16000, 20000, 21000]  # windows of 16000 samples every 4000, one ending at 37000
+    windows = [clip[start : start + 16000] for start in starts]
+    np.testing.assert_array_equal(quarter_hop.windows(clip, RATE).numpy(), np.stack(windows))
+    expected = reference_probabilities(checkpoint[2], windows)
+    np.testing.assert_allclose(quarter_hop.predict(clip, RATE), expected, atol=1e-6)
+    mel = AugmentMelSTFT(**MEL).eval()
+    with torch.no_grad():
+        _, embeddings = checkpoint[2](mel(torch.from_numpy(np.stack(windows))).unsqueeze(1))
+    np.testing.assert_allclose(quarter_hop.embed(clip, RATE), embeddings.mean(dim=0).numpy(), atol=1e-5)
+    soundfile.write(tmp_path / "long.wav", clip, RATE, subtype="FLOAT")
+    csv_path = tmp_path / "predictions.csv"
+    predict_command(None, folder, str(checkpoint[0]), str(tmp_path / "long.wav"), 3, "auto", str(csv_path), 2, 0.25)
+    row = next(csv.DictReader(csv_path.open()))
+    np.testing.assert_allclose([float(row[name]) for name in CLASSES], expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("hop_fraction", [0, 1.5, -0.5, True])
+def test_a_hop_outside_the_window_is_refused(checkpoint, hop_fraction):
+    with pytest.raises(ConfigurationError, match=rf"hop_fraction={hop_fraction!r}: .* must be a fraction of the "
+                                                 r"window in \(0, 1\], e.g. hop_fraction=0.5"):
+        load_model(checkpoint[0], device="cpu", hop_fraction=hop_fraction)
 
 
 def test_short_clip_is_padded_with_silence(predictor, checkpoint):

@@ -1,13 +1,13 @@
 """Every command on each kind of user error: exit status 1, the message, no traceback (with --debug, the traceback).
 
-Each case runs a command line as a user types it: the experiments' commands (main, prepare, evaluate_only,
-predict, export, test_loaders, model_speed_test, plot_attention_mask), `python -m datasets.prepare` and
-`study.py run` / `report`, on a bad setting, a dataset folder in the wrong layout, a bad audio file, a class
-that could never be trained (NSynth's synth_lead with the acoustic training default, a label only the test rows
-of a folder's CSV have), a foreign or outdated checkpoint, a bad study file and an existing export target. The data are built by hand, small, in the test's
-folder. One case of each entry point runs in a subprocess, as typed; the others run the same entry point
-(the experiment's ``run_commandline``, ``study.main``, ``datasets.prepare.main``) in this process, with the
-same arguments, which spares each an interpreter start.
+Each case runs a command line as a user types it: the experiments' commands (main, prepare, evaluate_only, predict,
+export, test_loaders, model_speed_test, plot_attention_mask), `python -m datasets.prepare` and `study.py run` /
+`report`, on a bad setting, a dataset folder in the wrong layout, a bad audio file, a class that could never be
+trained (NSynth's synth_lead with the acoustic training default, a label only the test rows of a folder's CSV
+have), a foreign or outdated checkpoint, a bad study file and an existing export target. The data are built by
+hand, small, in the test's folder. One case of each entry point runs in a subprocess, as typed; the others run the
+same entry point (the experiment's ``run_commandline``, ``study.main``, ``datasets.prepare.main``) in this process,
+with the same arguments, which spares each an interpreter start.
 """
 
 import importlib
@@ -133,6 +133,8 @@ CASES = [
      "checkpoint '{missing}/best.ckpt' does not exist"),
     ("setting", "ex_folder.py", "predict with checkpoint={trained} files={no_audio}",
      "no audio files (.wav, .flac, .ogg, .mp3) found in ['{no_audio}']"),
+    ("setting", "ex_folder.py", "predict with checkpoint={trained} files={no_audio} hop_fraction=2",
+     "hop_fraction=2: expected a number in (0, 1]"),
     ("export target", "ex_folder.py", "export with checkpoint={trained} export_dir={exported}",
      "['{exported}/model.torchscript.pt'] exist; choose another folder"),
     ("study file", "study.py", "run {study}", "{study}: no 'seeds'; a study file needs experiment, seeds"),

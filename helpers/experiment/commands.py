@@ -160,9 +160,10 @@ def add_commands(ex: Experiment, dataset: ModuleType) -> None:
         data_module(dataset, config, model_spec(dataset, config)).prepare_data()
 
     @command
-    def predict(_run, checkpoint, files, top_k, weights, predictions_csv, batch_size):
+    def predict(_run, checkpoint, files, top_k, weights, predictions_csv, batch_size, hop_fraction):
         """Classify files=PATH_OR_FOLDER with checkpoint=PATH: top-k per file and a CSV of all probabilities."""
-        return predict_command(_run, dataset, checkpoint, files, top_k, weights, predictions_csv, batch_size)
+        return predict_command(_run, dataset, checkpoint, files, top_k, weights, predictions_csv, batch_size,
+                               hop_fraction)
 
     @command
     def export(_run, checkpoint, weights, export_dir, export_formats, export_seconds):
@@ -295,17 +296,18 @@ def check_demo(dataset: ModuleType, command_name: str, run_logger: logging.Logge
 
 
 def predict_command(run, dataset: ModuleType, checkpoint: str | None, files, top_k: int, weights: str,
-                    predictions_csv: str | None, batch_size: int) -> dict[str, Any]:
-    """The predict command: top-k classes per file on the console, all probabilities in a CSV; the windows
-    of consecutive files are scored batch_size at a time. The labels are the checkpoint's: a checkpoint trained
-    on another dataset than the experiment's is said to be, in one line."""
+                    predictions_csv: str | None, batch_size: int, hop_fraction: float) -> dict[str, Any]:
+    """The predict command: top-k classes per file on the console, all probabilities in a CSV; a file longer
+    than the training clip is scored in windows hop_fraction of a clip apart, and the windows of consecutive
+    files are scored batch_size at a time. The labels are the checkpoint's: a checkpoint trained on another
+    dataset than the experiment's is said to be, in one line."""
     if not checkpoint or not files:
         raise ConfigurationError(
             "predict needs a checkpoint and files: add checkpoint=runs/<id>/checkpoints/best.ckpt files=DIR_OR_FILE"
         )
     paths = [files] if isinstance(files, str) else list(files)
     csv_path = Path(predictions_csv) if predictions_csv else sacred_run_folder(run) / "predictions.csv"
-    predictor = load_model(checkpoint, weights=weights)
+    predictor = load_model(checkpoint, weights=weights, hop_fraction=hop_fraction)
     if predictor.dataset is not None and predictor.dataset != dataset.Data.name:
         print(f"{checkpoint} was trained on the {predictor.dataset} dataset, not {dataset.Data.name}: its "
               f"{len(predictor.class_names)} labels are used ({_first_names(predictor.class_names)})")

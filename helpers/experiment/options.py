@@ -11,6 +11,7 @@ def command_options():
     speed_test_steps = 10  # model_speed_test: timed steps (after 2 warm-up steps)
     files = None  # predict: audio files or folders to classify (a path or a list of paths)
     top_k = 5  # predict: classes printed per file
+    hop_fraction = 0.5  # predict: step between the windows of a file longer than the training clip, in clips (0, 1]
     weights = "auto"  # predict, export: "swa", "plain" or "auto" (the SWA average when the checkpoint has one)
     predictions_csv = None  # predict: CSV to write (None: predictions.csv in the run folder)
     export_dir = None  # export: folder for the TorchScript/ONNX files (None: export/ in the run folder)

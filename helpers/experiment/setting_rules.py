@@ -80,6 +80,7 @@ SETTING_RULES: dict[str, Kind] = {
     "top_k": AT_LEAST_ONE,
     "weights": one_of(CHECKPOINT_WEIGHTS),
     "predictions_csv": PATH,
+    "hop_fraction": number_in(0, 1, low_included=False),
     "export_dir": PATH,
     "export_formats": EXPORT_FORMATS,
     "export_seconds": optional(POSITIVE, "the training clip length"),
