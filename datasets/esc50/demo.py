@@ -1,12 +1,12 @@
 """A small synthetic stand-in for ESC-50 in its released layout (ESC-50-master/audio/*.wav, meta/esc50.csv).
 
 Five of ESC-50's classes, with their real target numbers and esc10 flags (dog, rooster and rain are ESC-10 clips),
-each a recipe of synthetic events: barks (short harmonic bursts gliding down), a crow (a harmonic sweep up and
-down), rain (hissing noise with drops), knocks on wood (damped low resonances in groups) and bells (inharmonic
-partials with long decays). Every source recording (src_file) has its own variant of the recipe and its own
-background noise, and gives one to three takes (A, B, C), in one fold, as in the release; so fragments of one
-recording resemble each other more than other recordings of the class. Five folds of 8 clips per class, 2 s of
-44.1 kHz 16-bit mono (the real clips are 5 s).
+each a recipe of synthetic events repeated through the clip: barks (short harmonic bursts gliding down), crows
+(harmonic sweeps up and down), rain (hissing noise with drops), knocks on wood (damped low resonances in groups)
+and bells (inharmonic partials with long decays). Every source recording (src_file) has its own variant of the
+recipe and its own background noise, and gives one to three takes (A, B, C), in one fold, as in the release; so
+fragments of one recording resemble each other more than other recordings of the class. Five folds of 8 clips
+per class, 2 s of 44.1 kHz 16-bit mono (the real clips are 5 s).
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def build(folder: Path) -> None:
 def _bark(rng: np.random.Generator, voice: np.random.Generator) -> np.ndarray:
     f0, length = voice.uniform(380, 700), voice.uniform(0.12, 0.22)
     out = _silence()
-    for start in np.sort(rng.uniform(0.05, CLIP_LENGTH - 0.3, size=rng.integers(2, 5))):
+    for start in np.arange(rng.uniform(0.0, 0.2), CLIP_LENGTH, voice.uniform(0.3, 0.5)):
         t = np.arange(int(length * SAMPLE_RATE)) / SAMPLE_RATE
         pitch = f0 * (1.25 - 0.4 * t / length)
         phase = 2 * np.pi * np.cumsum(pitch) / SAMPLE_RATE
@@ -67,14 +67,15 @@ def _bark(rng: np.random.Generator, voice: np.random.Generator) -> np.ndarray:
 
 
 def _crow(rng: np.random.Generator, voice: np.random.Generator) -> np.ndarray:
-    low, high, length = voice.uniform(450, 600), voice.uniform(850, 1100), voice.uniform(0.9, 1.3)
+    low, high, length = voice.uniform(450, 600), voice.uniform(850, 1100), voice.uniform(0.6, 0.9)
     t = np.arange(int(length * SAMPLE_RATE)) / SAMPLE_RATE
     pitch = low + (high - low) * np.sin(np.pi * t / length) ** 0.6
     phase = 2 * np.pi * np.cumsum(pitch) / SAMPLE_RATE
     fades = np.minimum(1, 8 * t) * np.minimum(1, 4 * (length - t))
     tone = sum(np.sin(k * phase) * 0.8**k for k in range(1, 10)) * fades
     out = _silence()
-    _add(out, rng.uniform(0.0, CLIP_LENGTH - length), tone)
+    for start in np.arange(rng.uniform(-0.3, 0.0), CLIP_LENGTH, length + voice.uniform(0.05, 0.2)):
+        _add(out, start, tone)
     return out
 
 
@@ -92,12 +93,12 @@ def _knock(rng: np.random.Generator, voice: np.random.Generator) -> np.ndarray:
     out = _silence()
     t = np.arange(int(0.12 * SAMPLE_RATE)) / SAMPLE_RATE
     hit = np.sin(2 * np.pi * resonance * t) * np.exp(-t / 0.02) + 0.3 * rng.standard_normal(len(t)) * np.exp(-t / 0.003)
-    start = rng.uniform(0.05, 0.4)
-    for _ in range(rng.integers(2, 6)):
-        if start > CLIP_LENGTH - 0.15:
-            break
-        _add(out, start, hit * rng.uniform(0.7, 1.0))
-        start += spacing * rng.uniform(0.9, 1.1)
+    start = rng.uniform(0.0, 0.2)
+    while start < CLIP_LENGTH:
+        for _ in range(rng.integers(2, 5)):
+            _add(out, start, hit * rng.uniform(0.7, 1.0))
+            start += spacing * rng.uniform(0.9, 1.1)
+        start += rng.uniform(0.1, 0.3)
     return out
 
 
@@ -106,7 +107,7 @@ def _bell(rng: np.random.Generator, voice: np.random.Generator) -> np.ndarray:
     t = np.arange(round(CLIP_LENGTH * SAMPLE_RATE)) / SAMPLE_RATE
     partials = [(0.5, 0.6), (1.0, 1.0), (1.19, 0.5), (1.5, 0.4), (2.0, 0.5), (2.66, 0.25)]
     out = _silence()
-    for start in np.arange(rng.uniform(0.0, period), CLIP_LENGTH, period):
+    for start in np.arange(rng.uniform(0.0, period / 2), CLIP_LENGTH, period):
         rest = t[: len(t) - int(start * SAMPLE_RATE)]
         strike = sum(gain * np.sin(2 * np.pi * f0 * ratio * rest) * np.exp(-rest * (0.8 + ratio))
                      for ratio, gain in partials)
@@ -142,7 +143,9 @@ def _silence() -> np.ndarray:
 
 
 def _add(out: np.ndarray, start: float, event: np.ndarray) -> None:
-    """Add ``event`` into ``out`` from ``start`` seconds on, cut at the end of the clip."""
+    """Add ``event`` into ``out`` from ``start`` seconds on (before 0 or past the end: the part inside the clip)."""
     first = int(start * SAMPLE_RATE)
-    length = min(len(event), len(out) - first)
-    out[first : first + length] += event[:length]
+    skipped = max(0, -first)
+    length = min(len(event) - skipped, len(out) - max(0, first))
+    if length > 0:
+        out[max(0, first) : max(0, first) + length] += event[skipped : skipped + length]
