@@ -50,6 +50,7 @@ logger = logging.getLogger(__name__)
 
 TRAIN, VALIDATION, TEST = "train", "validation", "test"
 ROLES = (TRAIN, VALIDATION, TEST)
+NO_DOMAIN = "all"  # the one domain of every clip of a dataset without domains (domain_kind None)
 SHOWN = 5
 
 # Settings every dataset has, with the same default (a dataset's DEFAULTS add its own and its comments).
@@ -122,8 +123,8 @@ class CachedData:
     """
 
     name: ClassVar[str]
-    domain_kind: ClassVar[str]  # what a domain is: "device", "instrument_source", ...
-    group_names: ClassVar[tuple[str, str]]  # how reports name the domains trained on, and the others
+    domain_kind: ClassVar[str | None]  # what a domain is: "device", ...; None: no domains (every clip NO_DOMAIN)
+    group_names: ClassVar[tuple[str, str] | tuple[()]]  # how reports name the domains trained on, and the others
     native_clip_length: ClassVar[float]
     demo_clip_length: ClassVar[float | None] = None
     demo_folder: ClassVar[str | None] = None  # folder of the generated demo data; None: the dataset has none
@@ -195,6 +196,11 @@ class CachedData:
     def has_demo(cls) -> bool:
         """Whether the dataset generates demo data to train on when base_dir is None."""
         return cls.demo_folder is not None
+
+    @property
+    def domain_noun(self) -> str:
+        """How messages name a domain: the domain kind, or "domain" for a dataset without domains."""
+        return self.domain_kind or "domain"
 
     @property
     def clip_samples(self) -> int:
@@ -280,11 +286,12 @@ class CachedData:
         present = [domain for domain in self.domain_names if domain in {clip.domain for clip in train_clips}]
         if train_domains is None:
             return present
+        if self.domain_kind is None:
+            raise ConfigurationError(f"train_domains={train_domains!r}: {self.name} has no domains (every clip is "
+                                     f"in one, {NO_DOMAIN!r}); leave basedataset.train_domains None")
         if isinstance(train_domains, str) or not all(isinstance(d, str) for d in train_domains):
-            raise ConfigurationError(
-                f"train_domains={train_domains!r}: expected a list of {self.domain_kind} names, e.g. "
-                f"[{self.domain_names[0]!r}], or None for all"
-            )
+            raise ConfigurationError(f"train_domains={train_domains!r}: expected a list of {self.domain_kind} names, "
+                                     f"e.g. [{self.domain_names[0]!r}], or None for all")
         unknown = [domain for domain in train_domains if domain not in self.domain_names]
         if unknown or not train_domains:
             raise ConfigurationError(
@@ -306,7 +313,7 @@ class CachedData:
         untrained = [name for name in self.class_names if name not in trained]
         if not untrained:
             return self.class_names
-        kind = self.domain_kind
+        kind = self.domain_noun
         elsewhere = {name: set() for name in untrained}
         for clip in self._role_clips(TRAIN, domains=self.domain_names):
             if clip.label in elsewhere:
@@ -346,7 +353,7 @@ class CachedData:
         train = Role(self.layout.roles[TRAIN].split, kept)
         self.layout = replace(self.layout, roles={**self.layout.roles, TRAIN: train})
         logger.info("%s: train_fraction=%s (subset_seed=%d): %d of %d training clips kept, per label and %s",
-                    self.name, self.train_fraction, self.subset_seed, len(kept), len(clips), self.domain_kind)
+                    self.name, self.train_fraction, self.subset_seed, len(kept), len(clips), self.domain_noun)
 
     def _check_roles(self) -> None:
         """Refuse an empty role; report what validation leaves out or lacks, and files that roles share."""
@@ -357,14 +364,9 @@ class CachedData:
         every_domain = self._role_clips(VALIDATION, domains=self.domain_names)
         left_out = sorted({clip.domain for clip in every_domain} - set(self.seen_domains))
         if left_out:
-            logger.info(
-                "%d validation clips of the %ss %s are left out: validation holds the training %ss %s only",
-                len(every_domain) - len(clips[VALIDATION]),
-                self.domain_kind,
-                left_out,
-                self.domain_kind,
-                self.seen_domains,
-            )
+            logger.info("%d validation clips of the %ss %s are left out: validation holds the training %ss %s only",
+                        len(every_domain) - len(clips[VALIDATION]), self.domain_kind, left_out, self.domain_kind,
+                        self.seen_domains)
         for kind, names, present in (
             (self.domain_kind, self.seen_domains, {clip.domain for clip in clips[VALIDATION]}),
             ("class", self.class_names, {clip.label for clip in clips[VALIDATION]}),

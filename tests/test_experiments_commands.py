@@ -26,7 +26,7 @@ QUICK = {"max_epochs": 1, "limit_train_batches": 3, "limit_val_batches": 3, "ena
          "enable_model_summary": False, "num_sanity_val_steps": 0}
 
 
-@pytest.fixture(params=["ex_dcase20", "ex_nsynth"])
+@pytest.fixture(params=["ex_dcase20", "ex_nsynth", "ex_esc50"])
 def experiment(request, load_experiment):
     return load_experiment(request.param)
 

@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from datasets.base import ROLES, TEST, TRAIN, VALIDATION, Layout, Role, check_fraction, check_seed
+from datasets.base import NO_DOMAIN, ROLES, TEST, TRAIN, VALIDATION, Layout, Role, check_fraction, check_seed
 from datasets.cache import Clip
 from datasets.metadata import LayoutError, Row, read_tsv
 from datasets.subsets import seeded_order
@@ -42,7 +42,6 @@ OPTIONAL_COLUMNS = ("domain", "split", "fold")
 SEPARATORS = "\t,"  # tab or comma, whichever the header line uses (tab when both)
 SPLIT_VALUES = {"train": TRAIN, "validation": VALIDATION, "test": TEST, "eval": TEST}  # lower-cased cell -> role
 CACHED_SPLIT = "all"  # the one cached split: every file of the CSV
-NO_DOMAIN = "all"  # the one domain of a CSV without a domain column
 NO_SUBDOMAIN = "-"  # this dataset has no secondary domain
 SHOWN = 5
 

@@ -337,7 +337,8 @@ def summarise_loaders(dataset: ModuleType, config: dict) -> None:
     data.prepare_data()
     data.setup("fit")
     print(f"classes ({len(data.class_names)}): {', '.join(data.class_names)}")
-    print(f"domains ({data.domain_kind}): {', '.join(data.domain_names)}; seen: {', '.join(data.seen_domains)}")
+    if data.domain_kind is not None:
+        print(f"domains ({data.domain_kind}): {', '.join(data.domain_names)}; seen: {', '.join(data.seen_domains)}")
     validation, test = data.val_dataloader()
     for name, loader in (("train", data.train_dataloader()), ("validation", validation), ("test", test)):
         batch = next(iter(loader))

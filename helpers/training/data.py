@@ -58,12 +58,12 @@ class AudioDataModule(pl.LightningDataModule):
         return self.data.domain_names
 
     @property
-    def domain_kind(self) -> str:
-        """What a domain is: "device", "instrument_source", ..."""
+    def domain_kind(self) -> str | None:
+        """What a domain is: "device", "instrument_source", ...; None for a dataset without domains."""
         return self.data.domain_kind
 
     @property
-    def group_names(self) -> tuple[str, str]:
+    def group_names(self) -> tuple[str, str] | tuple[()]:
         """How reports name the domains trained on, and the others."""
         return self.data.group_names
 

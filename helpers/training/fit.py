@@ -153,7 +153,8 @@ def run_context(config: Mapping[str, Any], data: AudioDataModule, model: AudioMo
     return RunContext(sample_rate=config["basedataset"]["sample_rate"], dataset=config["basedataset"],
                       domain_names=list(data.domain_names),
                       seen_domains=list(data.seen_domains if seen_domains is None else seen_domains),
-                      domain_kind=data.domain_kind, embedding_size=None if model is None else model.net.embed_dim)
+                      domain_kind=data.domain_kind or "domain",
+                      embedding_size=None if model is None else model.net.embed_dim)
 
 
 def training_module(config: Mapping[str, Any], data: AudioDataModule, model: AudioModel, entry: Mapping,
@@ -218,7 +219,7 @@ def trained_seen_domains(entry: Mapping[str, Any], data, path: Path) -> list[str
     unseen; configured training domains that differ from the checkpoint's are logged."""
     configured = list(data.seen_domains)
     saved = list(entry["seen_domains"])
-    kind = data.domain_kind
+    kind = data.domain_kind or "domain"
     unknown = [domain for domain in saved if domain not in data.domain_names]
     if unknown:
         raise ConfigurationError(
