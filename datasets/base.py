@@ -294,10 +294,8 @@ class CachedData:
                                      f"e.g. [{self.domain_names[0]!r}], or None for all")
         unknown = [domain for domain in train_domains if domain not in self.domain_names]
         if unknown or not train_domains:
-            raise ConfigurationError(
-                f"train_domains={list(train_domains)!r}: {unknown or 'empty list'} not among the "
-                f"{self.domain_kind}s of {self.name}: {self.domain_names}"
-            )
+            raise ConfigurationError(f"train_domains={list(train_domains)!r}: {unknown or 'empty list'} not among "
+                                     f"the {self.domain_kind}s of {self.name}: {self.domain_names}")
         absent = [domain for domain in train_domains if domain not in present]
         if absent:
             raise ConfigurationError(

@@ -21,8 +21,8 @@ def test_a_bad_setting_stops_before_any_work(in_tmp, demo_cache):
         api.train("nsynth", updates={"lrr": 0.1}, named_configs=["cpu_tiny"], run_dir=in_tmp / "run")
     with pytest.raises(UserError, match="unknown named configs \\['cpu_tinyy'\\]"):
         api.train("nsynth", named_configs=["cpu_tinyy"], run_dir=in_tmp / "run")
-    with pytest.raises(UserError, match="experiment 'esc50' is not one of"):
-        api.train("esc50")
+    with pytest.raises(UserError, match="experiment 'esc_50' is not one of"):
+        api.train("esc_50")
     assert list(in_tmp.iterdir()) == []  # no run folder, nothing written
 
 
