@@ -73,7 +73,7 @@ def test_dcase20_seed_command_line_without_observer(tmp_path, frito):
     #     trainer.use_tensorboard_logger=True -p --debug
     train = frito("ex_dcase20_dev.py", "with", "models.net.rf_norm_t=row_overlap_8", "use_mixup=True",
                   "mixup_alpha=0.3", "trainer.use_tensorboard_logger=True", *ONE_EPOCH, "-p", "--debug", cwd=tmp_path)
-    (run_dir,) = (tmp_path / "runs").iterdir()  # runs/<timestamp>
+    run_dir = tmp_path / "runs" / "1"  # without -F, runs/ as with -F runs/ (Sacred keeps the sources in runs/_sources)
     assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
     assert "seen devices" in train.stdout and "unseen devices" in train.stdout
@@ -83,12 +83,12 @@ def test_dcase20_seed_command_line_without_observer(tmp_path, frito):
     assert re.search(r"epoch 1/1 \(\d+:\d\d:\d\d, about 0:00:00 left\): train/loss", train.stderr)
     assert "it/s]" not in train.stderr
 
-    # evaluate_only without -F writes beside the checkpoint, not into ./runs/<timestamp>
+    # evaluate_only without -F writes beside the checkpoint, not into a new runs/<id>
     frito("ex_dcase20.py", "evaluate_only", "with", f"checkpoint={run_dir}/checkpoints/last.ckpt",
           "trainer.limit_val_batches=2", cwd=tmp_path)
-    (evaluation,) = (run_dir / "evaluations").iterdir()
+    (evaluation,) = (path for path in (run_dir / "evaluations").iterdir() if path.name != "_sources")
     assert evaluation.name.startswith("last_") and (evaluation / "test_checkpoint_net_domains.csv").is_file()
-    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == [run_dir.name]
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == [run_dir.name, "_sources"]
 
 
 @pytest.mark.slow

@@ -25,6 +25,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Callback, TQDMProgressBar
+from pytorch_lightning.callbacks.progress.tqdm_progress import convert_inf
 
 from errors import ConfigurationError
 from helpers.results.selection import epoch_number
@@ -76,8 +77,12 @@ class ProgressBar(TQDMProgressBar):
         return _with_a_width(super().init_validation_tqdm())
 
     def on_train_epoch_start(self, trainer: pl.Trainer, *args) -> None:
-        super().on_train_epoch_start(trainer, *args)
-        self.train_progress_bar.set_description(epoch_label(trainer))
+        """As Lightning's, with the epoch's label set before the bar is first drawn."""
+        if self._leave:
+            self.train_progress_bar = self.init_train_tqdm()
+        self.train_progress_bar.set_description(epoch_label(trainer), refresh=False)
+        self.train_progress_bar.reset(total=convert_inf(self.total_train_batches))
+        self.train_progress_bar.initial = 0
 
     def get_metrics(self, trainer: pl.Trainer, module: pl.LightningModule) -> dict:
         metrics = super().get_metrics(trainer, module)
