@@ -45,6 +45,7 @@ logger = logging.getLogger(__name__)
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
 WINDOW_BATCH = 16  # windows per forward pass unless a batch size is given
+SKIPPED_COLUMN = "skipped"  # the predict CSV's last column: why a file was skipped (empty for scored files)
 Key = TypeVar("Key")  # what identifies a clip to predict_clips's caller, e.g. its path
 
 
@@ -244,7 +245,8 @@ def predict_files(
     Files that cannot be decoded are skipped and listed in the report (nothing is logged per file: the
     caller reports them, e.g. the predict command prints each file once). With
     ``csv_path``, a CSV is written (atomically) with one row per scored file: file, top_1 ... top_k
-    class names, then one probability column per class. An existing CSV is only replaced with
+    class names, then one probability column per class, and a last column "skipped", which holds the reason in
+    the rows of the skipped files (listed after the scored ones). An existing CSV is only replaced with
     ``overwrite=True``. The windows of consecutive files are scored together, batch_size windows per
     forward pass (the probabilities are those of :meth:`Predictor.predict`, file by file).
     """
@@ -262,7 +264,8 @@ def predict_files(
         top = [(predictor.class_names[index], float(probabilities[index])) for index in best]
         predictions.append(FilePrediction(str(path), probabilities, top))
     if csv_path is not None:
-        atomic_write(Path(csv_path), lambda stream: stream.write(_csv_text(predictions, predictor.class_names, top_k)))
+        text = _csv_text(predictions, skipped, predictor.class_names, top_k)
+        atomic_write(Path(csv_path), lambda stream: stream.write(text))
     return PredictionReport(predictions, skipped)
 
 
@@ -308,13 +311,18 @@ def _audio_files(paths: Iterable[str | os.PathLike]) -> tuple[list[Path], list[t
     return files, skipped
 
 
-def _csv_text(predictions: list[FilePrediction], class_names: list[str], top_k: int) -> bytes:
+def _csv_text(predictions: list[FilePrediction], skipped: list[tuple[str, str]], class_names: list[str],
+              top_k: int) -> bytes:
+    """One row per scored file (its top classes and probabilities), then one per skipped file with the reason
+    in the last column, "skipped" (empty for the scored files)."""
     text = io.StringIO()
     writer = csv.writer(text)
-    writer.writerow(["file", *(f"top_{rank}" for rank in range(1, top_k + 1)), *class_names])
+    writer.writerow(["file", *(f"top_{rank}" for rank in range(1, top_k + 1)), *class_names, SKIPPED_COLUMN])
     for prediction in predictions:
         labels = [name for name, _ in prediction.top]
-        writer.writerow([prediction.path, *labels, *(f"{p:.6f}" for p in prediction.probabilities)])
+        writer.writerow([prediction.path, *labels, *(f"{p:.6f}" for p in prediction.probabilities), ""])
+    for path, reason in skipped:
+        writer.writerow([path, *[""] * (top_k + len(class_names)), reason])
     return text.getvalue().encode()
 
 

@@ -125,7 +125,7 @@ def test_the_hop_between_windows_is_a_setting(quarter_hop, checkpoint, tmp_path)
     np.testing.assert_allclose(quarter_hop.embed(clip, RATE), embeddings.mean(dim=0).numpy(), atol=1e-5)
     soundfile.write(tmp_path / "long.wav", clip, RATE, subtype="FLOAT")
     csv_path = tmp_path / "predictions.csv"
-    predict_command(None, folder, str(checkpoint[0]), str(tmp_path / "long.wav"), 3, "auto", str(csv_path), 2, 0.25)
+    predict_command(folder, str(checkpoint[0]), str(tmp_path / "long.wav"), 3, "auto", str(csv_path), 2, 0.25)
     row = next(csv.DictReader(csv_path.open()))
     np.testing.assert_allclose([float(row[name]) for name in CLASSES], expected, atol=1e-5)
 
@@ -218,11 +218,13 @@ def test_predict_files_scores_a_folder_writes_a_csv_and_skips_unreadable_files(p
 
     with open(csv_path, newline="") as stream:
         rows = list(csv.reader(stream))
-    assert rows[0] == ["file", "top_1", "top_2", *CLASSES]
-    assert len(rows) == 5
-    for row, prediction in zip(rows[1:], report.predictions, strict=True):
-        probabilities = np.array(row[3:], dtype=float)
-        assert row[0] == prediction.path
+    assert rows[0] == ["file", "top_1", "top_2", *CLASSES, "skipped"]
+    assert len(rows) == 6
+    (broken_path, reason), = report.skipped
+    assert rows[5] == [broken_path, *[""] * (2 + len(CLASSES)), reason]  # the skipped file, with the reason
+    for row, prediction in zip(rows[1:5], report.predictions, strict=True):
+        probabilities = np.array(row[3:-1], dtype=float)
+        assert row[0] == prediction.path and row[-1] == ""
         assert probabilities.sum() == pytest.approx(1.0, abs=1e-4)
         order = np.argsort(-probabilities, kind="stable")
         assert row[1:3] == [CLASSES[order[0]], CLASSES[order[1]]]
@@ -255,8 +257,8 @@ def test_files_scored_in_shared_batches_get_their_own_windows_probabilities(pred
         np.testing.assert_allclose(prediction.probabilities, expected, atol=1e-5)
     single, shared = (list(csv.reader(path.open())) for path in (one_at_a_time, batched))
     assert [row[:4] for row in single] == [row[:4] for row in shared]  # files and top classes
-    np.testing.assert_allclose(np.array([row[4:] for row in shared[1:]], dtype=float),
-                               np.array([row[4:] for row in single[1:]], dtype=float), atol=1e-5)
+    np.testing.assert_allclose(np.array([row[4:-1] for row in shared[1:-1]], dtype=float),
+                               np.array([row[4:-1] for row in single[1:-1]], dtype=float), atol=1e-5)
 
 
 def test_predict_clips_keeps_the_order_and_refuses_empty_batches(predictor, checkpoint):

@@ -107,6 +107,8 @@ def shared_defaults():
     model_selection = "validation"  # the epoch reported: best validation accuracy; "oracle": best test (optimistic)
     swa = True  # keep a stochastic weight average (net_swa), evaluated beside the plain model
     swa_freq = 1  # average every swa_freq epochs
+    progress_every_batches = 50  # output to a file or pipe: a progress line every this many batches (terminal: a bar)
+    progress_every_seconds = 60  # ... or after this many seconds, whichever comes first
 
 
 class MethodDefaults:

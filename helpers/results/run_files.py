@@ -13,7 +13,8 @@
                            (+ net_swa_selected, net_swa_last with SWA); class and domain names
     metrics.json           every figure logged per epoch (written by Sacred's FileStorageObserver, or
                            helpers.results.record for the Python API): {name: {"steps": [epochs], "values": [...]}},
-                           e.g. val/acc, test/acc, test/acc_unseen, test/domain/<name>; one per attempt
+                           e.g. val/acc, test/acc, test/acc_unseen, test/domain/<name>; one per attempt. Epochs
+                           are numbered from 1 in both files
 
 "selected" is the epoch model_selection chose (the key stays "selected" with "oracle", which
 model_selection names). With a continued training, the run folder of the newest attempt holds both end

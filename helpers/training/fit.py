@@ -29,6 +29,7 @@ from helpers.results.reports import finish
 from helpers.results.run_files import write_results, write_splits
 from helpers.training.classifier import AudioClassifier
 from helpers.training.data import AudioDataModule
+from helpers.training.progress import progress_every
 from helpers.training.run_folder import RUNS_DIR, evaluation_folder, resume_checkpoint, shared_with_child_processes
 from helpers.training.schedule import lr_schedule
 from helpers.training.swa import SwaSchedule
@@ -58,6 +59,7 @@ def train(dataset: ModuleType, config: Mapping[str, Any], record: RunRecord, run
     selection and random number generators restored.
     """
     pl.seed_everything(config["seed"], workers=True)
+    every = progress_every(config)
     resume_path = resume_checkpoint(resume, run_dir, runs)
     resumed = read_checkpoint(resume_path) if resume_path is not None else None
     spec = model_spec(dataset, config)
@@ -71,7 +73,8 @@ def train(dataset: ModuleType, config: Mapping[str, Any], record: RunRecord, run
         check_resumable(resumed, module)
         record.note("resumed_from", str(resume_path))
         logger.info("resuming the training of %s in %s", resume_path, run_dir)
-    trainer = build_trainer(config["trainer"], run_dir, record, callbacks=(RunFiles(run_dir),), resumed=resumed)
+    trainer = build_trainer(config["trainer"], run_dir, record, callbacks=(RunFiles(run_dir),), resumed=resumed,
+                            progress_every=every)
     with shared_with_child_processes(run_dir, resume_path):
         try:
             trainer.fit(module, datamodule=data, ckpt_path=str(resume_path) if resume_path else None)
@@ -102,6 +105,7 @@ def evaluate(dataset: ModuleType, config: Mapping[str, Any], record: RunRecord, 
     """
     if not checkpoint_path:
         raise ConfigurationError("evaluate_only needs a checkpoint: add checkpoint=runs/<id>/checkpoints/best.ckpt")
+    every = progress_every(config)
     checkpoint = read_checkpoint(checkpoint_path)
     entry, spec = checkpoint.entry, checkpoint.spec
     logger.info("evaluate_only: network %s (rf_norm_t=%r) and front-end as trained; %s s clips at %s Hz",
@@ -119,9 +123,9 @@ def evaluate(dataset: ModuleType, config: Mapping[str, Any], record: RunRecord, 
     seen = trained_seen_domains(entry, data, checkpoint.path)
     module = training_module(config, data, checkpoint.untrained_model(), entry, seen_domains=seen, training=False)
     checkpoint.load_into(module)
-    trainer = build_trainer(config["trainer"], run_dir, record, checkpoints=False)
+    trainer = build_trainer(config["trainer"], run_dir, record, checkpoints=False, progress_every=every)
     with shared_with_child_processes(run_dir):
-        trainer.validate(module, datamodule=data)
+        trainer.validate(module, datamodule=data, verbose=False)  # the summary below shows the figures
     wait_for_child_processes(trainer)
     if module.selection.last is None:
         return {}
