@@ -70,6 +70,8 @@ SETTING_RULES: dict[str, Kind] = {
     "swa": BOOLEAN,
     "swa_epoch_start": COUNT,
     "swa_freq": AT_LEAST_ONE,
+    "progress_every_batches": AT_LEAST_ONE,
+    "progress_every_seconds": POSITIVE,
     "seed": SEED,
     # the commands other than main (helpers.experiment.options)
     "checkpoint": PATH,
