@@ -88,6 +88,11 @@ class UserMessage(SacredError, UserError):
         super().__init__(message, print_traceback=False)
 
 
+# Sacred prints the message with traceback.format_exception_only, which puts the class's dotted path first; a
+# user reads "error: <message>" instead of "helpers.experiment.commands.UserMessage: <message>".
+UserMessage.__module__, UserMessage.__qualname__ = "builtins", "error"
+
+
 def add_commands(ex: Experiment, dataset: ModuleType) -> None:
     """Give ``ex`` the shared command options, config checks and commands for ``dataset``.
 
