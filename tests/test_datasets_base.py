@@ -4,7 +4,7 @@ import inspect
 
 import pytest
 
-from datasets import base, dcase20, folder, nsynth
+from datasets import base, dcase20, folder, nsynth, tau_mobile
 from datasets.base import SHARED_DEFAULTS
 
 PACKAGES = {"dcase20": dcase20, "nsynth": nsynth, "folder": folder}
@@ -54,7 +54,7 @@ def defaults_lines(module) -> list[str]:
 
 @pytest.mark.parametrize("name", PACKAGES)
 def test_every_setting_of_a_dataset_is_commented_where_its_default_is_written(name):
-    lines = defaults_lines(PACKAGES[name]) + defaults_lines(base)
+    lines = defaults_lines(PACKAGES[name]) + defaults_lines(base) + defaults_lines(tau_mobile)
     for key in PACKAGES[name].DEFAULTS:
         written = [line for line in lines if line.strip().startswith(f'"{key}":')]
         assert written and all("  # " in line for line in written), key
