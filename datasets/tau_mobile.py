@@ -21,6 +21,7 @@ its files, and nothing else of the training split is used.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections import Counter, defaultdict
 from collections.abc import Sequence
@@ -33,6 +34,8 @@ from datasets.cache import Clip
 from datasets.metadata import LayoutError, Row, read_tsv
 from datasets.subsets import seeded_order
 from errors import ConfigurationError
+
+logger = logging.getLogger(__name__)
 
 META_COLUMNS = ("filename", "scene_label", "identifier", "source_label")
 SHOWN = 5
@@ -144,6 +147,10 @@ def read_layout(
     locations = {clip.path: meta[clip.path]["identifier"] for clip in training}
     held_out = hold_out_locations(training, locations, validation_fraction, split_seed)
     validation = frozenset(path for path, location in locations.items() if location in held_out)
+    if subset_csv is not None:
+        logger.info("split_csv=%s: %d of the %d files of %s; %d of them (%d locations) validate, %d train",
+                    subset_csv, len(training), len(splits[train_split]), train_split, len(validation), len(held_out),
+                    len(training) - len(validation))
     rows = meta.values()
     return Layout(
         root=root,
