@@ -4,10 +4,10 @@ import inspect
 
 import pytest
 
-from datasets import base, dcase20, folder, nsynth, tau_mobile
+from datasets import base, dcase20, dcase22, folder, nsynth, tau_mobile
 from datasets.base import SHARED_DEFAULTS
 
-PACKAGES = {"dcase20": dcase20, "nsynth": nsynth, "folder": folder}
+PACKAGES = {"dcase20": dcase20, "dcase22": dcase22, "nsynth": nsynth, "folder": folder}
 
 
 def constructor_defaults(cls) -> dict:

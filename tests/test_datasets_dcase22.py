@@ -3,7 +3,9 @@ demo data and its subsets, and the experiment's defaults for 1 s clips."""
 
 import csv
 import hashlib
+import json
 from collections import defaultdict
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -234,3 +236,31 @@ def test_on_the_real_data_the_input_and_patch_grid_follow_the_1_s_clips(load_exp
     # PaSST-S: 16 x 16 patches at stride 10 over 128 mel bins x 100 frames: (128 - 16) // 10 + 1 = 12 rows and
     # (100 - 16) // 10 + 1 = 9 columns
     assert model_spec(dcase22, config).patch_grid == (12, 9)
+
+
+def test_the_shipped_subsets_study_names_the_five_demo_subsets(tmp_path, demo):
+    from helpers.study.spec import load_study
+
+    repo = Path(__file__).resolve().parents[1]
+    study = load_study(repo / "studies" / "dcase24_subsets_demo.toml", folder=tmp_path / "study", cwd=repo)
+    assert study.experiment == repo / "ex_dcase22.py" and study.baseline == "split100"
+    assert dict(study.variants) == {
+        f"split{p}": (f"basedataset.split_csv=split_setup/split{p}.csv",) for p in (5, 10, 25, 50, 100)}
+    for percent in (5, 10, 25, 50, 100):
+        assert (demo.layout.root / "split_setup" / f"split{percent}.csv").is_file()
+
+
+@pytest.mark.slow
+def test_a_subset_trains_end_to_end_on_the_demo_and_its_run_records_the_roles(demo, tmp_path):
+    from helpers import api
+
+    results = api.train("dcase22", updates={
+        "basedataset": {"cache_dir": str(demo.cache_dir), "split_csv": "split_setup/split25.csv"},
+        "trainer": {"max_epochs": 1, "limit_train_batches": 2}}, named_configs=["cpu_tiny"], run_dir=tmp_path / "run")
+    roles = json.loads((tmp_path / "run" / "splits.json").read_text())
+    listed = {name for name, _ in _rows(demo.layout.root / "split_setup" / "split25.csv")[1:]}
+    train, validation = set(roles["train"]), set(roles["validation"])
+    assert train | validation <= listed and train and validation and not train & validation
+    assert sorted(roles["test"]) == sorted(clip.path for clip in demo.layout.splits["fold1_evaluate"])
+    test = results["test"]["net"]["selected"]
+    assert 0 <= test["acc"] <= 1 and {f"domain/{device}" for device in demo.domain_names} <= set(test)
