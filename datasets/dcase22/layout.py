@@ -11,5 +11,5 @@ RELEASE = Release(
     folder=DATASET_FOLDER,
     zenodo="https://zenodo.org/record/6337421",
     example="airport-barcelona-0-0-0-a.wav",
-    optional=f"{SUBSETS_FOLDER}/                  optional: DCASE 2024 Task 1 subsets split5.csv ... split100.csv",
+    optional=f"{SUBSETS_FOLDER}/              optional: DCASE 2024 Task 1 subsets split5.csv ... split100.csv",
 )
