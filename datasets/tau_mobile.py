@@ -183,7 +183,7 @@ def find_root(base_dir: Path, release: Release) -> Path:
 def hold_out_locations(clips: Sequence[Clip], locations: dict[str, str], fraction: float, seed: int) -> set[str]:
     """The identifiers of the recording locations held out for validation (see the module docstring).
 
-    clips: the training split; locations: each clip's identifier, by path.
+    clips: the training clips (the training split, or its subset); locations: each clip's identifier, by path.
     """
     scenes: dict[str, set[str]] = defaultdict(set)
     for clip in clips:
