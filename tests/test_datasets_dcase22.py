@@ -19,6 +19,7 @@ from errors import ConfigurationError
 from helpers.training.fit import model_spec
 
 FOLDER = "TAU-urban-acoustic-scenes-2022-mobile-development"
+SEEN = ["a", "b", "c", "s1", "s2", "s3"]
 
 # (filename, scene, identifier, device, fold): 1 s parts of 10 s segments, as the release names them; every
 # scene has two training locations.
@@ -194,9 +195,12 @@ def test_the_demo_subsets_are_nested_whole_recordings_of_the_training_split(demo
         for stem, device in recordings:
             scenes[training[f"{stem}-0-{device}.wav"].label].append((stem, device))
         assert len(scenes) == 10 and all(len(keys) == per_scene for keys in scenes.values())
-        if per_scene <= 6:  # within the first round of the Latin square: distinct locations and devices
-            for keys in scenes.values():
-                assert len({stem for stem, _ in keys}) == len({device for _, device in keys}) == per_scene
+        for keys in scenes.values():  # pairs: each device at two locations, a location once per device
+            assert len(set(keys)) == per_scene
+            if per_scene <= 4:
+                devices = [device for _, device in keys]
+                assert all(devices.count(device) == 2 for device in devices)
+        assert {device for _, device in recordings} == set(SEEN)  # every subset has every seen device
         assert previous <= files
         previous = files
     assert previous == set(training)
@@ -210,6 +214,7 @@ def test_every_demo_subset_trains_and_validates_on_its_own_files(demo):
         assert roles["train"].files | roles["validation"].files == listed
         assert not roles["train"].files & roles["validation"].files
         assert roles["train"].files and roles["validation"].files and roles["test"].files is None
+        assert data.seen_domains == SEEN  # the validation hold-out leaves every subset all six devices to train on
 
 
 @pytest.mark.parametrize("package, seconds", [(dcase22, 1.0), (dcase20, 2.0)])

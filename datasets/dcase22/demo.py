@@ -9,9 +9,9 @@ segment: 720 training files, 360 evaluation files, 44.1 kHz 24-bit mono.
 split_setup/split<p>.csv (p = 5, 10, 25, 50, 100) list training files like the published subsets: whole
 recordings (both parts of a segment as one device recorded it), per scene about p % of its 36 recordings
 (round(p / 100 x 36): 2, 4, 9, 18, 36), each subset inside the next larger one. A scene's recordings are taken
-in rounds that hold one recording of each training location and of each device (a seeded Latin square), so even
-the 5 % subset spreads over locations and devices, and holding a location out for validation leaves every scene
-clips to train on.
+in pairs, one device at two locations, the scenes' first pairs rotating through the devices (see subset_order):
+so holding a location out for validation (from the subset, see datasets/tau_mobile.py) leaves every scene clips
+to train on, and every subset trains on all six seen devices, as the real subsets do.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import soundfile
 from datasets.dcase20 import demo as tau2020
 from datasets.dcase22.layout import DATASET_FOLDER, SUBSETS_FOLDER
 
-VERSION = f"1.{tau2020.VERSION}"  # this file's version, then the TAU 2020 demo's: a change to either is new data
+VERSION = f"2.{tau2020.VERSION}"  # this file's version, then the TAU 2020 demo's: a change to either is new data
 SEED = 2022
 CLIP_LENGTH = 1.0
 PARTS = round(tau2020.CLIP_LENGTH / CLIP_LENGTH)  # 1 s files per segment
@@ -73,15 +73,19 @@ def write_subsets(folder: Path, parts_of: dict[tuple[str, str, int, str], list[s
 
 
 def subset_order(scene_index: int, keys: list[tuple[str, str, int, str]]) -> list[tuple[str, str, int, str]]:
-    """One scene's training recordings in the order the subsets take them: in round r, the recording of device
-    number i is the one of location number (i + r) mod n_locations, locations and devices numbered in a seeded
-    order; with as many locations as devices every round holds each location and each device once."""
+    """One scene's training recordings in the order the subsets take them: in pairs, each pair one device at two
+    locations. Pair j is device number (scene_index + j) mod n_devices at locations number 2t + d and 2t + d + 1
+    (mod n_locations), t = j // n_devices its round and d the device's number, locations numbered in a seeded
+    order. So a held-out validation location never takes a device's last recording of the smaller subsets, and
+    the scenes' first pairs rotate through the devices."""
     rng = np.random.default_rng([SEED, scene_index])
-    locations = sorted({key[1] for key in keys})
+    locations = [sorted({key[1] for key in keys})[i] for i in rng.permutation(len({key[1] for key in keys}))]
     devices = sorted({key[3] for key in keys})
-    location_rank = dict(zip(locations, rng.permutation(len(locations)).tolist(), strict=True))
-    device_rank = dict(zip(devices, rng.permutation(len(devices)).tolist(), strict=True))
-    return sorted(
-        keys,
-        key=lambda key: ((location_rank[key[1]] - device_rank[key[3]]) % len(locations), device_rank[key[3]]),
-    )
+    by_pair = {(key[1], key[3]): key for key in keys}
+    order = []
+    for j in range(len(keys) // 2):
+        number = (scene_index + j) % len(devices)
+        start = 2 * (j // len(devices)) + number
+        for offset in (0, 1):
+            order.append(by_pair[locations[(start + offset) % len(locations)], devices[number]])
+    return order
