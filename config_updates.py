@@ -7,9 +7,10 @@ win over them. ``print_named_configs`` lists each with its one-line docstring.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import ModuleType
 
 from helpers.augment.registry import named_configs
-from helpers.experiment.defaults import CPU_PRESET
+from helpers.experiment.defaults import cpu_preset
 from models.architectures import ARCHITECTURES
 
 
@@ -39,11 +40,6 @@ NAMED_CONFIGS: dict[str, NamedConfig] = {
     **{name: NamedConfig(doc, updates) for name, (doc, updates) in named_configs().items()},
     "mini_train": NamedConfig("Only 5 training and 5 validation batches per epoch, for debugging.",
                               {"trainer": {"limit_train_batches": 5, "limit_val_batches": 5}}),
-    "cpu_tiny": NamedConfig(
-        f"A small transformer ({CPU_PRESET['models']['net']['arch']}) on {CPU_PRESET['basedataset']['clip_length']:g} "
-        f"s clips, {CPU_PRESET['trainer']['max_epochs']} epochs with a short schedule, lr 1e-3, for a laptop CPU.",
-        CPU_PRESET,
-    ),
     "swa": NamedConfig("Stochastic weight averaging from epoch 2, evaluated beside the plain model.",
                        {"swa": True, "swa_epoch_start": 2, "swa_freq": 1}),
     "no_swa": NamedConfig("No stochastic weight averaging.", {"swa": False}),
@@ -66,8 +62,20 @@ NAMED_CONFIGS: dict[str, NamedConfig] = {
 }
 
 
-def add_named_configs(ex) -> None:
-    """Register every entry of NAMED_CONFIGS on the Sacred experiment ``ex``."""
-    for name, named in NAMED_CONFIGS.items():
+def cpu_tiny(dataset: ModuleType) -> NamedConfig:
+    """The CPU preset for ``dataset`` (its clips no longer than the dataset's own), as a named config."""
+    preset = cpu_preset(dataset)
+    return NamedConfig(
+        f"A small transformer ({preset['models']['net']['arch']}) on {preset['basedataset']['clip_length']:g} s "
+        f"clips, {preset['trainer']['max_epochs']} epochs with a short schedule, lr {preset['lr']:g}, for a laptop "
+        "CPU.",
+        preset,
+    )
+
+
+def add_named_configs(ex, dataset: ModuleType) -> None:
+    """Register every entry of NAMED_CONFIGS, and cpu_tiny for ``dataset`` (the package of datasets/ it trains
+    on), on the Sacred experiment ``ex``."""
+    for name, named in {**NAMED_CONFIGS, "cpu_tiny": cpu_tiny(dataset)}.items():
         ex.add_named_config(name, named.updates)
         ex.named_configs[name].__doc__ = named.doc

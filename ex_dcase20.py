@@ -45,7 +45,7 @@ def experiment(name: str = "dcase20") -> Experiment:
     ex = Experiment(name)
     add_config(ex, DATASET, default_config)
     add_commands(ex, DATASET)
-    add_named_configs(ex)
+    add_named_configs(ex, DATASET)
     return ex
 
 

@@ -49,7 +49,7 @@ DATASET = folder  # the package of datasets/ it trains on (helpers.api reads it)
 ex = Experiment("folder")
 add_config(ex, DATASET, default_config)
 add_commands(ex, DATASET)
-add_named_configs(ex)
+add_named_configs(ex, DATASET)
 
 if __name__ == "__main__":
     ex.run_commandline()

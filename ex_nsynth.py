@@ -51,7 +51,7 @@ DATASET = nsynth  # the package of datasets/ it trains on (helpers.api reads it)
 ex = Experiment("nsynth")
 add_config(ex, DATASET, default_config)
 add_commands(ex, DATASET)
-add_named_configs(ex)
+add_named_configs(ex, DATASET)
 
 if __name__ == "__main__":
     ex.run_commandline()

@@ -4,10 +4,10 @@ import inspect
 
 import pytest
 
-from datasets import base, dcase20, esc50, folder, nsynth
+from datasets import base, dcase20, dcase22, esc50, folder, nsynth, tau_mobile
 from datasets.base import SHARED_DEFAULTS
 
-PACKAGES = {"dcase20": dcase20, "nsynth": nsynth, "folder": folder, "esc50": esc50}
+PACKAGES = {"dcase20": dcase20, "dcase22": dcase22, "nsynth": nsynth, "folder": folder, "esc50": esc50}
 
 
 def constructor_defaults(cls) -> dict:
@@ -54,7 +54,7 @@ def defaults_lines(module) -> list[str]:
 
 @pytest.mark.parametrize("name", PACKAGES)
 def test_every_setting_of_a_dataset_is_commented_where_its_default_is_written(name):
-    lines = defaults_lines(PACKAGES[name]) + defaults_lines(base)
+    lines = defaults_lines(PACKAGES[name]) + defaults_lines(base) + defaults_lines(tau_mobile)
     for key in PACKAGES[name].DEFAULTS:
         written = [line for line in lines if line.strip().startswith(f'"{key}":')]
         assert written and all("  # " in line for line in written), key

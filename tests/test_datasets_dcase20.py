@@ -13,8 +13,8 @@ from torch.utils.data import DataLoader
 
 from datasets.cache import Clip
 from datasets.dcase20 import DEFAULTS, Data
-from datasets.dcase20.layout import hold_out_locations
 from datasets.metadata import LayoutError
+from datasets.tau_mobile import hold_out_locations
 
 FOLDER = "TAU-urban-acoustic-scenes-2020-mobile-development"
 

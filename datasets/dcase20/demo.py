@@ -8,14 +8,14 @@ s1-s3 appear in training and evaluation; s4-s6 only in the evaluation fold and h
 responses, so unseen devices are harder, as in the real dataset. Clips are 2 s of 44.1 kHz 24-bit mono.
 
 Each scene has six training locations, so that holding one out for validation (the default 15 % of the
-training clips, see datasets/dcase20/layout.py) leaves five to train on; every training segment is
+training clips, see datasets/tau_mobile.py) leaves five to train on; every training segment is
 recorded on all six seen devices, so a held-out location brings every training device into validation.
 """
 
 from __future__ import annotations
 
 import csv
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,12 +59,35 @@ DEVICES = {
 }
 
 
+@dataclass(frozen=True)
+class Recording:
+    """One segment as one device recorded it: its scene, location identifier ("<city>-<number>"), segment
+    number, device, whether it belongs to the training fold, and the audio (float64 at SAMPLE_RATE)."""
+
+    scene: str
+    identifier: str
+    segment: int
+    device: str
+    in_train: bool
+    audio: np.ndarray
+
+
 def build(folder: Path) -> None:
     """Write the demo dataset into `folder`/TAU-urban-acoustic-scenes-2020-mobile-development/."""
     root = folder / DATASET_FOLDER
     (root / "audio").mkdir(parents=True)
-    (root / "evaluation_setup").mkdir()
     train, evaluate = [], []
+    for recording in recordings():
+        name = f"audio/{recording.scene}-{recording.identifier}-{recording.segment}-{recording.device}.wav"
+        soundfile.write(root / name, recording.audio, SAMPLE_RATE, subtype="PCM_24")
+        row = (name, recording.scene, recording.identifier, recording.device)
+        (train if recording.in_train else evaluate).append(row)
+    write_tables(root, train, evaluate)
+
+
+def recordings() -> Iterator[Recording]:
+    """Every recording of the demo, scene by scene and location by location: each location has one segment,
+    recorded on the seen devices (training locations) or on every device (evaluation locations)."""
     n_locations = TRAIN_LOCATIONS_PER_SCENE + EVAL_LOCATIONS_PER_SCENE
     for scene_index, scene in enumerate(SCENE_RECIPES):
         for location in range(n_locations):
@@ -73,14 +96,26 @@ def build(folder: Path) -> None:
             in_train = location < TRAIN_LOCATIONS_PER_SCENE
             signal = scene_segment(scene, location_id, segment)
             for device in SEEN_DEVICES if in_train else SEEN_DEVICES + UNSEEN_DEVICES:
-                name = f"audio/{scene}-{identifier}-{segment}-{device}.wav"
-                soundfile.write(root / name, record(signal, device, segment), SAMPLE_RATE, subtype="PCM_24")
-                (train if in_train else evaluate).append((name, scene, identifier, device))
-    _write_tsv(root / "meta.csv", ("filename", "scene_label", "identifier", "source_label"), sorted(train + evaluate))
+                yield Recording(scene, identifier, segment, device, in_train, record(signal, device, segment))
+
+
+def write_tables(root: Path, train: list[tuple[str, ...]], evaluate: list[tuple[str, ...]]) -> None:
+    """meta.csv and evaluation_setup/ as TAU ships them, from (filename, scene, identifier, device) rows of the
+    training and the evaluation fold."""
+    write_tsv(root / "meta.csv", ("filename", "scene_label", "identifier", "source_label"), sorted(train + evaluate))
     setup = root / "evaluation_setup"
-    _write_tsv(setup / "fold1_train.csv", ("filename", "scene_label"), [row[:2] for row in train])
-    _write_tsv(setup / "fold1_evaluate.csv", ("filename", "scene_label"), [row[:2] for row in evaluate])
-    _write_tsv(setup / "fold1_test.csv", ("filename",), [row[:1] for row in evaluate])
+    setup.mkdir()
+    write_tsv(setup / "fold1_train.csv", ("filename", "scene_label"), [row[:2] for row in train])
+    write_tsv(setup / "fold1_evaluate.csv", ("filename", "scene_label"), [row[:2] for row in evaluate])
+    write_tsv(setup / "fold1_test.csv", ("filename",), [row[:1] for row in evaluate])
+
+
+def write_tsv(path: Path, header: tuple[str, ...], rows) -> None:
+    """A tab-separated table with a header line, as TAU ships its tables."""
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle, delimiter="\t", lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows(rows)
 
 
 def scene_segment(scene: str, location_id: int, segment: int) -> np.ndarray:
@@ -115,13 +150,6 @@ def _draw(location_rng: np.random.Generator, rng: np.random.Generator, value):
     if isinstance(value, tuple):
         return rng.uniform(*value)
     return value
-
-
-def _write_tsv(path: Path, header: tuple[str, ...], rows) -> None:
-    with open(path, "w", newline="") as handle:
-        writer = csv.writer(handle, delimiter="\t", lineterminator="\n")
-        writer.writerow(header)
-        writer.writerows(rows)
 
 
 def _background(rng, n, tilt, bump_hz, bump_db):

@@ -13,6 +13,7 @@ may change it; values from the command line and from named configs always win):
   DatasetDocs       the comments beside the dataset's DEFAULTS, as the docs of the basedataset keys
   MethodSwitches    a method's switch given (use_mixup=True) sets its strength (mixup_p=1.0)
   demo_preset       without basedataset.base_dir, for a dataset with demo data: the CPU-sized preset
+                    (cpu_preset: 2 s clips, or the dataset's own where shorter)
 
 Values that follow from others (the front-end's sample rate, the network's input size, the architecture's
 strides) are not config entries: they are derived where the model is built (helpers.model_spec), and
@@ -37,6 +38,7 @@ from types import ModuleType
 
 from sacred import Experiment
 from sacred.config.config_dict import ConfigDict
+from sacred.config.config_scope import ConfigScope
 from sacred.config.config_summary import ConfigSummary
 from sacred.config.utils import dogmatize, recursive_fill_in, undogmatize
 
@@ -58,6 +60,13 @@ CPU_PRESET = {
 }
 
 
+def cpu_preset(dataset: ModuleType) -> dict:
+    """CPU_PRESET for ``dataset``: its clip length, or the dataset's own where that is shorter (TAU 2022's 1 s),
+    so that no clip is padded with silence (cpu_tiny and the demo preset)."""
+    own = min(length for length in (dataset.Data.native_clip_length, dataset.Data.demo_clip_length) if length)
+    return {**CPU_PRESET, "basedataset": {"clip_length": min(CPU_PRESET["basedataset"]["clip_length"], own)}}
+
+
 def add_config(ex: Experiment, dataset: ModuleType, own_defaults) -> None:
     """Give ``ex`` the shared config scopes around ``own_defaults`` (a config scope function).
 
@@ -70,7 +79,7 @@ def add_config(ex: Experiment, dataset: ModuleType, own_defaults) -> None:
     ex.configurations.append(DatasetDocs(dataset))
     ex.configurations.append(MethodSwitches())
     if dataset.Data.has_demo():
-        ex.config(demo_preset)
+        ex.configurations.append(DemoPreset(dataset))
 
 
 def shared_defaults():
@@ -176,11 +185,23 @@ def _defining_module(module: ModuleType, tree: ast.Module, name: str) -> ModuleT
     return module
 
 
-def demo_preset(basedataset, models, trainer):
+class DemoPreset:
+    """The demo_preset scope for one dataset: it reads the CPU preset's clip length for that dataset
+    (cpu_preset) as a fallback entry, a value available to the scope that does not become a config entry."""
+
+    def __init__(self, dataset: ModuleType):
+        self.scope = ConfigScope(demo_preset)
+        self.clip_length = cpu_preset(dataset)["basedataset"]["clip_length"]
+
+    def __call__(self, fixed=None, preset=None, fallback=None) -> ConfigSummary:
+        return self.scope(fixed, preset, {**(fallback or {}), "cpu_clip_length": self.clip_length})
+
+
+def demo_preset(basedataset, models, trainer, cpu_clip_length):
     # No dataset folder: the bundled demo data, with the CPU preset (cpu_tiny) and no loader processes.
     if basedataset["base_dir"] is None:
         models["net"]["arch"] = CPU_PRESET["models"]["net"]["arch"]
-        basedataset["clip_length"] = CPU_PRESET["basedataset"]["clip_length"]
+        basedataset["clip_length"] = cpu_clip_length
         trainer["max_epochs"] = CPU_PRESET["trainer"]["max_epochs"]
         lr = CPU_PRESET["lr"]
         batch_size = CPU_PRESET["batch_size"]
