@@ -18,7 +18,8 @@ from torch import Tensor, nn
 
 from models.flex_attention import flex_attention_executor
 from models.patterns import AttentionPattern, TokenLayout
-from models.sparse_attention import sparse_attention
+from models.sparse_attention import blockwise_attention, sparse_attention
+from models.sparse_choice import DENSE, choose_execution
 
 Executor = Callable[[Tensor, Tensor, Tensor, AttentionPattern, TokenLayout, float], Tensor]
 
@@ -31,10 +32,21 @@ def masked_attention(
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
 
 
+def auto_attention(
+    q: Tensor, k: Tensor, v: Tensor, pattern: AttentionPattern, layout: TokenLayout, dropout_p: float = 0.0
+) -> Tensor:
+    """The executor with the lowest modelled time for this input (models.sparse_choice): the dense masked
+    call where the blocks cannot pay (few tokens, wide bands), a block kernel elsewhere."""
+    execution = choose_execution(pattern, layout, q, dropout_p)
+    if execution.kernel == DENSE:
+        return masked_attention(q, k, v, pattern, layout, dropout_p)
+    return blockwise_attention(q, k, v, pattern, layout, dropout_p, execution)
+
+
 # attention_impl -> the executor of the restricted forms
 RESTRICTED_EXECUTORS: dict[str, Executor] = {
-    "auto": sparse_attention,  # the kernel measured fastest for the input (models.sparse_choice)
-    "sparse": sparse_attention,
+    "auto": auto_attention,
+    "sparse": sparse_attention,  # block kernels only: never a tokens x tokens tensor
     "masked": masked_attention,  # the reference
     "flex": flex_attention_executor,  # FlexAttention; not yet measured on a GPU, so never "auto"'s choice
 }

@@ -53,6 +53,7 @@ from helpers.training.fit import data_module, evaluate, model_spec, train
 from helpers.training.run_folder import RUNS_DIR, run_folder
 from helpers.training.step_timing import training_step_seconds
 from helpers.training.trainer import process_rank, quiet_lightning, translate_trainer_config
+from models.sparse_choice import use_costs
 
 logger = logging.getLogger(__name__)
 
@@ -90,6 +91,7 @@ def add_commands(ex: Experiment, dataset: ModuleType) -> None:
             check_values(config, dataset)
             if config["basedataset"]["base_dir"] is None:
                 check_demo(dataset, command_name, logger)
+            use_executor_costs(config["executor_costs"])
         except UserError as error:
             raise UserMessage(str(error)) from error
         if command_name == "main":
@@ -249,6 +251,14 @@ def user_errors_as_messages(function: Callable) -> Callable:
             raise UserMessage(str(error)) from error
 
     return run_command
+
+
+def use_executor_costs(path: str | None) -> None:
+    """Give attention_impl="auto" the constants of ``path`` (None: the shipped ones) in this process."""
+    try:
+        use_costs(path)
+    except ValueError as error:
+        raise ConfigurationError(f"executor_costs: {error}") from error
 
 
 def check_demo(dataset: ModuleType, command_name: str, run_logger: logging.Logger) -> None:
