@@ -161,3 +161,21 @@ def test_the_grid_times_a_cell_fits_constants_and_they_load(tmp_path, capsys):
     fitted = read_costs(costs_file)
     assert "benchmarks.grid" in fitted.source
     assert set(fitted.costs["training"]) == {DENSE, "matmul", "matmul_windows", "fused_cpu", "sdpa"}
+
+
+def test_an_experiment_takes_a_costs_file_and_refuses_a_missing_one(tmp_path, monkeypatch, capsys):
+    import ex_nsynth
+
+    costs = costs_where(dense=CHEAP, block=DEAR)
+    (tmp_path / "costs.json").write_text(json.dumps(costs.to_json()))
+    monkeypatch.chdir(tmp_path)
+    ex_nsynth.ex.run_commandline(["ex_nsynth.py", "print_config", "with", "executor_costs=costs.json",
+                                  "--capture=sys"])
+    assert active_costs("cpu") == costs
+    with pytest.raises(SystemExit):
+        ex_nsynth.ex.run_commandline(["ex_nsynth.py", "print_config", "with", "executor_costs=missing.json",
+                                      "--capture=sys"])
+    printed = capsys.readouterr()
+    message = printed.out + printed.err
+    assert "executor_costs: executor costs file missing.json does not exist" in message
+    assert "Traceback" not in message
