@@ -2,7 +2,9 @@
 
 Reports accuracy per domain (the CSV's domain column), seen against unseen when basedataset.train_domains
 leaves some out. The classes are the CSV's labels. There is no demo data: basedataset.base_dir
-is required (see datasets/folder/README.md for the CSV format and fine-tuning from the AudioSet weights).
+is required (see datasets/folder/README.md for the CSV format). PaSST-S is fine-tuned from its AudioSet weights
+when they are on this machine (the torch hub cache); else it trains from scratch, with a warning before
+training: models.net.pretrained=True downloads them once.
 
     python ex_folder.py -F runs/ with basedataset.base_dir=/data/mine models.net.pretrained=True
 """
@@ -21,10 +23,14 @@ from config_updates import add_named_configs  # noqa: E402
 from datasets import folder  # noqa: E402
 from helpers.experiment.commands import add_commands  # noqa: E402
 from helpers.experiment.defaults import add_config  # noqa: E402
+from models.pretrained import release_is_cached  # noqa: E402
 
 
-def default_config(trainer):
-    """Fine-tuning defaults for a dataset of your own (PaSST-S; AudioSet weights with models.net.pretrained=True)."""
+def default_config(models, trainer):
+    """Fine-tuning defaults for a dataset of your own: PaSST-S from its AudioSet weights when they are here."""
+    # net.pretrained: True when the arch's AudioSet weights are in the torch hub cache, or pretrained_path is given
+    models = dict(models, net=dict(models["net"], pretrained=models["net"]["pretrained_path"] is not None
+                                   or release_is_cached(models["net"]["arch"])))
     basedataset = dict(folder.DEFAULTS, clip_length=10.0)  # dataset options (datasets/folder/README.md)
     trainer = dict(trainer, max_epochs=20)
     lr = 1e-5  # AdamW's base learning rate (fine-tuning a pretrained network; from scratch try 1e-4)

@@ -19,7 +19,7 @@ import logging
 import os
 import shutil
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import ClassVar
 
@@ -32,6 +32,7 @@ from datasets.audio import RESAMPLE_QUALITIES
 from datasets.cache import (
     AUDIO_DTYPES,
     CACHE_FORMATS,
+    RESTORE_DOWNLOAD,
     CacheIndex,
     CacheSpec,
     Clip,
@@ -49,6 +50,7 @@ logger = logging.getLogger(__name__)
 
 TRAIN, VALIDATION, TEST = "train", "validation", "test"
 ROLES = (TRAIN, VALIDATION, TEST)
+NO_DOMAIN = "all"  # the one domain of every clip of a dataset without domains (domain_kind None)
 SHOWN = 5
 
 # Settings every dataset has, with the same default (a dataset's DEFAULTS add its own and its comments).
@@ -80,12 +82,10 @@ class Role:
 
 @dataclass(frozen=True)
 class Layout:
-    """A dataset as read from its folder.
-
-    root: the dataset folder; splits: the clips of each cached split; roles: which clips the train,
-    validation and test roles serve; class_names, domain_names, subdomain_names: the vocabularies items
-    are indexed into.
-    """
+    """A dataset as read from its folder. root: the dataset folder; splits: the clips of each cached split;
+    roles: which clips the train, validation and test roles serve; class_names, domain_names, subdomain_names:
+    the vocabularies items are indexed into; listed_at (clip path -> "metadata.csv line 14"), restore: where an
+    unusable file is listed and how to restore it, for the message naming it."""
 
     root: Path
     splits: dict[str, list[Clip]]
@@ -93,6 +93,8 @@ class Layout:
     class_names: list[str]
     domain_names: list[str]
     subdomain_names: list[str]
+    listed_at: dict[str, str] = field(default_factory=dict)
+    restore: str = RESTORE_DOWNLOAD
 
 
 def default_cache_dir() -> Path:
@@ -121,8 +123,8 @@ class CachedData:
     """
 
     name: ClassVar[str]
-    domain_kind: ClassVar[str]  # what a domain is: "device", "instrument_source", ...
-    group_names: ClassVar[tuple[str, str]]  # how reports name the domains trained on, and the others
+    domain_kind: ClassVar[str | None]  # what a domain is: "device", ...; None: no domains (every clip NO_DOMAIN)
+    group_names: ClassVar[tuple[str, str] | tuple[()]]  # how reports name the domains trained on, and the others
     native_clip_length: ClassVar[float]
     demo_clip_length: ClassVar[float | None] = None
     demo_folder: ClassVar[str | None] = None  # folder of the generated demo data; None: the dataset has none
@@ -194,6 +196,11 @@ class CachedData:
     def has_demo(cls) -> bool:
         """Whether the dataset generates demo data to train on when base_dir is None."""
         return cls.demo_folder is not None
+
+    @property
+    def domain_noun(self) -> str:
+        """How messages name a domain: the domain kind, or "domain" for a dataset without domains."""
+        return self.domain_kind or "domain"
 
     @property
     def clip_samples(self) -> int:
@@ -279,17 +286,16 @@ class CachedData:
         present = [domain for domain in self.domain_names if domain in {clip.domain for clip in train_clips}]
         if train_domains is None:
             return present
+        if self.domain_kind is None:
+            raise ConfigurationError(f"train_domains={train_domains!r}: {self.name} has no domains (every clip is "
+                                     f"in one, {NO_DOMAIN!r}); leave basedataset.train_domains None")
         if isinstance(train_domains, str) or not all(isinstance(d, str) for d in train_domains):
-            raise ConfigurationError(
-                f"train_domains={train_domains!r}: expected a list of {self.domain_kind} names, e.g. "
-                f"[{self.domain_names[0]!r}], or None for all"
-            )
+            raise ConfigurationError(f"train_domains={train_domains!r}: expected a list of {self.domain_kind} names, "
+                                     f"e.g. [{self.domain_names[0]!r}], or None for all")
         unknown = [domain for domain in train_domains if domain not in self.domain_names]
         if unknown or not train_domains:
-            raise ConfigurationError(
-                f"train_domains={list(train_domains)!r}: {unknown or 'empty list'} not among the "
-                f"{self.domain_kind}s of {self.name}: {self.domain_names}"
-            )
+            raise ConfigurationError(f"train_domains={list(train_domains)!r}: {unknown or 'empty list'} not among "
+                                     f"the {self.domain_kind}s of {self.name}: {self.domain_names}")
         absent = [domain for domain in train_domains if domain not in present]
         if absent:
             raise ConfigurationError(
@@ -305,7 +311,7 @@ class CachedData:
         untrained = [name for name in self.class_names if name not in trained]
         if not untrained:
             return self.class_names
-        kind = self.domain_kind
+        kind = self.domain_noun
         elsewhere = {name: set() for name in untrained}
         for clip in self._role_clips(TRAIN, domains=self.domain_names):
             if clip.label in elsewhere:
@@ -345,7 +351,7 @@ class CachedData:
         train = Role(self.layout.roles[TRAIN].split, kept)
         self.layout = replace(self.layout, roles={**self.layout.roles, TRAIN: train})
         logger.info("%s: train_fraction=%s (subset_seed=%d): %d of %d training clips kept, per label and %s",
-                    self.name, self.train_fraction, self.subset_seed, len(kept), len(clips), self.domain_kind)
+                    self.name, self.train_fraction, self.subset_seed, len(kept), len(clips), self.domain_noun)
 
     def _check_roles(self) -> None:
         """Refuse an empty role; report what validation leaves out or lacks, and files that roles share."""
@@ -356,14 +362,9 @@ class CachedData:
         every_domain = self._role_clips(VALIDATION, domains=self.domain_names)
         left_out = sorted({clip.domain for clip in every_domain} - set(self.seen_domains))
         if left_out:
-            logger.info(
-                "%d validation clips of the %ss %s are left out: validation holds the training %ss %s only",
-                len(every_domain) - len(clips[VALIDATION]),
-                self.domain_kind,
-                left_out,
-                self.domain_kind,
-                self.seen_domains,
-            )
+            logger.info("%d validation clips of the %ss %s are left out: validation holds the training %ss %s only",
+                        len(every_domain) - len(clips[VALIDATION]), self.domain_kind, left_out, self.domain_kind,
+                        self.seen_domains)
         for kind, names, present in (
             (self.domain_kind, self.seen_domains, {clip.domain for clip in clips[VALIDATION]}),
             ("class", self.class_names, {clip.label for clip in clips[VALIDATION]}),
@@ -432,6 +433,7 @@ class CachedData:
             workers=self.prepare_workers,
             skip_bad_files=self.skip_bad_files,
             features=self._mel_features() if self.cache_format == "spectrogram" else None,
+            listed_at=self.layout.listed_at, restore=self.layout.restore,
         )
 
     def _frontend(self):

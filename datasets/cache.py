@@ -32,7 +32,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -54,6 +54,7 @@ DATA_NAMES = {"waveform": "audio", "spectrogram": "spectrogram"}
 WAVEFORM_CHUNK = 1 << 16
 SPECTROGRAM_CHUNK_FRAMES = 256
 SHOWN_BAD_FILES = 5
+RESTORE_DOWNLOAD = "Restore these files (re-extract the download)"  # how to restore a dataset's unusable files
 PR_SET_PDEATHSIG = 1  # prctl option (linux/prctl.h): the signal a process receives when its parent ends
 PARENT_POLL_SECONDS = 0.5  # where prctl is not available: how often a worker checks that its parent runs
 
@@ -146,27 +147,31 @@ def build_cache(
     workers: int = 2,
     skip_bad_files: bool = False,
     features: Callable[[np.ndarray], np.ndarray] | None = None,
+    listed_at: Mapping[str, str] | None = None,
+    restore: str = RESTORE_DOWNLOAD,
 ) -> None:
     """Decode `clips` (paths relative to `root`) into the cache file `path`.
 
     workers: decoding processes (0 decodes in this process). features: for spectrogram caches, maps a
     float32 waveform to a (frames, n_mels) array. Files that are missing, unreadable or empty raise
-    BadFilesError listing them, unless skip_bad_files, in which case they are left out and recorded.
+    BadFilesError listing them (with where each is listed, ``listed_at``: clip path -> e.g. "metadata.csv line
+    14") and how to ``restore`` them, unless skip_bad_files, in which case they are left out and recorded.
     The file appears at `path` only when complete; an interrupted build leaves nothing behind.
     """
     if (features is None) != (spec.cache_format == "waveform"):
         raise ValueError(f"cache_format {spec.cache_format!r}: features must be given exactly for spectrograms")
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_partials(path)
+    report = (len(clips), skip_bad_files, spec, listed_at or {}, restore)
     bad = _files_missing_or_empty(clips, root)
-    _report_bad_files(bad, len(clips), skip_bad_files, spec)
+    _report_bad_files(bad, *report)
     bad_paths = {clip_path for clip_path, _ in bad}
     todo = [clip for clip in clips if clip.path not in bad_paths]
     partial = partial_path(path)
     try:
         decode_failures, kept = _write_partial(partial, spec, todo, root, workers, features)
         bad += decode_failures
-        _report_bad_files(decode_failures, len(clips), skip_bad_files, spec)
+        _report_bad_files(decode_failures, *report)
         _write_index(partial, spec, kept, bad)
         with open(partial, "rb+") as handle:
             os.fsync(handle.fileno())
@@ -422,22 +427,25 @@ def _files_missing_or_empty(clips: Sequence[Clip], root: Path) -> list[tuple[str
     return bad
 
 
-def _report_bad_files(bad: Sequence[tuple[str, str]], n_clips: int, skip: bool, spec: CacheSpec) -> None:
+def _report_bad_files(bad: Sequence[tuple[str, str]], n_clips: int, skip: bool, spec: CacheSpec,
+                      listed_at: Mapping[str, str], restore: str) -> None:
     if not bad:
         return
-    summary = bad_files_summary(bad, n_clips, f"files of {spec.dataset} split {spec.split!r} (in {spec.source})")
+    summary = bad_files_summary(bad, n_clips, f"files of {spec.dataset} split {spec.split!r} (in {spec.source})",
+                                listed_at)
     if skip:
         logger.warning("%s\nThey are left out (skip_bad_files=True) and listed in the cache's record.", summary)
         return
-    raise BadFilesError(
-        f"{summary}\nRestore these files (re-extract the download), or set basedataset.skip_bad_files=True to "
-        "leave them out."
-    )
+    raise BadFilesError(f"{summary}\n{restore}, or set basedataset.skip_bad_files=True to leave them out.")
 
 
-def bad_files_summary(bad: Sequence[tuple[str, str]], n_files: int, what: str) -> str:
-    """"<n> of <n_files> <what> are unusable:" and the first SHOWN_BAD_FILES (file, reason) pairs, one a line."""
-    shown = "\n".join(f"  {name}: {reason}" for name, reason in bad[:SHOWN_BAD_FILES])
+def bad_files_summary(bad: Sequence[tuple[str, str]], n_files: int, what: str,
+                      listed_at: Mapping[str, str] | None = None) -> str:
+    """"<n> of <n_files> <what> are unusable:" and the first SHOWN_BAD_FILES (file, reason) pairs, one a line, each
+    file with where it is listed (``listed_at``) when known."""
+    listed_at = listed_at or {}
+    shown = "\n".join(f"  {name}{f' ({listed_at[name]})' if name in listed_at else ''}: {reason}"
+                      for name, reason in bad[:SHOWN_BAD_FILES])
     more = f"\n  ... and {len(bad) - SHOWN_BAD_FILES} more" if len(bad) > SHOWN_BAD_FILES else ""
     return f"{len(bad)} of {n_files} {what} are unusable:\n{shown}{more}"
 

@@ -1,4 +1,12 @@
-"""Seeded choices of clips: the order held-out splits take files in, and the training fraction.
+"""Seeded choices of clips: the order held-out splits take files in, whole groups of clips held out for
+validation, and the training fraction.
+
+Group hold-out (``hold_out_groups``): clips that share a group (TAU's recording location, ESC-50's Freesound
+source file) are validated on or trained on together, so that validation is not leaked by recordings of the
+training clips' own group. Per class, the groups are ranked by a seeded hash of their names; a class with two
+or more groups holds out the first group, and then the next ones while that brings the class's held-out share of
+clips closer to the fraction, always keeping one group for training. A group of clips of several classes counts
+for the first of them (alphabetically). Adding groups moves few others.
 
 The training fraction (``basedataset.train_fraction``) trains on a part of the training role, as the DCASE 2024
 Task 1 splits do: each (label, domain) stratum of training clips is ranked once by a seeded hash of the file
@@ -12,8 +20,8 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections import defaultdict
-from collections.abc import Sequence
+from collections import Counter, defaultdict
+from collections.abc import Mapping, Sequence
 
 from datasets.cache import Clip
 from errors import ConfigurationError
@@ -26,6 +34,32 @@ def seeded_order(names: Sequence[str], seed: int) -> list[str]:
     """``names`` ranked by sha1("<seed>/<name>"): the order held-out splits take files or locations in. It does
     not depend on the input order, and adding names moves few others."""
     return sorted(names, key=lambda name: hashlib.sha1(f"{seed}/{name}".encode()).hexdigest())
+
+
+def hold_out_groups(clips: Sequence[Clip], group_of: Mapping[str, str], fraction: float, seed: int) -> set[str]:
+    """The names of the groups held out for validation (see the module docstring).
+
+    clips: the clips to choose from; group_of: each clip's group, by path; fraction: the share of each class's
+    clips aimed at; seed: the seed of the ranking (seeded_order).
+    """
+    classes: dict[str, set[str]] = defaultdict(set)
+    for clip in clips:
+        classes[group_of[clip.path]].add(clip.label)
+    sizes = Counter(group_of[clip.path] for clip in clips)
+    per_class: dict[str, list[str]] = defaultdict(list)
+    for group, labels in classes.items():
+        per_class[min(labels)].append(group)
+    held_out = set()
+    for members in per_class.values():
+        ranked = seeded_order(members, seed)
+        target = fraction * sum(sizes[group] for group in members)
+        count = 0
+        for group in ranked[:-1]:
+            if count and abs(count + sizes[group] - target) >= abs(count - target):
+                break
+            held_out.add(group)
+            count += sizes[group]
+    return held_out
 
 
 def check_subset_settings(train_fraction: float, subset_seed: int) -> None:

@@ -45,7 +45,7 @@ def train(experiment: str | ModuleType, updates: Mapping[str, Any] | None = None
     """Train as ``python ex_<experiment>.py with NAMED_CONFIGS UPDATES`` does; return what results.json holds
     (empty when no epoch was evaluated).
 
-    experiment: "dcase20", "dcase20_dev", "nsynth", "folder", or an experiment module (``ex_*.py``: its
+    experiment: "dcase20", "dcase20_dev", "nsynth", "esc50", "folder", or an experiment module (``ex_*.py``: its
         ``ex`` and ``DATASET``).
     updates: config values as nested dicts or dotted keys ({"trainer.max_epochs": 2}, {"lr": 1e-4}).
     named_configs: named configs applied in order before the updates (e.g. ["cpu_tiny", "frito_per_row_6"]).

@@ -8,7 +8,9 @@ A frito checkpoint is a Lightning checkpoint of the training module (helpers.tra
      "mel": {...},           # keywords of models.preprocess.AugmentMelSTFT (sample rate included)
      "class_names": [...], "domain_names": [...], "seen_domains": [...],   # seen: the domains trained on
      "sample_rate": 32000, "clip_length": 10.0,
-     "augment": {...}}       # the active DG methods' settings (helpers.augment.registry.active_settings)
+     "augment": {...},       # the active DG methods' settings (helpers.augment.registry.active_settings)
+     "dataset": "nsynth"}    # the dataset trained on (datasets/<name>); checkpoints written before it was
+                             # recorded lack it, and are read all the same
 
 and the weights under ``model.net.`` (the network), ``net_swa.module.`` and ``net_swa.n_averaged`` (the
 stochastic weight average, when the run keeps one). Only this version is read: a checkpoint of another
@@ -94,15 +96,16 @@ def checkpoint_from_contents(contents: Mapping, path: str | os.PathLike) -> Chec
     return Checkpoint(Path(path), dict(contents))
 
 
-def checkpoint_entry(spec: ModelSpec, class_names, domain_names, seen_domains) -> dict[str, Any]:
+def checkpoint_entry(spec: ModelSpec, class_names, domain_names, seen_domains, dataset: str) -> dict[str, Any]:
     """The "frito" entry of the checkpoints of a training (see the module docstring): the model spec, and the
-    classes and domains of the data."""
+    dataset's name, classes and domains."""
     return {
         "version": FORMAT_VERSION,
         **spec.entry(),
         "class_names": list(class_names),
         "domain_names": list(domain_names),
         "seen_domains": list(seen_domains),
+        "dataset": dataset,
     }
 
 
@@ -146,6 +149,11 @@ class Checkpoint:
     @property
     def entry(self) -> dict:
         return self.lightning[ENTRY]
+
+    @property
+    def dataset(self) -> str | None:
+        """The name of the dataset it was trained on (datasets/<name>); None when not recorded."""
+        return self.entry.get("dataset")
 
     @property
     def spec(self) -> ModelSpec:

@@ -222,7 +222,7 @@ def _example_samples(predictor: Predictor, example_seconds: float | None) -> int
     if example_seconds is None:
         return predictor.window_samples
     samples = round(example_seconds * predictor.sample_rate)
-    shortest = predictor.model.front_end.hopsize * 15 + 1  # 16 frames: one patch
+    shortest = predictor.shortest_window
     if not shortest <= samples <= predictor.window_samples:
         raise ConfigurationError(
             f"example_seconds={example_seconds} gives {samples} samples; the model takes "

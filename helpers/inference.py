@@ -7,9 +7,14 @@
 
 Any channel count (averaged to mono) and sample rate (resampled with soxr to the checkpoint's) are
 accepted. The model sees windows of the training clip length: a shorter clip is padded at the end with
-silence (as the datasets pad), a longer one is scored in windows overlapping by half a window, the
-last one ending at the clip's end, and the windows' probabilities (or embeddings) are averaged.
-Probabilities are the softmax of the logits: the experiments are single-label classification.
+silence (as the datasets pad), a longer one is scored in windows starting every ``hop_fraction`` of a
+window (by default half a window), plus one ending at the clip's end when the hops miss it
+(:func:`clip_window_starts`); the windows' probabilities (or embeddings) are averaged. Probabilities are
+the softmax of the logits: the experiments are single-label classification.
+
+:func:`cut_windows` is the one function that cuts windows out of audio, here and in the HEAR API
+(helpers.hear), zero-padded wherever a window reaches beyond the audio. Windows are scored in batches:
+those of consecutive clips share forward passes.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ logger = logging.getLogger(__name__)
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
 WINDOW_BATCH = 16  # windows per forward pass unless a batch size is given
+SKIPPED_COLUMN = "skipped"  # the predict CSV's last column: why a file was skipped (empty for scored files)
 Key = TypeVar("Key")  # what identifies a clip to predict_clips's caller, e.g. its path
 
 
@@ -63,7 +69,7 @@ def load_model(
     logger.info("Loaded %s (%s weights, %d classes)", loaded.path, loaded.choose_weights(weights),
                 len(entry["class_names"]))
     return Predictor(model, entry["class_names"], spec.sample_rate, spec.clip_length, device, hop_fraction,
-                     seen_domains=entry["seen_domains"])
+                     seen_domains=entry["seen_domains"], dataset=loaded.dataset)
 
 
 class Predictor:
@@ -78,6 +84,7 @@ class Predictor:
         device: str | torch.device | None = None,
         hop_fraction: float = 0.5,
         seen_domains: Sequence[str] | None = None,
+        dataset: str | None = None,
     ):
         """
         Args:
@@ -89,18 +96,22 @@ class Predictor:
             device: where the model runs; None picks CUDA when available, else the CPU.
             hop_fraction: step between the windows of a long clip, as a fraction of the window (0, 1].
             seen_domains: the domains (devices, sources, ...) of the training data; None when not recorded.
+            dataset: the name of the dataset trained on (datasets/<name>); None when not recorded.
         """
         mel, net = model.front_end, model.net
         if mel.sr != sample_rate:
             raise ValueError(f"the front-end expects {mel.sr} Hz but the checkpoint says sample_rate={sample_rate}")
         if len(class_names) != net.n_classes:
             raise ValueError(f"{len(class_names)} class names for a network with {net.n_classes} outputs")
-        if not 0 < hop_fraction <= 1:
-            raise ConfigurationError(f"hop_fraction must be in (0, 1], got {hop_fraction}")
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.model = model.eval().to(self.device)
+        if not isinstance(hop_fraction, int | float) or isinstance(hop_fraction, bool) or not 0 < hop_fraction <= 1:
+            raise ConfigurationError(
+                f"hop_fraction={hop_fraction!r}: the step between the windows of a long clip must be a fraction of "
+                "the window in (0, 1], e.g. hop_fraction=0.5 (windows overlapping by half) or 1 (no overlap)"
+            )
+        self.model = model.eval().to(torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu")))
         self.class_names = list(class_names)
         self.seen_domains = None if seen_domains is None else list(seen_domains)
+        self.dataset = dataset
         self.sample_rate = int(sample_rate)
         # the longest input the time encodings cover: n_cols patches of PATCH_SIZE frames at the time stride
         tstride = net.patch_embed.proj.stride[1]
@@ -110,6 +121,16 @@ class Predictor:
             logger.warning("clip_length %.2f s exceeds the network's time encodings; windows of %.2f s are used",
                            clip_length, self.window_samples / sample_rate)
         self.hop_samples = max(1, round(self.window_samples * hop_fraction))
+
+    @property
+    def device(self) -> torch.device:
+        """Where the model runs (it follows the model when the model is moved)."""
+        return next(self.model.parameters()).device
+
+    @property
+    def shortest_window(self) -> int:
+        """Samples of the shortest input the network takes: one patch of frames."""
+        return self.model.front_end.hopsize * (PATCH_SIZE - 1) + 1
 
     def predict(self, waveform: np.ndarray | Tensor, sample_rate: int) -> np.ndarray:
         """Class probabilities (n_classes,) of one clip: (samples,) or (channels, samples) at sample_rate Hz."""
@@ -140,7 +161,7 @@ class Predictor:
 
     def embed(self, waveform: np.ndarray | Tensor, sample_rate: int) -> np.ndarray:
         """The network's embedding (mean of its cls/dist tokens) of one clip, averaged over its windows."""
-        _, embeddings = self._score(self.windows(waveform, sample_rate))
+        _, embeddings = self.score(self.windows(waveform, sample_rate))
         return embeddings.mean(dim=0).numpy()
 
     def windows(self, waveform: np.ndarray | Tensor, sample_rate: int) -> Tensor:
@@ -149,27 +170,49 @@ class Predictor:
         if int(sample_rate) != self.sample_rate:
             mono = soxr.resample(mono, int(sample_rate), self.sample_rate, quality="HQ").astype(np.float32)
         clip = torch.from_numpy(np.ascontiguousarray(mono))
-        length, window = clip.shape[0], self.window_samples
-        if length <= window:
-            return torch.nn.functional.pad(clip, (0, window - length))[None]
-        starts = list(range(0, length - window + 1, self.hop_samples))
-        if starts[-1] + window < length:
-            starts.append(length - window)
-        return torch.stack([clip[start : start + window] for start in starts])
-
-    def _probabilities(self, windows: Tensor) -> Tensor:
-        """Class probabilities of each window, all in one forward pass."""
-        logits, _ = self._score(windows, batch_size=len(windows))
-        return torch.softmax(logits, dim=-1)
+        return cut_windows(clip, self.window_samples, clip_window_starts(len(clip), self.window_samples,
+                                                                         self.hop_samples))
 
     @torch.no_grad()
-    def _score(self, windows: Tensor, batch_size: int = WINDOW_BATCH) -> tuple[Tensor, Tensor]:
+    def score(self, windows: Tensor, batch_size: int = WINDOW_BATCH) -> tuple[Tensor, Tensor]:
+        """(logits, embeddings) of each window of ``windows`` (n_windows, samples), float32 on the CPU, computed
+        batch_size windows per forward pass."""
         logits, embeddings = [], []
         for batch in windows.split(batch_size):
             batch_logits, batch_embeddings = self.model(batch.to(self.device))
             logits.append(batch_logits.float().cpu())
             embeddings.append(batch_embeddings.float().cpu())
         return torch.cat(logits), torch.cat(embeddings)
+
+    def _probabilities(self, windows: Tensor) -> Tensor:
+        """Class probabilities of each window, all in one forward pass."""
+        logits, _ = self.score(windows, batch_size=len(windows))
+        return torch.softmax(logits, dim=-1)
+
+
+def clip_window_starts(n_samples: int, window: int, hop: int) -> list[int]:
+    """Where the windows of a clip of n_samples samples start: [0] when the clip fits one window (the window
+    then runs past its end, into zero padding), else 0, hop, 2 hop, ... while a window fits, plus one window
+    ending at the clip's end when those miss its last samples."""
+    if n_samples <= window:
+        return [0]
+    starts = list(range(0, n_samples - window + 1, hop))
+    if starts[-1] + window < n_samples:
+        starts.append(n_samples - window)
+    return starts
+
+
+def cut_windows(audio: Tensor, window: int, starts: Sequence[int]) -> Tensor:
+    """Windows of ``window`` samples of audio (..., samples) starting at each of ``starts``: (..., len(starts),
+    window), on the audio's device. A start may lie before 0 and a window may run past the end: samples outside
+    the audio are zeros (silence). Only the stretch of audio the windows cover is copied."""
+    first, end = min(starts), max(starts) + window
+    span = audio.new_zeros(*audio.shape[:-1], end - first)
+    inside_from, inside_to = max(first, 0), min(end, audio.shape[-1])
+    if inside_from < inside_to:
+        span[..., inside_from - first : inside_to - first] = audio[..., inside_from:inside_to]
+    offsets = torch.as_tensor(starts, device=audio.device) - first
+    return span[..., offsets[:, None] + torch.arange(window, device=audio.device)]
 
 
 @dataclass(frozen=True)
@@ -202,7 +245,8 @@ def predict_files(
     Files that cannot be decoded are skipped and listed in the report (nothing is logged per file: the
     caller reports them, e.g. the predict command prints each file once). With
     ``csv_path``, a CSV is written (atomically) with one row per scored file: file, top_1 ... top_k
-    class names, then one probability column per class. An existing CSV is only replaced with
+    class names, then one probability column per class, and a last column "skipped", which holds the reason in
+    the rows of the skipped files (listed after the scored ones). An existing CSV is only replaced with
     ``overwrite=True``. The windows of consecutive files are scored together, batch_size windows per
     forward pass (the probabilities are those of :meth:`Predictor.predict`, file by file).
     """
@@ -220,7 +264,8 @@ def predict_files(
         top = [(predictor.class_names[index], float(probabilities[index])) for index in best]
         predictions.append(FilePrediction(str(path), probabilities, top))
     if csv_path is not None:
-        atomic_write(Path(csv_path), lambda stream: stream.write(_csv_text(predictions, predictor.class_names, top_k)))
+        text = _csv_text(predictions, skipped, predictor.class_names, top_k)
+        atomic_write(Path(csv_path), lambda stream: stream.write(text))
     return PredictionReport(predictions, skipped)
 
 
@@ -266,13 +311,18 @@ def _audio_files(paths: Iterable[str | os.PathLike]) -> tuple[list[Path], list[t
     return files, skipped
 
 
-def _csv_text(predictions: list[FilePrediction], class_names: list[str], top_k: int) -> bytes:
+def _csv_text(predictions: list[FilePrediction], skipped: list[tuple[str, str]], class_names: list[str],
+              top_k: int) -> bytes:
+    """One row per scored file (its top classes and probabilities), then one per skipped file with the reason
+    in the last column, "skipped" (empty for the scored files)."""
     text = io.StringIO()
     writer = csv.writer(text)
-    writer.writerow(["file", *(f"top_{rank}" for rank in range(1, top_k + 1)), *class_names])
+    writer.writerow(["file", *(f"top_{rank}" for rank in range(1, top_k + 1)), *class_names, SKIPPED_COLUMN])
     for prediction in predictions:
         labels = [name for name, _ in prediction.top]
-        writer.writerow([prediction.path, *labels, *(f"{p:.6f}" for p in prediction.probabilities)])
+        writer.writerow([prediction.path, *labels, *(f"{p:.6f}" for p in prediction.probabilities), ""])
+    for path, reason in skipped:
+        writer.writerow([path, *[""] * (top_k + len(class_names)), reason])
     return text.getvalue().encode()
 
 

@@ -115,7 +115,8 @@ class ModelSpec:
            mel: Mapping[str, Any] | None = None, **net) -> ModelSpec:
         """A spec from keywords (benchmarks, notebooks): ``net`` further keywords of models.network.get_model,
         ``mel`` keywords of the front-end that differ from its defaults."""
-        front_end = {name: parameter.default for name, parameter in signature(AugmentMelSTFT).parameters.items()}
+        front_end = {name: parameter.default for name, parameter in signature(AugmentMelSTFT).parameters.items()
+                     if name != "sr"}  # the sample rate is the data's
         config = {"basedataset": {"sample_rate": sample_rate, "clip_length": clip_length},
                   "models": {"mel": {**front_end, **(mel or {})}, "net": {"arch": arch, "n_classes": n_classes, **net}}}
         return cls.from_config(config)

@@ -27,10 +27,10 @@ import torch
 from timm.models import get_pretrained_cfg
 from torch import Tensor
 
-from models.architectures import architecture
+from models.architectures import ARCHITECTURES, architecture
 from models.conversion import NetworkWeights, network_weights
 from models.transformer import PaSST
-from models.weight_files import PATH_KEY, PretrainedError, fetch_checkpoint, read_checkpoint
+from models.weight_files import PATH_KEY, PretrainedError, cached_path, fetch_checkpoint, read_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +68,12 @@ def read_pretrained(arch: str, source: str = "audioset", path: str | os.PathLike
         return fetch_checkpoint(url, f"AudioSet weights of {arch!r}"), url
     url = get_pretrained_cfg(DEIT_ARCH).url
     return fetch_checkpoint(url, f"ImageNet weights of {DEIT_ARCH}"), url
+
+
+def release_is_cached(arch: str) -> bool:
+    """Whether the AudioSet release of ``arch`` is on this machine already (in the torch hub cache), so that
+    starting from it needs no download; False for an arch without a release or an unknown one."""
+    return arch in ARCHITECTURES and bool(ARCHITECTURES[arch].url) and cached_path(ARCHITECTURES[arch].url).is_file()
 
 
 def load_pretrained(model: PaSST, arch: str, checkpoint: Mapping, origin: str = "checkpoint") -> None:

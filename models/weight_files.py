@@ -33,8 +33,8 @@ class PretrainedError(UserError, ValueError):
 
 def fetch_checkpoint(url: str, what: str) -> dict:
     """Read a checkpoint from the torch hub cache, downloading it there first if it is missing."""
-    filename = os.path.basename(urlparse(url).path)
-    cached = Path(torch.hub.get_dir()) / "checkpoints" / filename
+    cached = cached_path(url)
+    filename = cached.name
     if not cached.exists():
         cached.parent.mkdir(parents=True, exist_ok=True)
         offline_fix = (
@@ -56,6 +56,11 @@ def fetch_checkpoint(url: str, what: str) -> dict:
         return read_checkpoint(cached)
     except PretrainedError as error:
         raise PretrainedError(f"{error}. Delete the cached file {cached} to download it again.") from error
+
+
+def cached_path(url: str) -> Path:
+    """Where the torch hub cache keeps (or will keep) the file published at ``url``."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(url).path)
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict:

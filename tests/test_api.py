@@ -21,8 +21,8 @@ def test_a_bad_setting_stops_before_any_work(in_tmp, demo_cache):
         api.train("nsynth", updates={"lrr": 0.1}, named_configs=["cpu_tiny"], run_dir=in_tmp / "run")
     with pytest.raises(UserError, match="unknown named configs \\['cpu_tinyy'\\]"):
         api.train("nsynth", named_configs=["cpu_tinyy"], run_dir=in_tmp / "run")
-    with pytest.raises(UserError, match="experiment 'esc50' is not one of"):
-        api.train("esc50")
+    with pytest.raises(UserError, match="experiment 'esc_50' is not one of"):
+        api.train("esc_50")
     assert list(in_tmp.iterdir()) == []  # no run folder, nothing written
 
 
@@ -45,7 +45,7 @@ def test_train_writes_the_command_lines_files_and_returns_results_json(in_tmp, d
     config = json.loads((run_dir / "config.json").read_text())
     assert config["trainer"]["max_epochs"] == 1 and config["models"]["net"]["arch"] == "passt_mini"
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert metrics["val/acc"]["steps"] == [0] and metrics["test/acc"]["values"][0] == pytest.approx(
+    assert metrics["val/acc"]["steps"] == [1] and metrics["test/acc"]["values"][0] == pytest.approx(
         results["test"]["net"]["last"]["acc"])
     # the same training from the command line leaves the same files (-F adds Sacred's own)
     frito("ex_nsynth.py", "-F", "runs", "with", "cpu_tiny", "trainer.max_epochs=1", "trainer.limit_train_batches=2",

@@ -9,9 +9,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from helpers.augment import registry
-from helpers.augment.method import PROBABILITY, WEIGHT, Method, Place, RunContext, Setting
+from helpers.augment.method import Method, Place, RunContext, Setting
 from helpers.export import export
 from helpers.inference import load_model
+from helpers.setting_kinds import PROBABILITY, WEIGHT
 
 QUICK = {"max_epochs": 1, "limit_train_batches": 3, "limit_val_batches": 2, "enable_progress_bar": False,
          "enable_model_summary": False, "num_sanity_val_steps": 0}

@@ -32,7 +32,7 @@ def frito_file(path, plain, averaged=None, n_averaged=3):
     if averaged is not None:
         state.update({NETWORK_PREFIXES["swa"] + key: value for key, value in averaged.state_dict().items()})
         state[SWA_COUNT] = torch.tensor(n_averaged)
-    entry = checkpoint_entry(SPEC, ["a", "b", "c"], ["x"], ["x"])
+    entry = checkpoint_entry(SPEC, ["a", "b", "c"], ["x"], ["x"], "folder")
     torch.save({"state_dict": state, "frito": entry, "optimizer_states": [], "loops": {}}, path)
 
 
@@ -45,7 +45,7 @@ def test_the_weights_and_the_model_are_read_back(tmp_path):
     plain, averaged = networks()
     frito_file(tmp_path / "run.ckpt", plain, averaged)
     checkpoint = read_checkpoint(tmp_path / "run.ckpt")
-    assert checkpoint.entry["version"] == FORMAT_VERSION
+    assert checkpoint.entry["version"] == FORMAT_VERSION and checkpoint.dataset == "folder"
     assert checkpoint.can_resume and checkpoint.has_swa
     assert_same_weights(checkpoint.build_model("plain").net, plain)
     assert_same_weights(checkpoint.build_model("auto").net, averaged)
@@ -91,7 +91,7 @@ def test_checkpoint_io_writes_atomically_and_hands_over_the_checkpoint_read_alre
     path = tmp_path / "deep" / "last.ckpt"
     spec = ModelSpec.from_config({"basedataset": {"sample_rate": 16000, "clip_length": 1.0}, "mixup_p": 1.0,
                                   "mixup_alpha": 0.3, "models": {"mel": MEL, "net": {**NET, "pretrained": True}}})
-    entry = checkpoint_entry(spec, ["a"], ["x"], ["x"])
+    entry = checkpoint_entry(spec, ["a"], ["x"], ["x"], "folder")
     assert "pretrained" not in entry["net"] and entry["version"] == FORMAT_VERSION
     assert entry["augment"]["mixup"] == {"p": 1.0, "alpha": 0.3}
     assert ModelSpec.from_entry(entry) == spec  # what the checkpoint stores is the spec
@@ -103,3 +103,8 @@ def test_checkpoint_io_writes_atomically_and_hands_over_the_checkpoint_read_alre
     assert CheckpointIO(resumed).load_checkpoint(path) is resumed.lightning
     assert reads == []  # a resumed training reads its checkpoint once
     assert torch.equal(resumed.state_dict["w"], torch.ones(2))
+
+
+def test_a_spec_from_keywords_takes_its_sample_rate():
+    spec = ModelSpec.of("passt_mini", clip_length=1.0, n_classes=2, sample_rate=16000, mel={"n_mels": 64})
+    assert spec.mel["sr"] == spec.sample_rate == 16000 and spec.build().front_end.sr == 16000

@@ -4,10 +4,10 @@ import inspect
 
 import pytest
 
-from datasets import base, dcase20, folder, nsynth
+from datasets import base, dcase20, esc50, folder, nsynth
 from datasets.base import SHARED_DEFAULTS
 
-PACKAGES = {"dcase20": dcase20, "nsynth": nsynth, "folder": folder}
+PACKAGES = {"dcase20": dcase20, "nsynth": nsynth, "folder": folder, "esc50": esc50}
 
 
 def constructor_defaults(cls) -> dict:
@@ -35,7 +35,7 @@ def test_defaults_name_every_setting_with_the_constructor_defaults(name):
 
 
 def test_only_datasets_with_demo_data_accept_no_base_dir(tmp_path):
-    assert dcase20.Data.has_demo() and nsynth.Data.has_demo() and not folder.Data.has_demo()
+    assert dcase20.Data.has_demo() and nsynth.Data.has_demo() and esc50.Data.has_demo() and not folder.Data.has_demo()
     with pytest.raises(ValueError, match=r"basedataset.base_dir is required for the folder dataset \(it has no demo"):
         folder.Data(cache_dir=tmp_path)
 

@@ -381,13 +381,18 @@ def test_empty_or_non_utf8_csv_is_reported(tmp_path):
 def test_missing_and_corrupt_files_are_named_unless_skipped(tmp_path):
     folder = _folder(tmp_path, _table(LISTING))
     (folder / "dog/2.wav").unlink()
-    with pytest.raises(
-        BadFilesError, match="(?s)1 of 10 files of folder split 'all'.*dog/2.wav: file not found.*skip_bad_files=True"
-    ):
+    with pytest.raises(BadFilesError) as missing:
         _data(folder, tmp_path).prepare()
+    # dog/2.wav is the CSV's second row: line 3, after the header; the fix is the user's CSV or folder
+    assert str(missing.value).splitlines() == [
+        f"1 of 10 files of folder split 'all' (in {folder}) are unusable:",
+        "  dog/2.wav (metadata.csv line 3): file not found",
+        f"Fix the rows of {folder / 'metadata.csv'} that name them, or the files in {folder}, or set "
+        "basedataset.skip_bad_files=True to leave them out."]
     _write_wavs(folder, ["dog/2.wav"])
     (folder / "cat/1.wav").write_bytes(b"RIFF not really a wave file")
-    with pytest.raises(BadFilesError, match="(?s)1 of 10 files.*cat/1.wav: not readable as audio"):
+    with pytest.raises(BadFilesError, match="(?s)1 of 10 files.*cat/1.wav \\(metadata.csv line 6\\): .*not "
+                                            "readable as audio.*Fix the rows of"):
         _data(folder, tmp_path).prepare()
     (folder / "dog/2.wav").unlink()
     data = _data(folder, tmp_path, clip_length=0.1, skip_bad_files=True)

@@ -6,6 +6,7 @@ reports of the test split at the selected and the last epoch, results, splits, T
 
 import csv
 import json
+import re
 
 import numpy as np
 import pytest
@@ -43,10 +44,12 @@ def test_nsynth_issue_command_line_then_evaluate_only(tmp_path, frito):
     assert len(metrics["val/acc"]["values"]) == len(metrics["test/acc"]["values"]) == 2
     selected = results["selected_epoch"]
     validation = metrics["val/acc"]["values"]
-    assert selected == int(np.argmax(validation)) and results["model_selection"] == "validation"
-    assert results["test"]["net"]["selected"]["acc"] == pytest.approx(metrics["test/acc"]["values"][selected])
+    assert metrics["val/acc"]["steps"] == [1, 2] and results["last_epoch"] == 2  # epochs numbered from 1
+    assert selected == 1 + int(np.argmax(validation)) and results["model_selection"] == "validation"
+    assert results["test"]["net"]["selected"]["acc"] == pytest.approx(metrics["test/acc"]["values"][selected - 1])
     assert results["test"]["net"]["last"]["acc"] == pytest.approx(final(metrics, "test/acc"))
-    assert torch.load(run_dir / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)["epoch"] == selected
+    best = torch.load(run_dir / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)
+    assert best["epoch"] + 1 == selected  # Lightning's own counter in the checkpoint starts at 0
     domains = {row[0]: row for row in csv.reader((run_dir / "test_selected_net_domains.csv").open())}
     for source in ("acoustic", "electronic", "synthetic"):
         assert results["test"]["net"]["selected"][f"domain/{source}"] == pytest.approx(float(domains[source][3]))
@@ -70,21 +73,22 @@ def test_dcase20_seed_command_line_without_observer(tmp_path, frito):
     #     trainer.use_tensorboard_logger=True -p --debug
     train = frito("ex_dcase20_dev.py", "with", "models.net.rf_norm_t=row_overlap_8", "use_mixup=True",
                   "mixup_alpha=0.3", "trainer.use_tensorboard_logger=True", *ONE_EPOCH, "-p", "--debug", cwd=tmp_path)
-    (run_dir,) = (tmp_path / "runs").iterdir()  # runs/<timestamp>
+    run_dir = tmp_path / "runs" / "1"  # without -F, runs/ as with -F runs/ (Sacred keeps the sources in runs/_sources)
     assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
     assert "seen devices" in train.stdout and "unseen devices" in train.stdout
     assert "dcase20_dev: training finished" in train.stdout + train.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["runs"]
     # output to a pipe: one line per epoch instead of progress-bar updates
-    assert "epoch 1/1: train/loss" in train.stderr and "it/s]" not in train.stderr
+    assert re.search(r"epoch 1/1 \(\d+:\d\d:\d\d, about 0:00:00 left\): train/loss", train.stderr)
+    assert "it/s]" not in train.stderr
 
-    # evaluate_only without -F writes beside the checkpoint, not into ./runs/<timestamp>
+    # evaluate_only without -F writes beside the checkpoint, not into a new runs/<id>
     frito("ex_dcase20.py", "evaluate_only", "with", f"checkpoint={run_dir}/checkpoints/last.ckpt",
           "trainer.limit_val_batches=2", cwd=tmp_path)
-    (evaluation,) = (run_dir / "evaluations").iterdir()
+    (evaluation,) = (path for path in (run_dir / "evaluations").iterdir() if path.name != "_sources")
     assert evaluation.name.startswith("last_") and (evaluation / "test_checkpoint_net_domains.csv").is_file()
-    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == [run_dir.name]
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == [run_dir.name, "_sources"]
 
 
 @pytest.mark.slow
@@ -141,7 +145,7 @@ def test_sparse_row_form_trains(tmp_path, frito):
                             weights_only=True)
     assert checkpoint["frito"]["net"]["rf_norm_t"] == "sparse_row_6"
     results = json.loads((tmp_path / "runs" / "1" / "results.json").read_text())
-    assert 0.0 <= results["test"]["net"]["last"]["acc"] <= 1.0 and results["last_epoch"] == 0
+    assert 0.0 <= results["test"]["net"]["last"]["acc"] <= 1.0 and results["last_epoch"] == 1
 
 
 def test_demo_notice_names_demo_data_only_for_datasets_that_have_it(tmp_path, frito):

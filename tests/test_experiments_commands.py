@@ -2,6 +2,7 @@
 
 import csv
 import logging
+import re
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -11,9 +12,12 @@ import numpy as np
 import pytest
 import soundfile
 import torch
+from test_user_errors import frito_checkpoint
 
 from datasets import dcase20, folder, nsynth
 from errors import ConfigurationError, UserError
+from helpers.api import resolved_config
+from helpers.checkpoint import read_checkpoint
 from helpers.experiment.commands import check_demo
 from helpers.training.fit import model_spec, trained_seen_domains
 from models.preprocess import AugmentMelSTFT, clip_frames
@@ -22,7 +26,7 @@ QUICK = {"max_epochs": 1, "limit_train_batches": 3, "limit_val_batches": 3, "ena
          "enable_model_summary": False, "num_sanity_val_steps": 0}
 
 
-@pytest.fixture(params=["ex_dcase20", "ex_nsynth"])
+@pytest.fixture(params=["ex_dcase20", "ex_nsynth", "ex_esc50"])
 def experiment(request, load_experiment):
     return load_experiment(request.param)
 
@@ -93,6 +97,19 @@ def test_seen_domains_come_from_the_checkpoint_and_a_disagreeing_config_is_logge
 def test_seen_domains_the_data_lacks_are_refused():
     with pytest.raises(ConfigurationError, match=r"trained on the devices \['a', 's9'\].*has no \['s9'\]"):
         trained_seen_domains({"seen_domains": ["a", "s9"]}, TAU_LIKE, Path("x.ckpt"))
+
+
+def test_print_config_shows_the_comment_of_every_dataset_setting(experiment, cache_dir, capsys):
+    run(experiment, "print_config", cache_dir)
+    out = re.sub(r"\x1b\[[0-9;]*m", "", capsys.readouterr().out)
+    section = out[out.index("  basedataset:"):out.index("  models:")].splitlines()[1:]
+    entries = dict(re.fullmatch(r"    (\w+) = .*?(?:# (.*))?", line).groups() for line in section)
+    assert None not in entries.values(), entries
+    # a key every dataset shares (datasets/base.py), and the dataset's own comment where it states one
+    assert entries["train_fraction"] == ("share of each (label, domain) group of training clips trained on (nested "
+                                         "subsets)")
+    assert entries["clip_length"].startswith("seconds per item; None: 4.0") or entries["clip_length"].startswith(
+        "seconds per item; None: 10.0")  # NSynth's notes, TAU's clips: not the shared "the dataset's own length"
 
 
 def test_print_config_shows_the_reproducibility_settings(experiment, cache_dir, capsys):
@@ -218,6 +235,7 @@ def test_a_trained_run_predicts_a_folder_and_exports(cache_dir, in_tmp, capsys, 
     ex = load_experiment("ex_nsynth")
     run(ex, "main", cache_dir, trainer=dict(QUICK))
     checkpoint = next(in_tmp.glob("runs/*/checkpoints/last.ckpt"))
+    assert read_checkpoint(checkpoint).dataset == "nsynth"
     audio = in_tmp / "audio"
     audio.mkdir()
     rng = np.random.default_rng(0)
@@ -243,3 +261,71 @@ def test_a_trained_run_predicts_a_folder_and_exports(cache_dir, in_tmp, capsys, 
 def derived(experiment, config) -> dict:
     """The values the experiment's model spec derives from ``config`` (what print_config lists)."""
     return model_spec(sys.modules[f"ex_{experiment.path}"].DATASET, config).derived()
+
+
+@pytest.mark.parametrize("named_configs, updates, advice", [
+    (["cpu_tiny"], {"trainer.max_epochs": 1},
+     "set warm_up_len below 1 (0: no warm-up) and ramp_down_start (now 8) below it, or raise trainer.max_epochs"),
+    ([], {"basedataset.base_dir": "/data/nsynth", "trainer.max_epochs": 5},
+     "set warm_up_len below 5 (0: no warm-up) and ramp_down_start (now 250) below it, or raise trainer.max_epochs, "
+     "or use the named config cpu_tiny (its schedule warms up in 2 epochs)"),
+    ([], {"trainer.max_epochs": 5}, None),  # the demo preset's 2 warm-up epochs fit
+])  # fmt: skip
+def test_a_warm_up_longer_than_the_training_is_warned_of_with_the_changes_that_fit(named_configs, updates, advice,
+                                                                                    caplog):
+    caplog.set_level(logging.WARNING)
+    resolved_config("nsynth", "main", updates, named_configs)
+    warnings = [record.getMessage() for record in caplog.records if "warm_up_len=" in record.getMessage()]
+    if advice is None:
+        assert warnings == []
+    else:
+        assert len(warnings) == 1 and warnings[0].endswith("the training ends before the learning rate warms up "
+                                                           f"fully; {advice}"), warnings
+
+
+@pytest.mark.parametrize("trained_on, notice", [("nsynth", True), ("dcase20", False)])
+def test_predict_says_when_the_checkpoint_was_trained_on_another_dataset(trained_on, notice, cache_dir, in_tmp, capsys,
+                                                                         load_experiment):
+    checkpoint = frito_checkpoint(in_tmp / "best.ckpt", dataset=trained_on)
+    soundfile.write(in_tmp / "clip.wav", np.zeros(32000), 32000)
+    run(load_experiment("ex_dcase20"), "predict", cache_dir, checkpoint=str(checkpoint), files=str(in_tmp / "clip.wav"),
+        predictions_csv=str(in_tmp / "predictions.csv"))
+    line = f"{checkpoint} was trained on the nsynth dataset, not dcase20: its 2 labels are used (high, low)"
+    assert (line in capsys.readouterr().out.splitlines()) is notice
+
+
+PASST_S_RELEASE = "passt-s-f128-p16-s10-ap.476-swa.pt"  # the default arch's AudioSet weights, as published
+
+
+def test_your_own_data_fine_tunes_from_the_audioset_weights_when_they_are_on_this_machine(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    mine = {"basedataset.base_dir": str(tmp_path)}
+    assert resolved_config("folder", "print_config", mine, ())[1]["models"]["net"]["pretrained"] is False
+    (tmp_path / "torch" / "hub" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "torch" / "hub" / "checkpoints" / PASST_S_RELEASE).write_bytes(b"")
+    assert resolved_config("folder", "print_config", mine, ())[1]["models"]["net"]["pretrained"] is True
+    given = resolved_config("folder", "print_config", {**mine, "models.net.pretrained": False}, ())[1]
+    assert given["models"]["net"]["pretrained"] is False  # the command line wins
+
+
+@pytest.mark.parametrize("named_configs, updates, cached, warned", [
+    ([], {}, False, True),
+    ([], {}, True, False),  # fine-tuning
+    ([], {"lr": 1e-4}, False, False),  # a rate for training from scratch
+    (["cpu_tiny"], {}, False, False),  # a small network without published weights
+])  # fmt: skip
+def test_a_large_network_from_scratch_at_a_fine_tuning_rate_is_warned_of_before_training(
+        named_configs, updates, cached, warned, tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    if cached:
+        (tmp_path / "torch" / "hub" / "checkpoints").mkdir(parents=True)
+        (tmp_path / "torch" / "hub" / "checkpoints" / PASST_S_RELEASE).write_bytes(b"")
+    caplog.set_level(logging.WARNING)
+    resolved_config("folder", "main", {"basedataset.base_dir": str(tmp_path), **updates}, named_configs)
+    warnings = [record.getMessage() for record in caplog.records if "trains from scratch" in record.getMessage()]
+    assert len(warnings) == warned
+    if warned:  # PaSST-S: 12 blocks of width 768; ex_folder.py's lr 1e-5
+        assert warnings[0].startswith("models.net.pretrained=False: passt_s_swa_p16_128_ap476 (12 transformer blocks "
+                                      "of width 768) trains from scratch at lr=1e-05, a rate for fine-tuning")
+        assert "set models.net.pretrained=True" in warnings[0] and "lr=0.0001 or more" in warnings[0]
+        assert "cpu_tiny" in warnings[0]

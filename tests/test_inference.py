@@ -8,9 +8,12 @@ import pytest
 import soundfile
 import torch
 
+from datasets import folder
 from datasets.audio import load_audio
+from errors import ConfigurationError
 from helpers.checkpoint import FORMAT_VERSION, NETWORK_PREFIXES, SWA_COUNT
-from helpers.inference import load_model, predict_files
+from helpers.experiment.commands import predict_command
+from helpers.inference import clip_window_starts, cut_windows, load_model, predict_files
 from models.passt import get_model
 from models.preprocess import AugmentMelSTFT
 
@@ -81,6 +84,57 @@ def test_long_clip_is_scored_in_half_overlapping_windows_and_averaged(predictor,
     expected = reference_probabilities(checkpoint[2], [clip[s : s + 16000] for s in starts])
     np.testing.assert_allclose(predictor.predict(clip, RATE), expected, atol=1e-6)
     assert predictor.predict(clip, RATE).sum() == pytest.approx(1.0, abs=1e-6)
+
+
+def test_windows_are_cut_with_silence_beyond_the_audio():
+    audio = torch.tensor([[1.0, 2, 3, 4, 5, 6, 7, 8, 9, 10], [-1, -2, -3, -4, -5, -6, -7, -8, -9, -10]])
+    windows = cut_windows(audio, 4, [-2, 3, 8, 12, -5])
+    expected = [[[0, 0, 1, 2], [4, 5, 6, 7], [9, 10, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]]]
+    assert windows.shape == (2, 5, 4)
+    assert windows[0].tolist() == expected[0] and windows[1].tolist() == (-torch.tensor(expected[0])).tolist()
+    assert cut_windows(audio[0], 12, [-1]).tolist() == [[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 0]]
+
+
+@pytest.mark.parametrize("n_samples, window, hop, starts", [
+    (3, 4, 2, [0]),              # shorter than a window: one window, padded at the end
+    (4, 4, 2, [0]),              # exactly one window
+    (10, 4, 2, [0, 2, 4, 6]),    # the hops reach the end
+    (11, 4, 2, [0, 2, 4, 6, 7]),  # one more window, ending at the clip's end
+    (10, 4, 4, [0, 4, 6]),
+    (10, 4, 1, [0, 1, 2, 3, 4, 5, 6]),
+])  # fmt: skip
+def test_clip_window_starts(n_samples, window, hop, starts):
+    assert clip_window_starts(n_samples, window, hop) == starts
+
+
+@pytest.fixture(scope="module")
+def quarter_hop(checkpoint):
+    return load_model(checkpoint[0], device="cpu", hop_fraction=0.25)
+
+
+def test_the_hop_between_windows_is_a_setting(quarter_hop, checkpoint, tmp_path):
+    clip = np.random.default_rng(6).uniform(-0.5, 0.5, 37000).astype(np.float32)
+    starts = [0, 4000, 8000, 12000, 16000, 20000, 21000]  # windows of 16000 samples every 4000, one ending at 37000
+    windows = [clip[start : start + 16000] for start in starts]
+    np.testing.assert_array_equal(quarter_hop.windows(clip, RATE).numpy(), np.stack(windows))
+    expected = reference_probabilities(checkpoint[2], windows)
+    np.testing.assert_allclose(quarter_hop.predict(clip, RATE), expected, atol=1e-6)
+    mel = AugmentMelSTFT(**MEL).eval()
+    with torch.no_grad():
+        _, embeddings = checkpoint[2](mel(torch.from_numpy(np.stack(windows))).unsqueeze(1))
+    np.testing.assert_allclose(quarter_hop.embed(clip, RATE), embeddings.mean(dim=0).numpy(), atol=1e-5)
+    soundfile.write(tmp_path / "long.wav", clip, RATE, subtype="FLOAT")
+    csv_path = tmp_path / "predictions.csv"
+    predict_command(folder, str(checkpoint[0]), str(tmp_path / "long.wav"), 3, "auto", str(csv_path), 2, 0.25)
+    row = next(csv.DictReader(csv_path.open()))
+    np.testing.assert_allclose([float(row[name]) for name in CLASSES], expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("hop_fraction", [0, 1.5, -0.5, True])
+def test_a_hop_outside_the_window_is_refused(checkpoint, hop_fraction):
+    with pytest.raises(ConfigurationError, match=rf"hop_fraction={hop_fraction!r}: .* must be a fraction of the "
+                                                 r"window in \(0, 1\], e.g. hop_fraction=0.5"):
+        load_model(checkpoint[0], device="cpu", hop_fraction=hop_fraction)
 
 
 def test_short_clip_is_padded_with_silence(predictor, checkpoint):
@@ -164,11 +218,13 @@ def test_predict_files_scores_a_folder_writes_a_csv_and_skips_unreadable_files(p
 
     with open(csv_path, newline="") as stream:
         rows = list(csv.reader(stream))
-    assert rows[0] == ["file", "top_1", "top_2", *CLASSES]
-    assert len(rows) == 5
-    for row, prediction in zip(rows[1:], report.predictions, strict=True):
-        probabilities = np.array(row[3:], dtype=float)
-        assert row[0] == prediction.path
+    assert rows[0] == ["file", "top_1", "top_2", *CLASSES, "skipped"]
+    assert len(rows) == 6
+    (broken_path, reason), = report.skipped
+    assert rows[5] == [broken_path, *[""] * (2 + len(CLASSES)), reason]  # the skipped file, with the reason
+    for row, prediction in zip(rows[1:5], report.predictions, strict=True):
+        probabilities = np.array(row[3:-1], dtype=float)
+        assert row[0] == prediction.path and row[-1] == ""
         assert probabilities.sum() == pytest.approx(1.0, abs=1e-4)
         order = np.argsort(-probabilities, kind="stable")
         assert row[1:3] == [CLASSES[order[0]], CLASSES[order[1]]]
@@ -201,8 +257,8 @@ def test_files_scored_in_shared_batches_get_their_own_windows_probabilities(pred
         np.testing.assert_allclose(prediction.probabilities, expected, atol=1e-5)
     single, shared = (list(csv.reader(path.open())) for path in (one_at_a_time, batched))
     assert [row[:4] for row in single] == [row[:4] for row in shared]  # files and top classes
-    np.testing.assert_allclose(np.array([row[4:] for row in shared[1:]], dtype=float),
-                               np.array([row[4:] for row in single[1:]], dtype=float), atol=1e-5)
+    np.testing.assert_allclose(np.array([row[4:-1] for row in shared[1:-1]], dtype=float),
+                               np.array([row[4:-1] for row in single[1:-1]], dtype=float), atol=1e-5)
 
 
 def test_predict_clips_keeps_the_order_and_refuses_empty_batches(predictor, checkpoint):

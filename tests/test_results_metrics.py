@@ -62,3 +62,14 @@ def test_scalars_name_every_figure_and_leave_out_empty_groups():
 def test_unknown_seen_domain_is_rejected():
     with pytest.raises(ValueError, match="seen domains"):
         evaluation([0], [0], [0], [0.0], CLASSES, DOMAINS, seen_domains=("z",))
+
+
+def test_data_without_domains_has_accuracy_alone():
+    # one domain for every example (ESC-50): the group and per-domain figures would repeat acc; 3 of 4 right
+    result = evaluation([0, 1, 1, 0], [0, 1, 0, 0], [0, 0, 0, 0], [0.1, 0.2, 0.3, 0.4], ("cat", "dog"), ("all",),
+                        seen_domains=("all",))
+    assert not result.has_domains
+    assert result.scalars() == pytest.approx({"loss": 0.25, "acc": 0.75, "macro_acc": (2 / 3 + 1) / 2,
+                                              "class/cat": 2 / 3, "class/dog": 1.0})
+    two = evaluation([0, 1], [0, 1], [0, 1], [0.1, 0.1], ("cat", "dog"), ("a", "b"), seen_domains=("a", "b"))
+    assert two.has_domains and {"acc_seen", "domain/a", "domain/b"} <= set(two.scalars())

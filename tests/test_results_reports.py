@@ -56,3 +56,25 @@ def test_console_summary_fits_one_screen_and_says_how_each_epoch_was_chosen():
     oracle = console_summary([("oracle", selected)], "device", GROUPS, "demo run")
     assert "ORACLE: selected on the test split itself; optimistic" in oracle
     assert "seen devices / unseen devices: means of the per-device accuracies" in text
+
+
+def no_domain_case():
+    # ESC-50-like: every example in the one domain "all"; 3 of 5 right
+    rows = [(0, 0), (1, 1), (1, 0), (0, 1), (1, 1)]
+    return evaluation([r[1] for r in rows], [r[0] for r in rows], [0] * 5, [0.5] * 5, CLASSES, ("all",),
+                      seen_domains=("all",))
+
+
+def test_data_without_domains_reports_accuracy_without_seen_or_unseen(tmp_path):
+    files = write_reports(no_domain_case(), tmp_path, "net", ())
+    assert sorted(p.name for p in files) == sorted(p.name for p in tmp_path.iterdir()) == [
+        "net_confusion_matrix.csv", "net_confusion_matrix.png"]
+    selected = EpochEvaluations(3, {"val": {"net": no_domain_case()}, "test": {"net": no_domain_case()}})
+    text = console_summary([("selected", selected)], None, (), "esc50 run")
+    assert "net      acc 0.6000  macro 0.5833  loss 0.5000  (5 examples)" in text.splitlines()
+    assert "seen" not in text and "per " not in text and "nan" not in text
+    # data with domains, every one trained on: the empty unseen group is left out, not printed as nan
+    every = evaluation([0, 1], [0, 1], [0, 1], [0.5, 0.5], CLASSES, DOMAINS, seen_domains=DOMAINS)
+    text = console_summary([("selected", EpochEvaluations(1, {"test": {"net": every}}))], "device", GROUPS, "run")
+    line = next(line for line in text.splitlines() if line.startswith("net"))
+    assert "seen devices 1.0000  loss" in line and "unseen" not in line and "nan" not in text

@@ -60,3 +60,18 @@ def test_state_round_trips_through_a_checkpoint(tmp_path):
 def test_unknown_model_selection_is_refused():
     with pytest.raises(ValueError, match="model_selection='best'"):
         ModelSelection("best")
+
+
+def test_a_checkpoint_numbering_epochs_from_0_is_read_in_the_numbering_from_1(tmp_path):
+    # what a checkpoint written before epochs were numbered from 1 holds: no "first_epoch", epochs 0 and 1
+    selection = ModelSelection()
+    selection.record(0, epoch(3, 1))
+    selection.record(1, epoch(2, 4))
+    old_state = {key: value for key, value in selection.state().items() if key != "first_epoch"}
+    torch.save(old_state, tmp_path / "state.pt")
+    restored = ModelSelection()
+    restored.load_state(torch.load(tmp_path / "state.pt", weights_only=True))
+    assert [entry["epoch"] for entry in restored.history] == [1, 2]
+    assert restored.selected_epoch == 1 and restored.last.epoch == 2
+    restored.record(3, epoch(4, 4))  # the resumed training's next epoch, in the new numbering
+    assert restored.selected_epoch == 3 and [entry["epoch"] for entry in restored.history] == [1, 2, 3]

@@ -237,3 +237,47 @@ def test_metrics_of_a_continued_training_and_a_broken_file(tmp_path):
     (second / "metrics.json").write_text(json.dumps({"val/acc": {"steps": [1, 2], "values": [0.3]}}))
     with pytest.raises(ResultsError, match="equal length"):
         read_metrics([second])
+
+
+def completed_run_without_domains(study, variant, seed, value, fold, n_correct, n_examples=20):
+    """A completed run of data without domains (results.json as ESC-50's: domain_kind null, group_names [], one
+    domain "all"): the first n_correct of its fold's n_examples test clips right."""
+    folder = study.run(variant, seed, value).base / "1"
+    folder.mkdir(parents=True)
+    (folder / "run.json").write_text(json.dumps({"status": "COMPLETED"}))
+    with open(folder / "test_predictions.csv", "w", newline="") as stream:
+        writer = csv.writer(stream)
+        writer.writerow(["file_name", "label", "domain", "net_selected", "net_last"])
+        writer.writerows([f"audio/{fold}-{index}-A-0.wav", "dog", "all", "dog" if index < n_correct else "rain",
+                          "dog"] for index in range(n_examples))
+    (folder / "results.json").write_text(json.dumps({
+        "model_selection": "validation", "selected_epoch": 0, "last_epoch": 0, "domain_kind": None,
+        "group_names": [], "class_names": ["dog", "rain"], "domain_names": ["all"], "seen_domains": ["all"]}))
+
+
+def test_folds_of_data_without_domains_report_overall_accuracy_alone(tmp_path):
+    study = make_study(tmp_path, "folds = [1, 2]\n")
+    first, second = study.protocol.values
+    for seed in (1, 2):
+        completed_run_without_domains(study, "baseline", seed, first, 1, 10)
+        completed_run_without_domains(study, "other", seed, first, 1, 14)
+        completed_run_without_domains(study, "baseline", seed, second, 2, 12)
+        completed_run_without_domains(study, "other", seed, second, 2, 16)
+        write_metrics(study.run("other", seed, second).base / "1", {"test/acc": [0.5, 0.95, 0.8]})
+    report = build_report(study, resamples=500)
+    text = markdown(report)
+    folds = section(text, "Folds: mean over folds")
+    overall = folds.split("Test accuracy, overall:", 1)[1]
+    assert table_row(overall, "other")[:5] == ["other", "4", "0.700", "0.800", "0.750"]
+    assert table_row(overall, "baseline")[:5] == ["baseline", "4", "0.500", "0.600", "0.550"]
+    assert "within each" not in text and "seen" not in text and "Test accuracy per domain" not in text
+    assert "fold = 1: test examples: 20; the data has no domains" in text
+    panel = section(text, "Test accuracy per variant (fold = 2)")
+    assert table_row(panel, "variant")[2:] == ["overall (n=20)"]
+    assert table_row(panel, "other")[2] == "0.800 ± 0.000"
+    rules = section(text, "Selection rules (fold = 2)")  # the oracle's epoch by test/acc: no per-domain figures
+    assert "| other | test-domain oracle (optimistic) | 2 | 0.950 ± 0.000 |" in rules
+    rows = csv_rows(report)
+    assert {row["figure"] for row in rows if row["table"] in ("accuracy", "pooled")} == {"overall"}
+    assert not [row for row in rows if row["table"] == "domain"]
+    assert (study.folder / "report.png").stat().st_size > 0

@@ -87,6 +87,9 @@ def test_run_skips_completed_runs_retries_failed_ones_and_reports(tmp_path):
     assert f"FAILED typo/seed_1: exit status 1 (log: {typo / 'logs' / 'launch_1.log'})" in first.stdout
     assert "RuntimeError: the fake experiment fails on purpose" in first.stdout  # broken's last log lines
     assert "4 completed, 4 failed" in first.stdout
+    # where to follow each run while it trains
+    assert f"started baseline/seed_1; live log: {runs / 'baseline' / 'seed_1' / 'logs' / 'launch_1.log'}" in (
+        first.stdout + first.stderr)
     recorded = json.loads((tmp_path / "studies" / "grid" / "study.json").read_text())
     assert (tmp_path / "studies" / "grid" / "study.toml").read_text() == path.read_text()
     assert {(run["variant"], run["seed"]): run["command"][-1] for run in recorded["runs"]}[("better", 2)] == "seed=2"

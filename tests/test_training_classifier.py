@@ -141,14 +141,14 @@ def test_swa_copy_is_the_mean_of_the_averaged_epochs(tmp_path):
     expected = (snapshots.weights[1] + snapshots.weights[2]) / 2  # epochs 1 and 2 (0-based)
     assert torch.allclose(classifier.net_swa.module.linear.weight, expected, atol=1e-6)
     assert set(classifier.evaluations["test"]) == {"net", "net_swa"}
-    assert [entry["epoch"] for entry in classifier.selection.history] == [0, 1, 2]
+    assert [entry["epoch"] for entry in classifier.selection.history] == [1, 2, 3]  # numbered from 1
 
     checkpoint = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
     assert checkpoint["frito"]["version"] == 2
     keys = set(checkpoint["state_dict"])
     assert {"model.net.linear.weight", "net_swa.module.linear.weight", "net_swa.n_averaged"} <= keys
     best = torch.load(tmp_path / "checkpoints" / "best.ckpt", weights_only=True)
-    assert best["epoch"] == classifier.selection.selected_epoch  # Lightning's count of finished epochs
+    assert best["epoch"] + 1 == classifier.selection.selected_epoch  # Lightning counts finished epochs from 0
 
 
 @pytest.mark.parametrize("epoch, expected", [(0, False), (1, False), (2, True), (3, False), (4, True), (6, True)])

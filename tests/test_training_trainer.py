@@ -110,5 +110,6 @@ def test_the_record_logger_steps_by_epoch(tmp_path):
     record = RunRecord("nsynth")
     RecordLogger(record, "run").log_metrics({"val/acc": 0.5, "epoch": 3}, step=120)
     RecordLogger(record, "run").log_metrics({"train/loss": 2.0}, step=5)
-    assert record.metrics == {"val/acc": {"steps": [3], "values": [0.5]}, "train/loss": {"steps": [5], "values": [2.0]}}
+    # Lightning's epoch 3 is the fourth: figures are stepped by the epoch numbered from 1, as the console numbers it
+    assert record.metrics == {"val/acc": {"steps": [4], "values": [0.5]}, "train/loss": {"steps": [5], "values": [2.0]}}
     assert json.loads(record.write_metrics(tmp_path).read_text()) == record.metrics

@@ -1,13 +1,13 @@
 """Every command on each kind of user error: exit status 1, the message, no traceback (with --debug, the traceback).
 
-Each case runs a command line as a user types it: the experiments' commands (main, prepare, evaluate_only,
-predict, export, test_loaders, model_speed_test, plot_attention_mask), `python -m datasets.prepare` and
-`study.py run` / `report`, on a bad setting, a dataset folder in the wrong layout, a bad audio file, a class
-that could never be trained (NSynth's synth_lead with the acoustic training default), a foreign or outdated
-checkpoint, a bad study file and an existing export target. The data are built by hand, small, in the test's
-folder. One case of each entry point runs in a subprocess, as typed; the others run the same entry point
-(the experiment's ``run_commandline``, ``study.main``, ``datasets.prepare.main``) in this process, with the
-same arguments, which spares each an interpreter start.
+Each case runs a command line as a user types it: the experiments' commands (main, prepare, evaluate_only, predict,
+export, test_loaders, model_speed_test, plot_attention_mask), `python -m datasets.prepare` and `study.py run` /
+`report`, on a bad setting, a dataset folder in the wrong layout, a bad audio file, a class that could never be
+trained (NSynth's synth_lead with the acoustic training default, a label only the test rows of a folder's CSV
+have), a foreign or outdated checkpoint, a bad study file and an existing export target. The data are built by
+hand, small, in the test's folder. One case of each entry point runs in a subprocess, as typed; the others run the
+same entry point (the experiment's ``run_commandline``, ``study.main``, ``datasets.prepare.main``) in this process,
+with the same arguments, which spares each an interpreter start.
 """
 
 import importlib
@@ -60,11 +60,25 @@ def folder_with_a_broken_file(folder: Path) -> Path:
     return folder
 
 
-def frito_checkpoint(path: Path) -> Path:
-    """A checkpoint in the current format (weights only), as a training writes it."""
+def folder_with_a_test_only_label(folder: Path) -> Path:
+    """A CSV with a split column whose label 'owl' has test rows only."""
+    folder.mkdir()
+    rows = ["filename,label,split"]
+    for index in range(12):
+        soundfile.write(folder / f"tone{index}.wav", np.sin(np.arange(8000) * 0.01 * (index + 1)), 16000)
+        rows.append(f"tone{index}.wav,{'low' if index % 2 else 'high'},{('train', 'validation', 'test')[index % 3]}")
+    soundfile.write(folder / "owl.wav", np.zeros(8000), 16000)
+    rows.append("owl.wav,owl,test")
+    (folder / "metadata.csv").write_text("\n".join(rows) + "\n")
+    return folder
+
+
+def frito_checkpoint(path: Path, dataset: str = "folder") -> Path:
+    """A checkpoint in the current format (weights only), as a training on ``dataset`` writes it."""
     network = get_model(**NET)
     state = {NETWORK_PREFIXES["plain"] + key: value for key, value in network.state_dict().items()}
-    entry = checkpoint_entry(ModelSpec(NET, MEL, sample_rate=32000, clip_length=1.0), ["high", "low"], ["all"], ["all"])
+    entry = checkpoint_entry(ModelSpec(NET, MEL, sample_rate=32000, clip_length=1.0), ["high", "low"], ["all"], ["all"],
+                             dataset)
     torch.save({"state_dict": state, "frito": entry}, path)
     return path
 
@@ -81,7 +95,8 @@ def files(folder: Path) -> dict[str, Path]:
     (folder / "no_audio").mkdir()
     (folder / "bad_study.toml").write_text('experiment = "ex_nsynth.py"\n[variants]\nbaseline = []\n')
     return {"missing": folder / "not_there", "nsynth": tiny_nsynth(folder / "nsynth"),
-            "broken": folder_with_a_broken_file(folder / "mine"), "foreign": checkpoints / "foreign.ckpt",
+            "broken": folder_with_a_broken_file(folder / "mine"),
+            "test_only": folder_with_a_test_only_label(folder / "owl"), "foreign": checkpoints / "foreign.ckpt",
             "v1": checkpoints / "v1.ckpt", "trained": frito_checkpoint(checkpoints / "trained.ckpt"),
             "exported": exported, "no_audio": folder / "no_audio", "study": folder / "bad_study.toml"}
 
@@ -107,6 +122,9 @@ CASES = [
     ("untrained class", "ex_nsynth.py", "prepare with basedataset.base_dir={nsynth}", UNTRAINED),
     ("untrained class", "ex_nsynth.py", "with basedataset.base_dir={nsynth}", UNTRAINED),
     ("untrained class", "ex_nsynth.py", "test_loaders with basedataset.base_dir={nsynth}", UNTRAINED),
+    ("untrained class", "ex_folder.py", "with basedataset.base_dir={test_only}",
+     "folder: the classes ['owl'] have no training clip of the training domains ['all'], so the model could never "
+     "learn them ('owl': no training clip at all)"),
     ("checkpoint", "ex_nsynth.py", "evaluate_only with checkpoint={v1}",
      "checkpoint {v1} is in frito's checkpoint format version 1; this frito reads version 3 only"),
     ("checkpoint", "ex_nsynth.py", "predict with checkpoint={foreign} files={no_audio}",
@@ -115,6 +133,8 @@ CASES = [
      "checkpoint '{missing}/best.ckpt' does not exist"),
     ("setting", "ex_folder.py", "predict with checkpoint={trained} files={no_audio}",
      "no audio files (.wav, .flac, .ogg, .mp3) found in ['{no_audio}']"),
+    ("setting", "ex_folder.py", "predict with checkpoint={trained} files={no_audio} hop_fraction=2",
+     "hop_fraction=2: expected a number in (0, 1]"),
     ("export target", "ex_folder.py", "export with checkpoint={trained} export_dir={exported}",
      "['{exported}/model.torchscript.pt'] exist; choose another folder"),
     ("study file", "study.py", "run {study}", "{study}: no 'seeds'; a study file needs experiment, seeds"),

@@ -15,14 +15,13 @@ first of them (alphabetically). Adding locations moves few others.
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
 from datasets.base import TEST, TRAIN, VALIDATION, Layout, Role, check_fraction, check_seed
 from datasets.cache import Clip
 from datasets.metadata import LayoutError, read_tsv
-from datasets.subsets import seeded_order
+from datasets.subsets import hold_out_groups
 
 DATASET_FOLDER = "TAU-urban-acoustic-scenes-2020-mobile-development"
 META_COLUMNS = ("filename", "scene_label", "identifier", "source_label")
@@ -83,28 +82,12 @@ def read_layout(
 
 
 def hold_out_locations(clips: Sequence[Clip], locations: dict[str, str], fraction: float, seed: int) -> set[str]:
-    """The identifiers of the recording locations held out for validation (see the module docstring).
+    """The identifiers of the recording locations held out for validation (see the module docstring): whole
+    locations, per scene (datasets.subsets.hold_out_groups).
 
     clips: the training split; locations: each clip's identifier, by path.
     """
-    scenes: dict[str, set[str]] = defaultdict(set)
-    for clip in clips:
-        scenes[locations[clip.path]].add(clip.label)
-    sizes = Counter(locations[clip.path] for clip in clips)
-    per_scene: dict[str, list[str]] = defaultdict(list)
-    for location, location_scenes in scenes.items():
-        per_scene[min(location_scenes)].append(location)
-    held_out = set()
-    for members in per_scene.values():
-        ranked = seeded_order(members, seed)
-        target = fraction * sum(sizes[location] for location in members)
-        count = 0
-        for location in ranked[:-1]:
-            if count and abs(count + sizes[location] - target) >= abs(count - target):
-                break
-            held_out.add(location)
-            count += sizes[location]
-    return held_out
+    return hold_out_groups(clips, locations, fraction, seed)
 
 
 def check_split_settings(validation_fraction: float, split_seed: int) -> None:

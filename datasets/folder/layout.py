@@ -25,10 +25,10 @@ import logging
 import math
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from datasets.base import ROLES, TEST, TRAIN, VALIDATION, Layout, Role, check_fraction, check_seed
+from datasets.base import NO_DOMAIN, ROLES, TEST, TRAIN, VALIDATION, Layout, Role, check_fraction, check_seed
 from datasets.cache import Clip
 from datasets.metadata import LayoutError, Row, read_tsv
 from datasets.subsets import seeded_order
@@ -42,7 +42,6 @@ OPTIONAL_COLUMNS = ("domain", "split", "fold")
 SEPARATORS = "\t,"  # tab or comma, whichever the header line uses (tab when both)
 SPLIT_VALUES = {"train": TRAIN, "validation": VALIDATION, "test": TEST, "eval": TEST}  # lower-cased cell -> role
 CACHED_SPLIT = "all"  # the one cached split: every file of the CSV
-NO_DOMAIN = "all"  # the one domain of a CSV without a domain column
 NO_SUBDOMAIN = "-"  # this dataset has no secondary domain
 SHOWN = 5
 
@@ -58,13 +57,15 @@ EXPECTED_CSV = """\
 class Listing:
     """The files a CSV lists, checked: clips in CSV order; roles: "train"/"validation"/"test" per clip, or
     None when the CSV has no split column; has_domain: whether it has a domain column; fold_cells: (line,
-    cell) of the fold column per clip, unchecked (see fold_roles), or None without a fold column."""
+    cell) of the fold column per clip, unchecked (see fold_roles), or None without a fold column; lines: the
+    CSV line of each clip."""
 
     csv_path: Path
     clips: list[Clip]
     roles: list[str] | None
     has_domain: bool
     fold_cells: list[tuple[int, str]] | None = None
+    lines: list[int] = field(default_factory=list)
 
     @property
     def class_names(self) -> list[str]:
@@ -117,7 +118,7 @@ def read_listing(base_dir: Path, csv_file: str | None) -> Listing:
             "split column to hold validation and test files out of all rows"
         )
     fold_cells = [(row.line, row["fold"]) for row in rows] if has_fold else None
-    return Listing(path, clips, roles if has_split else None, has_domain, fold_cells)
+    return Listing(path, clips, roles if has_split else None, has_domain, fold_cells, [row.line for row in rows])
 
 
 def read_layout(
@@ -144,6 +145,9 @@ def read_layout(
         class_names=listing.class_names,
         domain_names=sorted({clip.domain for clip in listing.clips}),
         subdomain_names=[NO_SUBDOMAIN],
+        listed_at={clip.path: f"{listing.csv_path.name} line {line}" for clip, line in zip(listing.clips, listing.lines,
+                                                                                            strict=True)},
+        restore=f"Fix the rows of {listing.csv_path} that name them, or the files in {base_dir}",
     )
 
 

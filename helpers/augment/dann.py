@@ -60,7 +60,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from helpers.augment.method import PROBABILITY, WEIGHT, Kind, Method, Place, RunContext, Setting
+from helpers.augment.method import Method, Place, RunContext, Setting
+from helpers.setting_kinds import PROBABILITY, WEIGHT, Kind
 
 WIDTH = Kind(lambda value: not isinstance(value, bool) and isinstance(value, int) and value >= 1,
              "a whole number >= 1")

@@ -11,7 +11,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from datasets.impulse_responses import ImpulseResponseAugment
-from helpers.augment.method import FOLDER, NAMES, PROBABILITY, Method, Place, RunContext, Setting
+from helpers.augment.method import Method, Place, RunContext, Setting
+from helpers.setting_kinds import FOLDER, NAMES, PROBABILITY
 
 
 class DeviceImpulseResponses(Method):

@@ -36,11 +36,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from helpers.augment.method import WEIGHT, Kind, Method, Place, Setting
+from helpers.augment.method import Method, Place, Setting
+from helpers.setting_kinds import BOOLEAN, WEIGHT
 
 EPS = 1e-5  # added to the per-bin variance before the square root (scale=True), as PyTorch's normalisation layers
 STATISTICS_DIMS = (1, 3)  # channels and frames of (batch, channels, n_mels, frames)
-BOOLEAN = Kind(lambda value: isinstance(value, bool), "True or False")
 
 
 class FreqCentering(Method, nn.Module):

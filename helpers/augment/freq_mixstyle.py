@@ -40,7 +40,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from helpers.augment.method import POSITIVE, PROBABILITY, Method, Place, Setting
+from helpers.augment.method import Method, Place, Setting
+from helpers.setting_kinds import POSITIVE, PROBABILITY
 
 EPS = 1e-6  # added to the per-frequency variance before the square root, as in the sources above
 STATISTICS_DIMS = (1, 3)  # channels and time of (batch, channels, n_mels, frames)

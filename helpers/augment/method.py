@@ -28,13 +28,14 @@ probability ``p`` or a ``weight``) turns it off at 0.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, ClassVar
 
 from torch import Tensor
+
+from helpers.setting_kinds import Kind
 
 Criterion = Callable[[Tensor, Tensor], Tensor]  # (logits, labels) -> per-example loss (batch,)
 
@@ -47,29 +48,6 @@ class Place(Enum):
     BATCH = "batch"
     INPUT = "input"
     LOSS = "loss"
-
-
-@dataclass(frozen=True)
-class Kind:
-    """What values a setting accepts: ``accepts(value)`` and, for messages, ``expected``."""
-
-    accepts: Callable[[Any], bool]
-    expected: str
-
-
-def _is_number(value: Any) -> bool:
-    return not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value)
-
-
-PROBABILITY = Kind(lambda value: _is_number(value) and 0 <= value <= 1, "a probability in [0, 1] (0: off)")
-WEIGHT = Kind(lambda value: _is_number(value) and value >= 0, "a weight >= 0 (0: off)")
-POSITIVE = Kind(lambda value: _is_number(value) and value > 0, "a number > 0")
-COUNT = Kind(lambda value: not isinstance(value, bool) and isinstance(value, int) and value >= 0,
-             "a whole number >= 0")
-FOLDER = Kind(lambda value: value is None or isinstance(value, str), "a folder path, or None")
-NAMES = Kind(lambda value: value is None or (isinstance(value, list | tuple) and len(value) > 0
-                                             and all(isinstance(name, str) for name in value)),
-             "a non-empty list of names, e.g. ['a'], or None")
 
 
 @dataclass(frozen=True)

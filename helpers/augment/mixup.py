@@ -16,7 +16,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from errors import ConfigurationError
-from helpers.augment.method import POSITIVE, PROBABILITY, Criterion, Method, Place, Setting, Switch
+from helpers.augment.method import Criterion, Method, Place, Setting, Switch
+from helpers.setting_kinds import POSITIVE, PROBABILITY
 
 
 @dataclass(frozen=True)

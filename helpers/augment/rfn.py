@@ -40,7 +40,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from helpers.augment.method import WEIGHT, Kind, Method, Place, Setting
+from helpers.augment.method import Method, Place, Setting
+from helpers.setting_kinds import WEIGHT, Kind
 
 EPS = 1e-5  # added to every variance before the square root, as PyTorch's normalisation layers
 IFN_DIMS = (1, 3)  # channels and frames of (batch, channels, n_mels, frames): statistics per mel bin

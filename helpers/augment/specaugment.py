@@ -23,7 +23,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from helpers.augment.method import COUNT, PROBABILITY, Method, Place, Setting
+from helpers.augment.method import Method, Place, Setting
+from helpers.setting_kinds import COUNT, PROBABILITY
 from models.preprocess import NORM_SCALE, NORM_SHIFT
 
 MASKED_VALUE = (0.0 + NORM_SHIFT) / NORM_SCALE  # log-mel 0 after the front-end's normalisation: 0.9

@@ -16,43 +16,55 @@ package, which adds
   print_config         Sacred's, with the values derived from the config when the model is built
 
 a config hook that rejects unknown keys and bad values before any work (and, for a dataset without demo
-data, a missing basedataset.base_dir), and an option hook that keeps processes other than rank 0 of a
-multi-process run unobserved and quiet. Errors that are the user's to fix (a bad audio file, a dataset
-folder in the wrong layout, a bad checkpoint, a config error) are printed as their message, without a
-traceback (``--debug`` shows it), and the command exits with status 1.
+data, a missing basedataset.base_dir), and option hooks that keep processes other than rank 0 of a
+multi-process run unobserved and quiet, and give main and evaluate_only their run folder's record without
+-F: main records into runs/ as ``-F runs/`` does (runs/<id>/: config.json, run.json, metrics.json,
+cout.txt), evaluate_only beside the checkpoint (<run folder>/evaluations/<checkpoint>_<timestamp>/). The
+console is judged before Sacred captures it (helpers.training.progress): a terminal gets a progress bar,
+a file plain lines and no colour codes; cout.txt is plain text either way.
+
+Errors that are the user's to fix (a bad audio file, a dataset folder in the wrong layout, a bad checkpoint,
+a config error) are printed as their message, without a traceback (``--debug`` shows it), and the command
+exits with status 1.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import colorama
 import pytorch_lightning as pl
 import torch
 from sacred import Experiment
 from sacred import commands as sacred_commands
+from sacred.arg_parser import get_config_updates
 from sacred.observers import FileStorageObserver
 from sacred.run import Run
 from sacred.utils import SacredError, apply_backspaces_and_linefeeds
 
-from errors import ConfigurationError, UserError
+from errors import ConfigurationError, OutputExistsError, UserError
 from helpers.api import plain_config
 from helpers.checkpoint import pretrained_start
 from helpers.experiment.attention_plot import write_attention_mask_plot
-from helpers.experiment.config_check import check_keys, check_values, config_sections
+from helpers.experiment.config_check import check_keys, check_setting_rules, check_values, config_sections
+from helpers.experiment.defaults import CPU_PRESET
 from helpers.experiment.options import command_options
 from helpers.export import export as export_model
 from helpers.inference import load_model, predict_files
 from helpers.model_spec import ModelSpec
 from helpers.results.record import RunRecord
 from helpers.training.fit import data_module, evaluate, model_spec, train
-from helpers.training.run_folder import RUNS_DIR, run_folder
+from helpers.training.progress import console_is_terminal, remember_console
+from helpers.training.run_folder import EVALUATIONS, PREDICTIONS, RUNS_DIR, checkpoint_owner, new_path, run_folder
 from helpers.training.step_timing import training_step_seconds
 from helpers.training.trainer import process_rank, quiet_lightning, translate_trainer_config
+from models.architectures import ARCHITECTURES
 from models.sparse_choice import use_costs
 
 logger = logging.getLogger(__name__)
@@ -61,9 +73,13 @@ DEMO_NOTICE = (
     "basedataset.base_dir is None: training on the bundled demo data with the CPU demo preset "
     "(small model, short clips, few epochs); set basedataset.base_dir=... for the dataset and the paper's defaults"
 )
+# The smallest learning rate taken for a training from scratch; below it, a rate for fine-tuning pretrained weights
+# (PaSST fine-tunes at 1e-5; ex_folder.py's comment on lr suggests 1e-4 from scratch).
+FROM_SCRATCH_LR = 1e-4
 # Commands that read no data: they take their settings from a checkpoint, or show Sacred's information.
 FROM_CHECKPOINT = ("predict", "export")
 WITHOUT_DATASET = (*FROM_CHECKPOINT, "print_config", "print_dependencies", "save_config", "print_named_configs")
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")  # colours and cursor moves (a progress bar's second line)
 
 
 class UserMessage(SacredError, UserError):
@@ -73,13 +89,18 @@ class UserMessage(SacredError, UserError):
         super().__init__(message, print_traceback=False)
 
 
+# Sacred prints the message with traceback.format_exception_only, which puts the class's dotted path first; a
+# user reads "error: <message>" instead of "helpers.experiment.commands.UserMessage: <message>".
+UserMessage.__module__, UserMessage.__qualname__ = "builtins", "error"
+
+
 def add_commands(ex: Experiment, dataset: ModuleType) -> None:
     """Give ``ex`` the shared command options, config checks and commands for ``dataset``.
 
     dataset: a package of ``datasets/`` exporting DEFAULTS (the ``basedataset`` config) and Data.
     """
     quiet_lightning()
-    ex.captured_out_filter = apply_backspaces_and_linefeeds
+    ex.captured_out_filter = plain_text
     for package, version in (("torch", torch.__version__), ("pytorch-lightning", pl.__version__)):
         # recorded with each run beside what Sacred detects; Sacred rejects local versions such as +cu130
         ex.add_package_dependency(package, version.split("+")[0])
@@ -88,6 +109,7 @@ def add_commands(ex: Experiment, dataset: ModuleType) -> None:
     def check_config(config, command_name, logger):
         try:
             check_keys(config, config_sections(ex, dataset))
+            check_setting_rules(config, ex)
             check_values(config, dataset)
             if config["basedataset"]["base_dir"] is None:
                 check_demo(dataset, command_name, logger)
@@ -96,6 +118,7 @@ def add_commands(ex: Experiment, dataset: ModuleType) -> None:
             raise UserMessage(str(error)) from error
         if command_name == "main":
             warn_of_a_schedule_longer_than_the_training(config, logger)
+            warn_of_a_large_network_from_scratch_at_a_fine_tuning_rate(config, logger)
 
     ex.config_hook(check_config)
 
@@ -105,6 +128,18 @@ def add_commands(ex: Experiment, dataset: ModuleType) -> None:
             options.update({"--unobserved": True, "--loglevel": "WARNING", "--print-config": False})
 
     ex.option_hook(other_ranks_unobserved)
+
+    def recorded_console(options):
+        """Before Sacred's capture (command lines of rank 0 only): the console as it is, and the run folder's
+        record of main and evaluate_only without -F."""
+        if process_rank() != 0 or "COMMAND" not in options:
+            return
+        remember_console()
+        if not console_is_terminal():
+            colorama.init(strip=True)  # Sacred colours print_config's entries; a file gets plain text
+        options.update(default_record(options))
+
+    ex.option_hook(recorded_console)
 
     @ex.capture
     def settings(_config, models, basedataset, trainer):
@@ -142,11 +177,10 @@ def add_commands(ex: Experiment, dataset: ModuleType) -> None:
         spec = spec.with_class_count(data_module(dataset, config, spec).class_names)
         return speed_test(config, spec, speed_test_batch_size, speed_test_steps)
 
-    @command
-    def plot_attention_mask(_run, plot_path):
-        """PNG of the configured rf_norm_t pattern over the configured patch grid."""
-        path = Path(plot_path) if plot_path else sacred_run_folder(_run) / "attention_mask.png"
-        return str(attention_mask_plot(model_spec(dataset, settings()), path))
+    @command(unobserved=True)
+    def plot_attention_mask(plot_path):
+        """PNG of the configured rf_norm_t pattern over the configured patch grid (an existing file is kept)."""
+        return str(attention_mask_plot(model_spec(dataset, settings()), plot_path))
 
     @command(unobserved=True)
     def prepare():
@@ -154,10 +188,10 @@ def add_commands(ex: Experiment, dataset: ModuleType) -> None:
         config = settings()
         data_module(dataset, config, model_spec(dataset, config)).prepare_data()
 
-    @command
-    def predict(_run, checkpoint, files, top_k, weights, predictions_csv, batch_size):
+    @command(unobserved=True)
+    def predict(checkpoint, files, top_k, weights, predictions_csv, batch_size, hop_fraction):
         """Classify files=PATH_OR_FOLDER with checkpoint=PATH: top-k per file and a CSV of all probabilities."""
-        return predict_command(_run, checkpoint, files, top_k, weights, predictions_csv, batch_size)
+        return predict_command(dataset, checkpoint, files, top_k, weights, predictions_csv, batch_size, hop_fraction)
 
     @command
     def export(_run, checkpoint, weights, export_dir, export_formats, export_seconds):
@@ -217,6 +251,30 @@ def sacred_run_folder(run: Run) -> Path:
     return run_folder(observed_folder(run))
 
 
+def default_record(options: Mapping[str, Any]) -> dict[str, Any]:
+    """Sacred options giving main and evaluate_only their run folder's record when the command line names no
+    file observer (-F) and does not ask for none (-u): main's in runs/ (runs/<id>/, as -F runs/), evaluate_only's
+    beside its checkpoint (<run folder>/evaluations/<checkpoint>_<timestamp>/)."""
+    if options.get("--file_storage") or options.get("--unobserved"):
+        return {}
+    command = options.get("COMMAND") or "main"
+    if command == "main":
+        return {"--file_storage": str(RUNS_DIR)}
+    if command != "evaluate_only":
+        return {}
+    checkpoint = get_config_updates(options.get("UPDATE") or [])[0].get("checkpoint")
+    if not checkpoint or not Path(checkpoint).is_file():  # the command says what is wrong
+        return {}
+    folder = checkpoint_owner(Path(checkpoint)) / EVALUATIONS
+    name = options.get("--id") or new_path(folder, f"{Path(checkpoint).stem}_").name
+    return {"--file_storage": str(folder), "--id": name}
+
+
+def plain_text(text: str) -> str:
+    """The console as cout.txt keeps it: carriage returns and backspaces applied, no colours or cursor moves."""
+    return ANSI_ESCAPE.sub("", apply_backspaces_and_linefeeds(text))
+
+
 def derived_text(spec: ModelSpec) -> str:
     """The values the model spec derives (helpers.model_spec) as print_config shows them."""
     lines = ["Derived when the model is built (helpers/model_spec.py; a given value is checked against these):"]
@@ -225,16 +283,39 @@ def derived_text(spec: ModelSpec) -> str:
 
 
 def warn_of_a_schedule_longer_than_the_training(config: Mapping[str, Any], run_logger: logging.Logger) -> None:
-    """A warm-up or ramp-down that does not fit into trainer.max_epochs is most likely the schedule of a longer
-    training left in place (e.g. NSynth's 100 warm-up epochs under a short run): say so before training."""
+    """A warm-up that does not fit into trainer.max_epochs is most likely the schedule of a longer training left in
+    place (e.g. NSynth's 100 warm-up epochs under a short run): say so before training, advising only changes that
+    fit: the named config cpu_tiny where its schedule fits the epochs and is not in place already."""
     max_epochs = config["trainer"].get("max_epochs")
-    if not isinstance(max_epochs, int) or max_epochs < 0:
+    warm_up_len = config["warm_up_len"]
+    if not isinstance(max_epochs, int) or max_epochs < 0 or warm_up_len < max_epochs:
         return
-    if config["warm_up_len"] >= max_epochs:
-        run_logger.warning(
-            "warm_up_len=%s >= trainer.max_epochs=%s: the training ends before the learning rate warms up fully; "
-            "shorten warm_up_len (and ramp_down_start, ramp_down_len), or use the named config cpu_tiny",
-            config["warm_up_len"], max_epochs)
+    advice = [f"set warm_up_len below {max_epochs} (0: no warm-up)" if max_epochs > 0 else "set warm_up_len=0",
+              "or raise trainer.max_epochs"]
+    if config["ramp_down_start"] >= max_epochs:
+        advice[0] += f" and ramp_down_start (now {config['ramp_down_start']}) below it"
+    if warm_up_len != CPU_PRESET["warm_up_len"] and CPU_PRESET["warm_up_len"] < max_epochs:
+        advice.append("or use the named config cpu_tiny (its schedule warms up in "
+                      f"{CPU_PRESET['warm_up_len']} epochs)")
+    run_logger.warning("warm_up_len=%s >= trainer.max_epochs=%s: the training ends before the learning rate warms up "
+                       "fully; %s", warm_up_len, max_epochs, ", ".join(advice))
+
+
+def warn_of_a_large_network_from_scratch_at_a_fine_tuning_rate(config: Mapping[str, Any],
+                                                              run_logger: logging.Logger) -> None:
+    """A network with published weights (PaSST-S) trained from scratch at a learning rate meant for fine-tuning
+    them (below FROM_SCRATCH_LR) learns little, and on a CPU slowly: say so before training, with what to set."""
+    net = config["models"]["net"]
+    spec = ARCHITECTURES.get(net["arch"])
+    if net["pretrained"] or spec is None or not spec.url or config["lr"] >= FROM_SCRATCH_LR:
+        return
+    device = " on a CPU, where each epoch is slow too" if not torch.cuda.is_available() else ""
+    run_logger.warning(
+        "models.net.pretrained=False: %s (%d transformer blocks of width %d) trains from scratch at lr=%g, a rate "
+        "for fine-tuning pretrained weights%s, and will learn little; set models.net.pretrained=True to start from "
+        "its AudioSet weights (downloaded once; offline: models.net.pretrained_path=FILE), or lr=%g or more to train "
+        "from scratch, or use the named config cpu_tiny for a small network that trains on a CPU",
+        net["arch"], spec.depth, spec.embed_dim, config["lr"], device, FROM_SCRATCH_LR)
 
 
 def user_errors_as_messages(function: Callable) -> Callable:
@@ -274,31 +355,45 @@ def check_demo(dataset: ModuleType, command_name: str, run_logger: logging.Logge
         )
 
 
-def predict_command(run, checkpoint: str | None, files, top_k: int, weights: str,
-                    predictions_csv: str | None, batch_size: int) -> dict[str, Any]:
-    """The predict command: top-k classes per file on the console, all probabilities in a CSV; the windows
-    of consecutive files are scored batch_size at a time."""
+def predict_command(dataset: ModuleType, checkpoint: str | None, files, top_k: int, weights: str,
+                    predictions_csv: str | None, batch_size: int, hop_fraction: float) -> dict[str, Any]:
+    """The predict command: top-k classes per file on the console, all probabilities in a CSV (predictions_csv,
+    else a new <run folder>/predictions/<checkpoint>_<timestamp>.csv beside the checkpoint; an existing file is
+    never replaced); a file longer than the training clip is scored in windows hop_fraction of a clip apart, and
+    the windows of consecutive files are scored batch_size at a time. The labels are the checkpoint's: a
+    checkpoint trained on another dataset than the experiment's is said to be, in one line."""
     if not checkpoint or not files:
         raise ConfigurationError(
             "predict needs a checkpoint and files: add checkpoint=runs/<id>/checkpoints/best.ckpt files=DIR_OR_FILE"
         )
     paths = [files] if isinstance(files, str) else list(files)
-    csv_path = Path(predictions_csv) if predictions_csv else sacred_run_folder(run) / "predictions.csv"
-    predictor = load_model(checkpoint, weights=weights)
+    predictor = load_model(checkpoint, weights=weights, hop_fraction=hop_fraction)
+    if predictor.dataset is not None and predictor.dataset != dataset.Data.name:
+        print(f"{checkpoint} was trained on the {predictor.dataset} dataset, not {dataset.Data.name}: its "
+              f"{len(predictor.class_names)} labels are used ({_first_names(predictor.class_names)})")
+    if predictions_csv:
+        csv_path = Path(predictions_csv)
+    else:
+        csv_path = new_path(checkpoint_owner(Path(checkpoint)) / PREDICTIONS, f"{Path(checkpoint).stem}_", ".csv")
     report = predict_files(predictor, paths, top_k=top_k, csv_path=csv_path, batch_size=batch_size)
     for prediction in report.predictions:
         ranked = ", ".join(f"{label} {probability:.2f}" for label, probability in prediction.top)
         print(f"{prediction.path}: {ranked}")
     for path, reason in report.skipped:
         print(f"skipped {path}: {reason}")
-    print(f"{len(report.predictions)} files classified, {len(report.skipped)} skipped; probabilities in {csv_path}")
+    print(f"{len(report.predictions)} files classified, {len(report.skipped)} skipped (listed with the reason); "
+          f"probabilities in {csv_path}")
     return {"classified": len(report.predictions), "skipped": len(report.skipped), "csv": str(csv_path)}
 
 
-def attention_mask_plot(spec: ModelSpec, path: Path) -> Path:
-    """The plot_attention_mask command: the configured pattern over the network's patch grid."""
+def attention_mask_plot(spec: ModelSpec, plot_path: str | None) -> Path:
+    """The plot_attention_mask command: the configured pattern over the network's patch grid, written to
+    plot_path, else attention_mask_<rf_norm_t>.png in the working folder; an existing file is kept (refused)."""
     n_rows, n_cols = spec.patch_grid
     rf_norm_t = spec.net["rf_norm_t"]
+    path = Path(plot_path) if plot_path else Path(f"attention_mask_{rf_norm_t or 'unrestricted'}.png")
+    if path.exists():
+        raise OutputExistsError(f"{path} exists; give plot_path=OTHER.png, or remove it to draw it again")
     write_attention_mask_plot(rf_norm_t, n_rows, n_cols, path)
     print(f"attention mask of rf_norm_t={rf_norm_t!r} over {n_rows} x {n_cols} patches: {path}")
     return path
@@ -311,7 +406,8 @@ def summarise_loaders(dataset: ModuleType, config: dict) -> None:
     data.prepare_data()
     data.setup("fit")
     print(f"classes ({len(data.class_names)}): {', '.join(data.class_names)}")
-    print(f"domains ({data.domain_kind}): {', '.join(data.domain_names)}; seen: {', '.join(data.seen_domains)}")
+    if data.domain_kind is not None:
+        print(f"domains ({data.domain_kind}): {', '.join(data.domain_names)}; seen: {', '.join(data.seen_domains)}")
     validation, test = data.val_dataloader()
     for name, loader in (("train", data.train_dataloader()), ("validation", validation), ("test", test)):
         batch = next(iter(loader))
@@ -345,3 +441,7 @@ def _describe(value) -> str:
     if isinstance(value, list):
         return f"list of {len(value)}, e.g. {value[0]!r}"
     return repr(value)
+
+
+def _first_names(names: Sequence[str], shown: int = 5) -> str:
+    return ", ".join(names[:shown]) + (f", ... ({len(names) - shown} more)" if len(names) > shown else "")

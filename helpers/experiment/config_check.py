@@ -4,6 +4,8 @@ Sacred accepts unknown keys inside nested config entries silently (``models.net.
 be ignored). :func:`check_keys` compares the final config with a :class:`Section` tree of the keys each
 component accepts and names the closest valid key of every unknown one, or the key that replaces a key of
 an earlier version (the DG methods declare those, helpers.augment.registry.renamed_keys).
+:func:`check_setting_rules` refuses every value that its setting's rule (one table:
+helpers.experiment.setting_rules) does not accept, naming key, value and fix, all of them at once.
 :func:`check_values` catches values the components would reject later (an ``rf_norm_t`` form, an
 architecture, the mel settings, a DG method's settings, a setting that contradicts what the model derives
 from the data), before data is touched.
@@ -23,6 +25,7 @@ from sacred.config import chain_evaluate_config_scopes
 
 from errors import ConfigurationError
 from helpers.augment.registry import check_settings, renamed_keys
+from helpers.experiment.setting_rules import refused_settings
 from helpers.results.selection import ModelSelection
 from helpers.training.fit import model_spec
 from helpers.training.schedule import lr_schedule
@@ -61,6 +64,26 @@ def check_keys(config: Mapping[str, Any], section: Section, path: str = "") -> N
     problems = list(_unknown_keys(config, section, path))
     if problems:
         raise ConfigurationError("\n".join(problems))
+
+
+def check_setting_rules(config: Mapping[str, Any], ex: Experiment) -> None:
+    """Raise ConfigurationError listing, one a line, every setting whose value its rule refuses
+    (helpers.experiment.setting_rules), with the default of ``ex`` for the run's dataset folder as the fix."""
+    defaults, docs = experiment_defaults(ex, config["basedataset"].get("base_dir"))
+    refused = refused_settings(config, defaults, docs)
+    if refused:
+        raise ConfigurationError("\n".join(refused))
+
+
+def experiment_defaults(ex: Experiment, base_dir: str | None = None) -> tuple[dict[str, Any], dict[str, str]]:
+    """The defaults of the experiment's config for a run on ``base_dir`` (None: the demo preset, where the
+    dataset has one), and the comments print_config shows beside them, by dotted key."""
+    defaults, summaries = chain_evaluate_config_scopes(ex.configurations, fixed={"basedataset": {"base_dir": base_dir}})
+    docs: dict[str, str] = {}
+    for summary in summaries:
+        for key, doc in summary.docs.items():
+            docs.setdefault(key, doc)
+    return defaults, docs
 
 
 def check_values(config: Mapping[str, Any], dataset: ModuleType) -> None:

@@ -10,6 +10,7 @@ may change it; values from the command line and from named configs always win):
   shared_defaults   the network, front-end, trainer and training options every experiment starts from
   MethodDefaults    every DG method's settings (helpers.augment.registry), from the methods' declarations
   <its own>         basedataset, the number of classes, learning rate, schedule, batch size, ...
+  DatasetDocs       the comments beside the dataset's DEFAULTS, as the docs of the basedataset keys
   MethodSwitches    a method's switch given (use_mixup=True) sets its strength (mixup_p=1.0)
   demo_preset       without basedataset.base_dir, for a dataset with demo data: the CPU-sized preset
 
@@ -19,13 +20,19 @@ print_config shows them.
 
 Sacred reads a config scope's local variables as config entries, the comment beside a top-level entry as
 its documentation (print_config), and a scope's docstring as the config's docstring: the scopes that run
-after the experiment's own therefore have comments, not docstrings.
+after the experiment's own therefore have comments, not docstrings. The keys inside ``basedataset`` are a
+dataset's DEFAULTS, whose comments are in datasets/, where Sacred does not look: DatasetDocs reads them.
 """
 
 # ruff: noqa: F841
 
 from __future__ import annotations
 
+import ast
+import importlib
+import inspect
+import io
+import tokenize
 from types import ModuleType
 
 from sacred import Experiment
@@ -60,6 +67,7 @@ def add_config(ex: Experiment, dataset: ModuleType, own_defaults) -> None:
     ex.config(shared_defaults)
     ex.configurations.append(MethodDefaults())
     ex.config(own_defaults)
+    ex.configurations.append(DatasetDocs(dataset))
     ex.configurations.append(MethodSwitches())
     if dataset.Data.has_demo():
         ex.config(demo_preset)
@@ -100,6 +108,8 @@ def shared_defaults():
     executor_costs = None  # attention_impl="auto"'s measured constants: a file of benchmarks.grid --fit; None: shipped
     swa = True  # keep a stochastic weight average (net_swa), evaluated beside the plain model
     swa_freq = 1  # average every swa_freq epochs
+    progress_every_batches = 50  # output to a file or pipe: a progress line every this many batches (terminal: a bar)
+    progress_every_seconds = 60  # ... or after this many seconds, whichever comes first
 
 
 class MethodDefaults:
@@ -124,6 +134,47 @@ class MethodSwitches:
         summary = ConfigSummary(result.revelation(), result.modified, result.typechanges)
         summary.update(undogmatize(result))
         return summary
+
+
+class DatasetDocs:
+    """The comment beside each key of the dataset's DEFAULTS (datasets/<name>/__init__.py, and datasets/base.py
+    for the keys every dataset shares) as the documentation of ``basedataset.<key>``; the config is left as it
+    is."""
+
+    def __init__(self, dataset: ModuleType):
+        self.docs = {f"basedataset.{key}": doc for key, doc in dict_comments(dataset, "DEFAULTS").items()}
+
+    def __call__(self, fixed=None, preset=None, fallback=None) -> ConfigSummary:
+        summary = ConfigDict({})(fixed, preset, fallback)
+        summary.docs.update(self.docs)
+        return summary
+
+
+def dict_comments(module: ModuleType, name: str) -> dict[str, str]:
+    """Key -> the comment on its line, of the dict literal assigned to ``name`` in ``module``'s source; the keys of
+    a ``**OTHER`` entry come from OTHER's own literal (in the module, or in the module it is imported from), and
+    a later entry's comment replaces an earlier one's, as its value does."""
+    source = inspect.getsource(module)
+    comments = {token.start[0]: token.string.lstrip("#").strip()
+                for token in tokenize.generate_tokens(io.StringIO(source).readline) if token.type == tokenize.COMMENT}
+    tree = ast.parse(source)
+    literal = next(node.value for node in tree.body if isinstance(node, ast.Assign) and isinstance(node.value, ast.Dict)
+                   and any(isinstance(target, ast.Name) and target.id == name for target in node.targets))
+    docs: dict[str, str] = {}
+    for key, value in zip(literal.keys, literal.values, strict=True):
+        if key is None and isinstance(value, ast.Name):  # **OTHER
+            docs.update(dict_comments(_defining_module(module, tree, value.id), value.id))
+        elif isinstance(key, ast.Constant) and key.lineno in comments:
+            docs[key.value] = comments[key.lineno]
+    return docs
+
+
+def _defining_module(module: ModuleType, tree: ast.Module, name: str) -> ModuleType:
+    """The module whose source assigns ``name``: ``module`` itself, or the one it imports ``name`` from."""
+    for node in tree.body:
+        if isinstance(node, ast.ImportFrom) and any(alias.name == name for alias in node.names):
+            return importlib.import_module(node.module)
+    return module
 
 
 def demo_preset(basedataset, models, trainer):

@@ -7,6 +7,9 @@ domain-generalisation method is judged by the accuracy on them.
 Group figures (``acc_seen``, ``acc_unseen``) are the mean of the per-domain accuracies of the group's
 domains that occur in the evaluation split, so a large domain (TAU's device a) does not dominate.
 ``macro_acc`` is the mean of the per-class accuracies over classes that occur in the split.
+
+A dataset without domains (ESC-50; a folder CSV without a domain column) puts every clip in one domain. With one
+domain the per-domain and group figures would only repeat ``acc``: ``has_domains`` is False and they are left out.
 """
 
 from __future__ import annotations
@@ -42,6 +45,11 @@ class Evaluation:
         unknown = sorted(set(self.seen_domains) - set(self.domain_names))
         if unknown:
             raise ValueError(f"seen domains {unknown} are not among the domains {list(self.domain_names)}.")
+
+    @property
+    def has_domains(self) -> bool:
+        """Whether the data has domains to report apart (more than one); see the module docstring."""
+        return len(self.domain_names) > 1
 
     @property
     def n_examples(self) -> int:
@@ -100,15 +108,12 @@ class Evaluation:
         return _mean(acc for name, acc in per_domain.items() if (name in self.seen_domains) == seen)
 
     def scalars(self) -> dict[str, float]:
-        """Flat figures for logging; figures without examples in the split are left out."""
-        figures = {
-            "loss": self.loss,
-            "acc": self.accuracy,
-            "macro_acc": self.macro_accuracy,
-            "acc_seen": self.group_accuracy(seen=True),
-            "acc_unseen": self.group_accuracy(seen=False),
-        }
-        figures.update({f"domain/{name}": acc for name, acc in self.domain_accuracy.items()})
+        """Flat figures for logging; figures without examples in the split are left out, and so are the group and
+        per-domain figures of data without domains."""
+        figures = {"loss": self.loss, "acc": self.accuracy, "macro_acc": self.macro_accuracy}
+        if self.has_domains:
+            figures.update({"acc_seen": self.group_accuracy(seen=True), "acc_unseen": self.group_accuracy(seen=False)})
+            figures.update({f"domain/{name}": acc for name, acc in self.domain_accuracy.items()})
         figures.update({f"class/{name}": acc for name, acc in self.class_accuracy.items()})
         return {name: value for name, value in figures.items() if not np.isnan(value)}
 

@@ -19,6 +19,7 @@ from pytorch_lightning.utilities import rank_zero_only
 
 from helpers.files import atomic_write
 from helpers.results.run_files import METRICS as METRICS_FILE  # the name and layout of Sacred's FileStorageObserver
+from helpers.results.selection import epoch_number
 
 
 class RunRecord:
@@ -51,7 +52,7 @@ class RunRecord:
 
 
 class RecordLogger(Logger):
-    """Forwards every figure Lightning logs to the run's record, stepped by epoch."""
+    """Forwards every figure Lightning logs to the run's record, stepped by epoch (numbered from 1)."""
 
     def __init__(self, record: RunRecord, version: str):
         super().__init__()
@@ -71,7 +72,7 @@ class RecordLogger(Logger):
         epoch = metrics.get("epoch")
         for name, value in metrics.items():
             if name != "epoch":
-                self._record.log_scalar(name, float(value), int(epoch) if epoch is not None else step)
+                self._record.log_scalar(name, float(value), epoch_number(int(epoch)) if epoch is not None else step)
 
     @rank_zero_only
     def log_hyperparams(self, params, *args, **kwargs) -> None:

@@ -4,7 +4,8 @@
                            training starts, so that a reader can check that validation and test are disjoint
                            and that validation holds only training domains
     results.json           written when a training ends: model_selection ("validation" or "oracle"),
-                           selected_epoch, last_epoch, domain_kind, group_names [seen, unseen], class_names,
+                           selected_epoch, last_epoch, domain_kind, group_names [seen, unseen] (null and [] for
+                           a dataset without domains), class_names,
                            domain_names, seen_domains, and the figures of the test and validation splits at
                            the selected and the last epoch: {"test": {"net": {"selected": {...}, "last": {...}},
                            "net_swa": {...}}, "validation": {...}}
@@ -12,7 +13,8 @@
                            (+ net_swa_selected, net_swa_last with SWA); class and domain names
     metrics.json           every figure logged per epoch (written by Sacred's FileStorageObserver, or
                            helpers.results.record for the Python API): {name: {"steps": [epochs], "values": [...]}},
-                           e.g. val/acc, test/acc, test/acc_unseen, test/domain/<name>; one per attempt
+                           e.g. val/acc, test/acc, test/acc_unseen, test/domain/<name>; one per attempt. Epochs
+                           are numbered from 1 in both files
 
 "selected" is the epoch model_selection chose (the key stays "selected" with "oracle", which
 model_selection names). With a continued training, the run folder of the newest attempt holds both end
@@ -96,13 +98,14 @@ class RunResults:
 
     files: test example names, in the file's order; domains: domain name per example; correct: whether
     net_selected equals the label; correct_last: whether net_last does (None without that column);
-    group_names: how to call seen and unseen domains (e.g. seen devices)."""
+    group_names: how to call seen and unseen domains (e.g. seen devices); domain_kind None and group_names () for
+    a dataset without domains."""
 
     folder: Path
     model_selection: str
     selected_epoch: int
-    domain_kind: str
-    group_names: tuple[str, str]
+    domain_kind: str | None
+    group_names: tuple[str, str] | tuple[()]
     domain_names: tuple[str, ...]
     seen_domains: tuple[str, ...]
     files: np.ndarray
@@ -132,8 +135,9 @@ def read_results(run_dir: Path) -> RunResults:
         raise ResultsError(f"{path}: model_selection = {results['model_selection']!r}; expected one of "
                            f"{tuple(MODEL_SELECTIONS)}.")
     group_names = tuple(results["group_names"])
-    if len(group_names) != 2:
-        raise ResultsError(f"{path}: group_names = {group_names}; expected [seen name, unseen name].")
+    if len(group_names) not in (0, 2):
+        raise ResultsError(f"{path}: group_names = {group_names}; expected [seen name, unseen name] ([] for a dataset "
+                           f"without domains).")
     domain_names = tuple(results["domain_names"])
     seen = tuple(results["seen_domains"])
     if not set(seen) <= set(domain_names):
@@ -143,7 +147,7 @@ def read_results(run_dir: Path) -> RunResults:
     if unknown:
         raise ResultsError(f"{run_dir / PREDICTIONS}: domains {unknown} are not among domain_names in {path}.")
     return RunResults(folder=run_dir, model_selection=results["model_selection"],
-                      selected_epoch=int(results["selected_epoch"]), domain_kind=str(results["domain_kind"]),
+                      selected_epoch=int(results["selected_epoch"]), domain_kind=results["domain_kind"],
                       group_names=group_names, domain_names=domain_names, seen_domains=seen,
                       files=files, domains=domains, correct=predictions == labels,
                       correct_last=None if last is None else last == labels)

@@ -10,6 +10,11 @@ optimistic (Gulrajani and Lopez-Paz, "In Search of Lost Domain Generalization", 
 :class:`ModelSelection` keeps the per-epoch figures, and the evaluations (every example's prediction) of
 the selected and of the last epoch, for the end-of-run reports; its state travels in the checkpoints so
 that a resumed training selects as the uninterrupted one.
+
+Epochs are numbered from 1 wherever a user sees them (the console, results.json, metrics.json, the summary,
+the reports): :func:`epoch_number` turns Lightning's 0-based epoch counter into that number, and the model
+selection records epochs by it. Checkpoints written before this numbering (their selection state has no
+"first_epoch") are read with their epochs shifted to it.
 """
 
 from __future__ import annotations
@@ -26,6 +31,12 @@ from helpers.results.metrics import Evaluation, evaluation
 MODEL_SELECTIONS = {"validation": "val/acc", "oracle": "test/acc"}  # model_selection -> the figure it maximises
 ROLES = ("val", "test")  # the evaluated roles of the data, in the order of the evaluation loaders
 NET_SUFFIXES = {"net": "", "net_swa": "_swa"}  # network -> suffix of its figures' prefix: val/acc, val_swa/acc
+FIRST_EPOCH = 1  # the number of a training's first epoch in every output
+
+
+def epoch_number(current_epoch: int) -> int:
+    """The number users see for Lightning's 0-based ``current_epoch``: 1 for the first epoch."""
+    return current_epoch + FIRST_EPOCH
 
 
 @dataclass
@@ -102,14 +113,24 @@ class ModelSelection:
 
     def state(self) -> dict[str, Any]:
         """What the checkpoints carry."""
-        return {"mode": self.mode, "history": [dict(entry) for entry in self.history],
+        return {"mode": self.mode, "first_epoch": FIRST_EPOCH, "history": [dict(entry) for entry in self.history],
                 "selected": None if self.selected is None else self.selected.state(),
                 "last": None if self.last is None else self.last.state()}
 
     def load_state(self, state: Mapping[str, Any]) -> None:
-        self.history = [dict(entry) for entry in state["history"]]
-        self.selected = None if state.get("selected") is None else EpochEvaluations.from_state(state["selected"])
-        self.last = None if state.get("last") is None else EpochEvaluations.from_state(state["last"])
+        """The state of :meth:`state`; one of a checkpoint numbering epochs from 0 (no "first_epoch") is renumbered."""
+        shift = FIRST_EPOCH - int(state.get("first_epoch", 0))
+        self.history = [{**entry, "epoch": int(entry["epoch"]) + shift} for entry in state["history"]]
+        self.selected = self._evaluations(state.get("selected"), shift)
+        self.last = self._evaluations(state.get("last"), shift)
+
+    @staticmethod
+    def _evaluations(state: Mapping[str, Any] | None, shift: int) -> EpochEvaluations | None:
+        if state is None:
+            return None
+        evaluations = EpochEvaluations.from_state(state)
+        evaluations.epoch += shift
+        return evaluations
 
 
 def _evaluation_state(result: Evaluation) -> dict[str, Any]:

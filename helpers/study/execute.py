@@ -123,7 +123,7 @@ def _execute(run: Run, resume_from: Path | None, launcher: str, env: Mapping[str
     record = start_launch(run, command, launcher, resume_from)
     log_path = run.base / record["log"]
     before = set(attempts(run.base))
-    logger.info("%s %s%s", action, run.name, f" from {resume_from}" if resume_from else "")
+    logger.info("%s %s%s; live log: %s", action, run.name, f" from {resume_from}" if resume_from else "", log_path)
     start = time.monotonic()
     with open(log_path, "ab") as log:
         log.write(f"# {' '.join(command)}\n# launch {record['number']} ({launcher}) at {record['started']}\n".encode())

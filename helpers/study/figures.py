@@ -104,10 +104,15 @@ class Panel:
     value: ProtocolValue | None
     variants: list[VariantSummary]
     layout: Layout | None
-    group_names: tuple[str, str]
-    domain_kind: str
+    group_names: tuple[str, str] | tuple[()]
+    domain_kind: str | None
     seen_domains: tuple[str, ...]
     oracle_monitor: str = ""
+
+    @property
+    def has_domains(self) -> bool:
+        """Whether its runs' data has domains, and so group and per-domain figures (one test domain: no)."""
+        return self.layout is not None and bool(self.layout.groups)
 
     @property
     def title(self) -> str:
@@ -167,9 +172,11 @@ def build_panel(study: Study, value: ProtocolValue | None, completed: dict[tuple
                      "domain", ())
     results = reference.results
     _check_same_test_set(runs, results)
-    seen, unseen = results.group_names
-    groups = {seen: [name for name in results.domain_names if name in results.seen_domains],
-              unseen: [name for name in results.domain_names if name not in results.seen_domains]}
+    groups, unseen = {}, None  # data without domains (one domain for every clip): overall alone
+    if len(results.domain_names) > 1:
+        seen, unseen = results.group_names
+        groups = {seen: [name for name in results.domain_names if name in results.seen_domains],
+                  unseen: [name for name in results.domain_names if name not in results.seen_domains]}
     held_out = value is not None and value.kind.key == "held_out_domains"
     if held_out:
         if value.value not in set(results.domains):
@@ -268,7 +275,8 @@ def _rule_per_domain(run: CompletedRun, rule: str, layout: Layout, monitor: str)
         return None
     epochs = sorted(series)
     epoch = max(epochs, key=lambda step: series[step])  # max keeps the first of equal values
-    values = [run.metrics.get(f"test/domain/{name}", {}).get(epoch) for name in layout.domain_names]
+    names = [f"test/domain/{name}" for name in layout.domain_names] if layout.groups else ["test/acc"]
+    values = [run.metrics.get(name, {}).get(epoch) for name in names]
     return None if any(value is None for value in values) else np.array(values, dtype=float)
 
 

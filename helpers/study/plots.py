@@ -1,10 +1,11 @@
 """report.png: the study report's figure.
 
 Without a protocol, and for leave-one-domain-out and folds: one headline figure per variant (the unseen
-accuracy; the held-out domain's accuracy under leave-one-domain-out; for folds and leave-one-domain-out its
-mean over the protocol's values) with its 95 % bootstrap interval, the seeds (or the values) as crosses, the
-other selection rules as open markers, and on the right its paired difference to the baseline. For training
-fractions: seen and unseen accuracy against the fraction, one line per variant, with intervals.
+accuracy, or the overall accuracy for data without domains; the held-out domain's accuracy under
+leave-one-domain-out; for folds and leave-one-domain-out its mean over the protocol's values) with its 95 %
+bootstrap interval, the seeds (or the values) as crosses, the other selection rules as open markers, and on the
+right its paired difference to the baseline. For training fractions: seen and unseen accuracy against the
+fraction, one line per variant, with intervals.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ def _headline_rows(study: Study, panels: list[Panel], pooled: dict[str, dict[str
                    ) -> tuple[str, str, list[tuple]]:
     """(figure name, what the crosses are, rows of (variant, mean, (low, high), points, comparison, rule means))."""
     panel = next(panel for panel in panels if panel.layout is not None)
-    unseen = panel.group_names[1]
+    unseen = panel.group_names[1] if panel.has_domains else None  # overall for data without domains
     if pooled:
         figure = HELD_OUT if HELD_OUT in pooled else unseen if unseen in pooled else OVERALL
         column = study.protocol.kind.column

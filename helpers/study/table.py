@@ -164,20 +164,21 @@ def _panel_sections(report: Report, panel: Panel, label: str) -> list[str]:
     lines += ["", f"## Difference to the baseline ({study.baseline}){title}", "",
               f"Mean over paired seeds of (variant - baseline), with a 95 % paired bootstrap interval: "
               f"{report.resamples} replicates resampling the seeds (a variant's run with the baseline's run of "
-              f"the same seed) and the test examples within each {kind} (the same draw for both), fixed "
+              f"the same seed) and the test examples{_within(panel)} (the same draw for both), fixed "
               f"seed {BOOTSTRAP_SEED}. An interval containing 0 is \"{NO_CLEAR_DIFFERENCE}\", not a ranking.", ""]
     rows = [[summary.name, str(len(summary.paired_seeds)),
              *[_comparison(summary.comparisons.get(figure)) for figure in layout.figure_names]]
             for summary in panel.variants if summary.name != study.baseline]
     lines += _table(["variant", "paired seeds", *_figure_headers(panel)], rows) if rows else ["(no other variant)"]
-    lines += ["", f"## Test accuracy per {kind}{title}", "",
-              f"Mean ± standard deviation over seeds; * marks the seen {kind}s, (n) the test examples.", ""]
-    headers = [f"{name}{'*' if name in panel.seen_domains else ''} ({count})"
-               for name, count in zip(layout.domain_names, layout.counts, strict=True)]
-    lines += _table(["variant", *headers],
-                    [[summary.name, *[_mean_sd(None if summary.per_domain is None else summary.per_domain[:, index])
-                                      for index in range(len(layout.domain_names))]]
-                     for summary in panel.variants])
+    if panel.has_domains:
+        lines += ["", f"## Test accuracy per {kind}{title}", "",
+                  f"Mean ± standard deviation over seeds; * marks the seen {kind}s, (n) the test examples.", ""]
+        headers = [f"{name}{'*' if name in panel.seen_domains else ''} ({count})"
+                   for name, count in zip(layout.domain_names, layout.counts, strict=True)]
+        lines += _table(["variant", *headers],
+                        [[summary.name, *[_mean_sd(None if summary.per_domain is None else summary.per_domain[:, index])
+                                          for index in range(len(layout.domain_names))]]
+                         for summary in panel.variants])
     lines += ["", f"## Selection rules{title}", "", *_rules_text(panel), ""]
     rows = []
     for summary in panel.variants:
@@ -237,8 +238,8 @@ def _protocol_sections(report: Report, label: str) -> list[str]:
                  "figures are the mean over folds of each fold's mean over seeds (each fold weighs the same).", ""]
     lines += [f"Differences to the baseline ({study.baseline}): the mean over the {study.protocol.kind.column}s of "
               f"the mean over paired seeds, with a 95 % paired bootstrap interval from {report.resamples} replicates "
-              f"resampling, in each {study.protocol.kind.column}, the seeds and the test examples within each "
-              f"{_kind(report.panels[0])} ({study.protocol.kind.column}s fixed). The last two columns are the mean "
+              f"resampling, in each {study.protocol.kind.column}, the seeds and the test examples"
+              f"{_within(report.panels[0])} ({study.protocol.kind.column}s fixed). The last two columns are the mean "
               f"under the other selection rules, never ranked.", ""]
     for figure, pooled in report.pooled.items():
         heading = [*values, "mean", f"mean, {RULES['last']}", f"mean, {RULES['oracle']}"]
@@ -267,17 +268,25 @@ def _run_name(variant: str, label: str | None, seed: int) -> str:
 
 
 def _kind(panel: Panel) -> str:
-    return panel.domain_kind.replace("_", " ")
+    return (panel.domain_kind or "domain").replace("_", " ")
+
+
+def _within(panel: Panel) -> str:
+    """Where the bootstrap draws test examples: within each domain, or (data without domains) among all."""
+    return f" within each {_kind(panel)}" if panel.has_domains else ""
 
 
 def _layout_text(panel: Panel) -> list[str]:
     layout, kind = panel.layout, _kind(panel)
     counts = layout.group_counts()
+    where = f"{panel.value.kind.column} = {panel.value.value}: t" if panel.value is not None else "T"
+    if not panel.has_domains:
+        return [f"{where}est examples: {counts[OVERALL]}; the data has no domains, so overall, the accuracy over all "
+                f"test examples, is the figure."]
     parts = []
     for group, members in layout.groups.items():
         domains = ", ".join(f"{layout.domain_names[index]} {layout.counts[index]}" for index in members)
         parts.append(f"{group} {counts[group]} ({domains})")
-    where = f"{panel.value.kind.column} = {panel.value.value}: t" if panel.value is not None else "T"
     return [f"{where}est examples: {counts[OVERALL]} in all; " + "; ".join(parts) + ".",
             "", f"The {' and '.join(layout.groups)} figures are means over {kind}s of the per-{kind} "
                 f"accuracy: each {kind} weighs the same, whatever its number of test examples. overall is the "
@@ -356,7 +365,7 @@ def _panel_rows(report: Report, panel: Panel) -> list[dict]:
                              "seeds": len(summary.paired_seeds), "examples": counts[figure],
                              **_comparison_cells(comparison), "model_selection": report.selection,
                              "note": f"baseline {report.study.baseline}"})
-        for index, domain in enumerate(layout.domain_names):
+        for index, domain in enumerate(layout.domain_names if panel.has_domains else ()):
             per_domain = None if summary.per_domain is None else summary.per_domain[:, index]
             rows.append({"table": "domain", "variant": summary.name, **where, "figure": domain,
                          "seeds": len(summary.seeds), "examples": int(layout.counts[index]),

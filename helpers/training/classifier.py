@@ -40,7 +40,7 @@ from torch.optim.swa_utils import AveragedModel
 from helpers.augment.places import TrainingMethods
 from helpers.checkpoint import ENTRY
 from helpers.results.metrics import Evaluation, evaluation
-from helpers.results.selection import ROLES, ModelSelection
+from helpers.results.selection import ROLES, ModelSelection, epoch_number
 from helpers.training.swa import SwaSchedule
 from models.audio_model import AudioModel
 
@@ -173,7 +173,7 @@ class AudioClassifier(pl.LightningModule):
             for role, role_outputs in outputs.items() if role_outputs
         }
         indices = {role: role_outputs["index"].numpy() for role, role_outputs in outputs.items() if role_outputs}
-        for name, value in self.selection.record(self.current_epoch, evaluations, indices).items():
+        for name, value in self.selection.record(epoch_number(self.current_epoch), evaluations, indices).items():
             self.log(name, value, prog_bar=name in PROGRESS_BAR_FIGURES)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:

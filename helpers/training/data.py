@@ -6,10 +6,18 @@ twice) and :meth:`~AudioDataModule.setup` in every process, after the others hav
 
 Three roles of data: the training loader, and two evaluation loaders, in this order: the validation split
 (training domains only; the epoch is selected on it) and the test split (every domain; reported).
+
+Loader worker processes ignore SIGTERM and SIGINT: sent to the whole process group (``timeout``, SLURM, Ctrl-C
+in some shells), they would kill the workers mid-batch and end the training with "DataLoader worker ... is
+killed by signal"; the training process alone handles them (it stops at the next batch, keeping last.ckpt)
+and stops its workers itself.
 """
 
 from __future__ import annotations
 
+import functools
+import os
+import signal
 from collections.abc import Callable, Mapping, Sequence
 from types import ModuleType
 from typing import Any
@@ -17,6 +25,8 @@ from typing import Any
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from lightning_fabric.utilities.seed import pl_worker_init_function
+from pytorch_lightning.utilities import rank_zero_only
 from torch.utils.data import DataLoader, Dataset
 
 WaveformAugment = Callable[[np.ndarray, str], np.ndarray]
@@ -58,12 +68,12 @@ class AudioDataModule(pl.LightningDataModule):
         return self.data.domain_names
 
     @property
-    def domain_kind(self) -> str:
-        """What a domain is: "device", "instrument_source", ..."""
+    def domain_kind(self) -> str | None:
+        """What a domain is: "device", "instrument_source", ...; None for a dataset without domains."""
         return self.data.domain_kind
 
     @property
-    def group_names(self) -> tuple[str, str]:
+    def group_names(self) -> tuple[str, str] | tuple[()]:
         """How reports name the domains trained on, and the others."""
         return self.data.group_names
 
@@ -105,7 +115,18 @@ class AudioDataModule(pl.LightningDataModule):
 
     def _loader(self, dataset: Dataset, **options) -> DataLoader:
         return DataLoader(dataset, batch_size=self.batch_size, num_workers=self.num_workers,
-                          pin_memory=torch.cuda.is_available(), **options)
+                          pin_memory=torch.cuda.is_available(),
+                          worker_init_fn=functools.partial(start_worker, rank=int(rank_zero_only.rank)), **options)
+
+
+def start_worker(worker_id: int, rank: int) -> None:
+    """A loader worker's start: SIGTERM and SIGINT left to the training process (see the module's docstring),
+    and seeded as Lightning seeds the workers of a run seeded with workers=True (which it does only for loaders
+    without a worker_init_fn of their own)."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if int(os.environ.get("PL_SEED_WORKERS", 0)):
+        pl_worker_init_function(worker_id, rank)
 
 
 class AugmentedWaveforms(Dataset):

@@ -29,6 +29,7 @@ from helpers.results.reports import finish
 from helpers.results.run_files import write_results, write_splits
 from helpers.training.classifier import AudioClassifier
 from helpers.training.data import AudioDataModule
+from helpers.training.progress import progress_every
 from helpers.training.run_folder import RUNS_DIR, evaluation_folder, resume_checkpoint, shared_with_child_processes
 from helpers.training.schedule import lr_schedule
 from helpers.training.swa import SwaSchedule
@@ -58,6 +59,7 @@ def train(dataset: ModuleType, config: Mapping[str, Any], record: RunRecord, run
     selection and random number generators restored.
     """
     pl.seed_everything(config["seed"], workers=True)
+    every = progress_every(config)
     resume_path = resume_checkpoint(resume, run_dir, runs)
     resumed = read_checkpoint(resume_path) if resume_path is not None else None
     spec = model_spec(dataset, config)
@@ -66,12 +68,13 @@ def train(dataset: ModuleType, config: Mapping[str, Any], record: RunRecord, run
     model = spec.build(pretrained_start(config["models"]["net"]))  # before any cache: pretrained weights fail fast
     logger.info("derived from the config: %s", ", ".join(f"{key}={value}" for key, value in spec.derived().items()))
     module = training_module(config, data, model, checkpoint_entry(spec, data.class_names, data.domain_names,
-                                                                   data.seen_domains))
+                                                                   data.seen_domains, dataset.Data.name))
     if resumed is not None:
         check_resumable(resumed, module)
         record.note("resumed_from", str(resume_path))
         logger.info("resuming the training of %s in %s", resume_path, run_dir)
-    trainer = build_trainer(config["trainer"], run_dir, record, callbacks=(RunFiles(run_dir),), resumed=resumed)
+    trainer = build_trainer(config["trainer"], run_dir, record, callbacks=(RunFiles(run_dir),), resumed=resumed,
+                            progress_every=every)
     with shared_with_child_processes(run_dir, resume_path):
         try:
             trainer.fit(module, datamodule=data, ckpt_path=str(resume_path) if resume_path else None)
@@ -102,6 +105,7 @@ def evaluate(dataset: ModuleType, config: Mapping[str, Any], record: RunRecord, 
     """
     if not checkpoint_path:
         raise ConfigurationError("evaluate_only needs a checkpoint: add checkpoint=runs/<id>/checkpoints/best.ckpt")
+    every = progress_every(config)
     checkpoint = read_checkpoint(checkpoint_path)
     entry, spec = checkpoint.entry, checkpoint.spec
     logger.info("evaluate_only: network %s (rf_norm_t=%r) and front-end as trained; %s s clips at %s Hz",
@@ -119,9 +123,9 @@ def evaluate(dataset: ModuleType, config: Mapping[str, Any], record: RunRecord, 
     seen = trained_seen_domains(entry, data, checkpoint.path)
     module = training_module(config, data, checkpoint.untrained_model(), entry, seen_domains=seen, training=False)
     checkpoint.load_into(module)
-    trainer = build_trainer(config["trainer"], run_dir, record, checkpoints=False)
+    trainer = build_trainer(config["trainer"], run_dir, record, checkpoints=False, progress_every=every)
     with shared_with_child_processes(run_dir):
-        trainer.validate(module, datamodule=data)
+        trainer.validate(module, datamodule=data, verbose=False)  # the summary below shows the figures
     wait_for_child_processes(trainer)
     if module.selection.last is None:
         return {}
@@ -153,7 +157,8 @@ def run_context(config: Mapping[str, Any], data: AudioDataModule, model: AudioMo
     return RunContext(sample_rate=config["basedataset"]["sample_rate"], dataset=config["basedataset"],
                       domain_names=list(data.domain_names),
                       seen_domains=list(data.seen_domains if seen_domains is None else seen_domains),
-                      domain_kind=data.domain_kind, embedding_size=None if model is None else model.net.embed_dim)
+                      domain_kind=data.domain_kind or "domain",
+                      embedding_size=None if model is None else model.net.embed_dim)
 
 
 def training_module(config: Mapping[str, Any], data: AudioDataModule, model: AudioModel, entry: Mapping,
@@ -218,7 +223,7 @@ def trained_seen_domains(entry: Mapping[str, Any], data, path: Path) -> list[str
     unseen; configured training domains that differ from the checkpoint's are logged."""
     configured = list(data.seen_domains)
     saved = list(entry["seen_domains"])
-    kind = data.domain_kind
+    kind = data.domain_kind or "domain"
     unknown = [domain for domain in saved if domain not in data.domain_names]
     if unknown:
         raise ConfigurationError(

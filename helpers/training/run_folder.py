@@ -25,6 +25,8 @@ logger = logging.getLogger(__name__)
 
 RUNS_DIR = Path("runs")
 LAST_CHECKPOINT_FILE = f"{LAST_CHECKPOINT}.ckpt"  # checkpoints/last.ckpt, rewritten after every epoch
+EVALUATIONS = "evaluations"  # <run folder>/evaluations/<checkpoint>_<timestamp>/: evaluate_only's reports
+PREDICTIONS = "predictions"  # <run folder>/predictions/<checkpoint>_<timestamp>.csv: predict's CSV
 RUN_DIR_VARIABLE = "FRITO_RUN_DIR"
 RESUME_VARIABLE = "FRITO_RESUME_FROM"
 
@@ -61,12 +63,26 @@ def _new_folder(parent: Path, prefix: str = "") -> Path:
 
 def evaluation_folder(checkpoint: Path, chosen: Path | None = None) -> Path:
     """Where evaluate_only writes: ``chosen``, else a new folder beside the checkpoint,
-    ``<its run folder>/evaluations/<checkpoint name>_<timestamp>/`` (the run folder when the checkpoint is in
-    one's checkpoints/, else the checkpoint's own folder)."""
+    ``<its run folder>/evaluations/<checkpoint name>_<timestamp>/`` (see :func:`checkpoint_owner`)."""
     if process_rank() != 0 or chosen is not None:
         return run_folder(chosen)
-    owner = checkpoint.parent.parent if checkpoint.parent.name == CHECKPOINT_DIR else checkpoint.parent
-    return _new_folder(owner / "evaluations", f"{checkpoint.stem}_")
+    return _new_folder(checkpoint_owner(checkpoint) / EVALUATIONS, f"{checkpoint.stem}_")
+
+
+def checkpoint_owner(checkpoint: Path) -> Path:
+    """The folder that outputs about a checkpoint go into: its run folder when the checkpoint is in one's
+    checkpoints/, else the checkpoint's own folder."""
+    return checkpoint.parent.parent if checkpoint.parent.name == CHECKPOINT_DIR else checkpoint.parent
+
+
+def new_path(parent: Path, prefix: str, suffix: str = "") -> Path:
+    """``parent/<prefix><timestamp><suffix>``, numbered when that exists: a name no output has yet."""
+    stamp = prefix + datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+    for attempt in range(100):
+        path = parent / f"{stamp if attempt == 0 else f'{stamp}_{attempt}'}{suffix}"
+        if not path.exists():
+            return path
+    raise RuntimeError(f"could not find a new name under {parent}")
 
 
 def resume_checkpoint(resume: str | None, run_dir: Path, runs: Path = RUNS_DIR) -> Path | None:

@@ -17,7 +17,6 @@ import inspect
 import logging
 import os
 import shutil
-import sys
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -33,6 +32,8 @@ from pytorch_lightning.utilities import rank_zero_only
 from errors import ConfigurationError
 from helpers.checkpoint import Checkpoint, CheckpointIO
 from helpers.results.record import RecordLogger, RunRecord
+from helpers.results.selection import epoch_number
+from helpers.training.progress import EpochLine, ProgressBar, ProgressLines, console_is_terminal
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +44,6 @@ DDP_VARIABLE = "DDP"  # DDP=N: N processes on this node (Lightning's DDP strateg
 CHECKPOINT_DIR = "checkpoints"
 BEST_CHECKPOINT = "best"  # checkpoints/best.ckpt: the selected epoch (helpers.results.selection)
 LAST_CHECKPOINT = "last"  # checkpoints/last.ckpt: the latest epoch, rewritten (atomically) after each
-EPOCH_LINE_FIGURES = ("train/loss", "val/acc", "val/acc_unseen", "test/acc", "test/acc_unseen")
 
 
 @dataclass
@@ -124,6 +124,7 @@ def build_trainer(
     checkpoints: bool = True,
     callbacks: tuple[Callback, ...] = (),
     resumed: Checkpoint | None = None,
+    progress_every: tuple[int, float] | None = None,
 ) -> pl.Trainer:
     """A pl.Trainer writing everything under ``run_dir``.
 
@@ -133,9 +134,12 @@ def build_trainer(
         epoch the training module selects).
     callbacks: further callbacks of the command.
     resumed: the checkpoint a training resumes from, read and validated already (it is not read again).
+    progress_every: (batches, seconds): when the output goes to a file, a progress line every that many
+        batches or seconds (helpers.training.progress); None: one line per epoch only.
 
-    When the console is not a terminal (output to a file or a pipe) and trainer.enable_progress_bar is not
-    given, the progress bar, whose updates would fill the file, gives way to one log line per epoch.
+    On a terminal the run shows a progress bar; when the output goes to a file or a pipe the bar, whose
+    updates would fill the file, gives way to plain lines (helpers.training.progress).
+    trainer.enable_progress_bar=True/False, when given, chooses the bar or the lines.
     """
     settings = translate_trainer_config(trainer_config, torch.cuda.is_available(), ddp_processes())
     for notice in settings.notices:
@@ -144,7 +148,7 @@ def build_trainer(
     if record is not None:
         loggers.append(RecordLogger(record, run_dir.name))
     if settings.tensorboard:
-        loggers.append(TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version=""))
+        loggers.append(EpochTensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version=""))
         logger.info("TensorBoard logs: tensorboard --logdir %s", run_dir / "tensorboard")
     all_callbacks = [*settings.callbacks, *callbacks]
     if checkpoints and settings.kwargs.get("enable_checkpointing", True):
@@ -152,11 +156,15 @@ def build_trainer(
         # writes it after every epoch's validation, for resuming
         all_callbacks += [
             SelectedCheckpoint(run_dir / CHECKPOINT_DIR / f"{BEST_CHECKPOINT}.ckpt", resumed),
-            ModelCheckpoint(dirpath=run_dir / CHECKPOINT_DIR, filename=LAST_CHECKPOINT, monitor=None, save_top_k=1,
-                            auto_insert_metric_name=False, enable_version_counter=False),
+            LatestCheckpoint(dirpath=run_dir / CHECKPOINT_DIR, filename=LAST_CHECKPOINT, monitor=None, save_top_k=1,
+                             auto_insert_metric_name=False, enable_version_counter=False),
         ]
-    if "enable_progress_bar" not in settings.kwargs and not sys.stderr.isatty():
-        settings.kwargs["enable_progress_bar"] = False
+    bar = settings.kwargs.pop("enable_progress_bar", None)
+    if console_is_terminal() if bar is None else bar:
+        all_callbacks.append(ProgressBar())
+    else:
+        if progress_every is not None:
+            all_callbacks.append(ProgressLines(*progress_every))
         all_callbacks.append(EpochLine())
     kwargs = {"accelerator": "auto", "devices": 1, **settings.kwargs}
     if not checkpoints:  # nor Lightning's own default checkpoint in the run folder
@@ -165,6 +173,7 @@ def build_trainer(
         **kwargs,
         logger=loggers or False,
         callbacks=all_callbacks,
+        enable_progress_bar=any(isinstance(callback, ProgressBar) for callback in all_callbacks),
         plugins=[CheckpointIO(resumed)],
         default_root_dir=str(run_dir),
     )
@@ -215,20 +224,35 @@ class SelectedCheckpoint(Callback):
             shutil.copyfile(earlier, self.path)
 
     def on_validation_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
-        if trainer.sanity_checking or module.selection.selected_epoch != trainer.current_epoch:
+        if trainer.sanity_checking or module.selection.selected_epoch != epoch_number(trainer.current_epoch):
             return
         trainer.save_checkpoint(self.path, weights_only=False)  # a whole training state, as last.ckpt
 
 
-class EpochLine(Callback):
-    """One log line per epoch with the headline figures (instead of a progress bar)."""
+class LatestCheckpoint(ModelCheckpoint):
+    """Writes checkpoints/last.ckpt after every epoch, to resume from; keeps no state in the checkpoints.
 
-    def on_train_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
-        if not trainer.is_global_zero:
-            return
-        metrics = trainer.callback_metrics
-        figures = ", ".join(f"{name} {float(metrics[name]):.4f}" for name in EPOCH_LINE_FIGURES if name in metrics)
-        logger.info("epoch %d/%d: %s", trainer.current_epoch + 1, trainer.max_epochs, figures)
+    Lightning's ModelCheckpoint stores its folder and best paths in every checkpoint and restores them on
+    resume; a resumed training writes into a new run folder, so that state would name the old folder (and
+    Lightning warns that the dirpath has changed). This one always writes into its own run folder and has
+    nothing to restore."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Nothing to restore (see the class docstring)."""
+
+
+class EpochTensorBoardLogger(TensorBoardLogger):
+    """TensorBoard with the epoch (numbered from 1, as every output numbers it) as the x-axis of the figures
+    logged per epoch, instead of Lightning's global step."""
+
+    @rank_zero_only
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        metrics = dict(metrics)
+        epoch = metrics.pop("epoch", None)
+        super().log_metrics(metrics, epoch_number(int(epoch)) if epoch is not None else step)
 
 
 class _NoAdvertisements(logging.Filter):
