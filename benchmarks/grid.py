@@ -19,7 +19,7 @@ time that against unrestricted attention over all tokens.
 
 It writes every median to a CSV and prints, per cell, auto's choice, its time relative to the fastest
 exact candidate and to unrestricted attention; then a summary. ``--fit FILE`` fits the cost model's
-constants (seconds per call, per pair, per token moved; per kernel and mode) to the measured times and
+constants (seconds per call, per matrix, per pair, per token moved; per kernel and mode) to the measured times and
 writes them for ``executor_costs=FILE`` / ``models.sparse_choice.use_costs``; ``--from-csv`` re-fits or
 re-scores a grid already measured, without timing again.
 
@@ -63,7 +63,9 @@ from models.sparse_choice import (
     Execution,
     ExecutorCosts,
     KernelCost,
+    Measured,
     active_costs,
+    candidate_name,
     candidate_work,
     choose_for_shape,
     use_costs,
@@ -143,8 +145,14 @@ def main(argv: list[str] | None = None) -> None:
         rows = measure_grid(cells, args.repeats or (3 if args.quick else 5), torch.device(args.device), args.csv,
                             args.statistic, args.flex or args.device == "cuda")
     device_type = rows[0]["device"] if rows else args.device
+    if not args.from_csv:
+        _measurement_note(args.csv).write_text(_source(device_type) + "\n")
     if args.fit:
-        costs = fit_costs(rows, device_type, source=_source(args, device_type))
+        measured = _measurement_note(args.from_csv or args.csv)
+        source = measured.read_text().strip() if measured.is_file() else f"{args.from_csv} (measured how: unknown)"
+        if args.from_csv:
+            source += f"; fitted by {_command()}"
+        costs = fit_costs(rows, device_type, source=source)
         args.fit.write_text(_json(costs.to_json()))
         print(f"\nfitted constants written to {args.fit}; use them with executor_costs={args.fit}")
         use_costs(costs)
@@ -244,24 +252,44 @@ def _repeated(runs: dict[str, Callable[[], None]], calls: int) -> dict[str, Call
 
 
 def fit_costs(rows: list[dict], device_type: str, source: str) -> ExecutorCosts:
-    """Constants per mode and candidate kernel fitted to the measured medians: non-negative least squares
-    on relative errors (a cell of 1 ms weighs as much as one of 1 s)."""
+    """Constants per mode and candidate kernel fitted to the measured medians (non-negative least squares on
+    relative errors: a cell of 1 ms weighs as much as one of 1 s), and each cell's corrections: how far each
+    candidate's time was from the fitted model there."""
+    # each candidate's time as its ratio to unrestricted attention timed in its own rounds, times unrestricted
+    # attention's time in the first group: the groups' times are comparable then
+    unrestricted = {_key(row): float(row["median_s"]) for row in rows if row["candidate"] == "unrestricted"}
+    seconds = [float(row["ratio"]) * unrestricted[_key(row)] for row in rows]
+    works = {}
+    for index, row in enumerate(rows):
+        execution = _execution(row["candidate"])
+        if execution is not None:
+            works[index] = candidate_work(execution, parse_rf_norm_t(row["form"]), _layout(row), int(row["batch"]),
+                                          int(row["heads"]), int(row["head_dim"]))
     costs: dict[str, dict[str, KernelCost]] = {}
     for mode in MODES:
         costs[mode] = {}
         for kernel in (*BLOCK_CANDIDATES, DENSE):
-            samples = []
-            for row in rows:
-                execution = _execution(row["candidate"])
-                if row["mode"] != mode or execution is None or execution.kernel != kernel:
-                    continue
-                pattern = parse_rf_norm_t(row["form"])
-                work = candidate_work(execution, pattern, _layout(row), int(row["batch"]), int(row["heads"]),
-                                      int(row["head_dim"]))
-                samples.append(((work.calls, work.pairs, work.tokens), float(row["median_s"])))
+            samples = [((w.calls, w.matrices, w.pairs, w.tokens), seconds[index])
+                       for index, w in works.items()
+                       if rows[index]["mode"] == mode and _execution(rows[index]["candidate"]).kernel == kernel]
             if samples:
                 costs[mode][kernel] = KernelCost(*_relative_nnls(samples))
-    return ExecutorCosts(device_type, costs, source)
+    measured = []
+    cells: dict[tuple, list[int]] = {}
+    for index, row in enumerate(rows):
+        cells.setdefault(_key(row), []).append(index)
+    for key, cell_rows in cells.items():
+        form, _, _, batch, mode = key
+        first = rows[cell_rows[0]]
+        log_ratios = {}
+        for index in cell_rows:
+            if index in works:
+                modelled = costs[mode][_execution(rows[index]["candidate"]).kernel].seconds(works[index])
+                log_ratios[rows[index]["candidate"]] = math.log(seconds[index] / modelled)
+        if log_ratios:
+            measured.append(Measured(form, mode, int(first["tokens"]), batch * int(first["heads"]),
+                                     int(first["head_dim"]), log_ratios))
+    return ExecutorCosts(device_type, costs, source, tuple(measured))
 
 
 def print_summary(rows: list[dict], device_type: str, rescore: bool) -> None:
@@ -332,8 +360,7 @@ def _halves(q, k, v, pattern, layout, dropout_p=0.0):
 def _chosen_name(pattern, layout, batch: int, heads: int, head_dim: int, device_type: str, training: bool) -> str:
     if pattern.branched:
         return "auto"
-    execution = choose_for_shape(pattern, layout, batch, heads, head_dim, device_type, training)
-    return DENSE if execution.kernel == DENSE else f"{execution.kernel}/g{execution.group_rows}"
+    return candidate_name(choose_for_shape(pattern, layout, batch, heads, head_dim, device_type, training))
 
 
 def _execution(candidate: str) -> Execution | None:
@@ -352,9 +379,13 @@ def _layout(row: dict) -> TokenLayout:
 def _by_cell(rows: list[dict]) -> dict[tuple, list[dict]]:
     cells: dict[tuple, list[dict]] = {}
     for row in rows:
-        key = (row["form"], row["arch"], float(row["seconds"]), int(row["batch"]), row["mode"])
-        cells.setdefault(key, []).append(row)
+        cells.setdefault(_key(row), []).append(row)
     return cells
+
+
+def _key(row: dict) -> tuple:
+    """The cell of a CSV row: (form, arch, seconds, batch, mode)."""
+    return row["form"], row["arch"], float(row["seconds"]), int(row["batch"]), row["mode"]
 
 
 def _scores(key: tuple, cell_rows: list[dict], rescore: bool) -> tuple[float, float, float, str]:
@@ -375,7 +406,7 @@ def _scores(key: tuple, cell_rows: list[dict], rescore: bool) -> tuple[float, fl
 def _relative_nnls(samples: list[tuple[tuple[float, ...], float]]) -> tuple[float, ...]:
     """Non-negative least squares of seconds ~ features . constants, each row divided by its seconds.
 
-    With three constants every subset of them can be tried: the best fit among the subsets whose
+    With four constants every subset of them can be tried: the best fit among the subsets whose
     unconstrained solution is non-negative is the constrained optimum (numpy has no NNLS; scipy's is not a
     dependency of frito)."""
     features = torch.tensor([f for f, _ in samples], dtype=torch.float64)
@@ -398,7 +429,7 @@ def _relative_nnls(samples: list[tuple[tuple[float, ...], float]]) -> tuple[floa
 
 def _cell_line(cell_rows: list[dict]) -> str:
     row = cell_rows[0]
-    key = (row["form"], row["arch"], float(row["seconds"]), int(row["batch"]), row["mode"])
+    key = _key(row)
     auto_best, best, auto_unrestricted, choice = _scores(key, cell_rows, rescore=False)
     ratios = {r["candidate"]: float(r["ratio"]) for r in cell_rows if r["candidate"] not in ("unrestricted", "auto")}
     best_name = min(ratios, key=ratios.get, default="auto")
@@ -409,7 +440,8 @@ def _cell_line(cell_rows: list[dict]) -> str:
             f"{auto_unrestricted:>8.2f} {best_name:<18} {masked:>10.2f}")
 
 
-def _source(args: argparse.Namespace, device_type: str) -> str:
+def _source(device_type: str) -> str:
+    """The machine, threads, torch version, date and command of this run."""
     machine = platform.processor() or platform.machine()
     try:
         machine = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
@@ -418,9 +450,17 @@ def _source(args: argparse.Namespace, device_type: str) -> str:
         pass
     if device_type == "cuda":
         machine = torch.cuda.get_device_name()
-    command = "python -m benchmarks.grid " + " ".join(sys.argv[1:])
     return (f"{machine}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
-            f"{datetime.date.today().isoformat()}: {command}")
+            f"{datetime.date.today().isoformat()}: {_command()}")
+
+
+def _command() -> str:
+    return "python -m benchmarks.grid " + " ".join(sys.argv[1:])
+
+
+def _measurement_note(csv_path: Path) -> Path:
+    """Beside a grid's CSV: how it was measured (machine, date, command), which a later --from-csv fit cites."""
+    return csv_path.with_suffix(".source.txt")
 
 
 def _json(data: dict) -> str:

@@ -6,7 +6,8 @@ fastest depends on the input: block kernels skip the forbidden pairs but pay per
 token, so on small token counts or wide bands one dense call with a mask wins, on long clips and narrow
 forms the blocks win by the fraction of pairs they skip. The choice is a cost model: for each candidate,
 
-    seconds = call * calls + pair * (query, key) pairs * head_dim + token * tokens moved * head_dim
+    seconds = call * calls + matrix * matrices + pair * (query, key) pairs * head_dim
+              + token * tokens moved * head_dim
 
 with the counts taken from the plan the candidate would run (:func:`candidate_work`), and the constants
 measured per kernel and mode (training step or inference) by ``python -m benchmarks.grid --fit FILE``,
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,6 +36,7 @@ DENSE = "masked"  # the dense call with the pattern's token mask (models.attenti
 BLOCK_CANDIDATES = ("matmul", "matmul_windows", "fused_cpu", "sdpa")
 MODES = ("inference", "training")
 MAX_GROUP_ROWS = 4  # band rows per block tried
+CORRECTION_REACH = 3.0  # measured inputs correct the model for inputs within this factor of their shape
 
 
 @dataclass(frozen=True)
@@ -50,19 +53,44 @@ class Execution:
 
 @dataclass(frozen=True)
 class KernelCost:
-    """Seconds per call, per (query, key) pair and per token moved, each per head dimension but the call."""
+    """Seconds per call, per matrix (one block of one head of one example), per (query, key) pair and per token
+    moved, the last two per head dimension."""
 
     call: float
+    matrix: float
     pair: float
     token: float
 
     def seconds(self, work: Work) -> float:
-        return self.call * work.calls + self.pair * work.pairs + self.token * work.tokens
+        return self.call * work.calls + self.matrix * work.matrices + self.pair * work.pairs + self.token * work.tokens
+
+
+@dataclass(frozen=True)
+class Measured:
+    """One measured input: how far each candidate's time was from the model's, as log(measured / modelled).
+
+    Inputs near it (same form and mode, tokens, examples x heads and head_dim within a factor CORRECTION_REACH
+    together) take these corrections, interpolated between the measured inputs around them: a kernel's
+    efficiency on small or oddly shaped blocks is what a model linear in calls, matrices, pairs and tokens
+    misses, and it changes slowly with the shape.
+    """
+
+    form: str
+    mode: str
+    tokens: int
+    batch_heads: int
+    head_dim: int
+    log_ratios: dict[str, float] = field(hash=False)
+
+    def distance(self, tokens: int, batch_heads: int, head_dim: int) -> float:
+        return (abs(math.log(tokens / self.tokens)) + abs(math.log(batch_heads / self.batch_heads))
+                + abs(math.log(head_dim / self.head_dim)))
 
 
 @dataclass(frozen=True)
 class ExecutorCosts:
-    """The constants of the cost model for one device type: mode -> candidate -> :class:`KernelCost`.
+    """The constants of the cost model for one device type: mode -> candidate -> :class:`KernelCost`, and the
+    corrections measured on a grid of inputs (:class:`Measured`).
 
     source: where the constants come from (machine, date, command), shown in benchmark output.
     """
@@ -70,23 +98,47 @@ class ExecutorCosts:
     device_type: str
     costs: dict[str, dict[str, KernelCost]] = field(hash=False)
     source: str = ""
+    measured: tuple[Measured, ...] = field(default=(), hash=False)
+
+    def correction(self, form: str, mode: str, tokens: int, batch_heads: int, head_dim: int) -> dict[str, float]:
+        """log(measured / modelled) per candidate, interpolated between the measured inputs of this form and mode
+        within reach (weights falling with the distance); {} where none is."""
+        weights: dict[str, float] = {}
+        sums: dict[str, float] = {}
+        for entry in self.measured:
+            if entry.form != form or entry.mode != mode:
+                continue
+            distance = entry.distance(tokens, batch_heads, head_dim)
+            if distance <= math.log(CORRECTION_REACH):
+                weight = 1 / (distance + 0.05)
+                for name, log_ratio in entry.log_ratios.items():
+                    weights[name] = weights.get(name, 0.0) + weight
+                    sums[name] = sums.get(name, 0.0) + weight * log_ratio
+        return {name: sums[name] / weights[name] for name in weights}
+
+    def __post_init__(self):
+        # hashed once: the choice's cache hashes its arguments on every attention call
+        object.__setattr__(self, "_hash", hash(json.dumps(self.to_json(), sort_keys=True)))
 
     def __hash__(self) -> int:
-        return hash((self.device_type, self.source, json.dumps(self.to_json(), sort_keys=True)))
+        return self._hash
 
     def to_json(self) -> dict:
         return {
             "device_type": self.device_type,
             "source": self.source,
-            "costs": {mode: {name: [c.call, c.pair, c.token] for name, c in by_kernel.items()}
+            "costs": {mode: {name: [c.call, c.matrix, c.pair, c.token] for name, c in by_kernel.items()}
                       for mode, by_kernel in self.costs.items()},
+            "measured": [[m.form, m.mode, m.tokens, m.batch_heads, m.head_dim,
+                          {name: round(ratio, 4) for name, ratio in m.log_ratios.items()}] for m in self.measured],
         }
 
     @classmethod
     def from_json(cls, data: dict) -> ExecutorCosts:
         costs = {mode: {name: KernelCost(*values) for name, values in by_kernel.items()}
                  for mode, by_kernel in data["costs"].items()}
-        return cls(data["device_type"], costs, data.get("source", ""))
+        measured = tuple(Measured(*entry) for entry in data.get("measured", []))
+        return cls(data["device_type"], costs, data.get("source", ""), measured)
 
 
 def read_costs(path: str | Path) -> ExecutorCosts:
@@ -166,9 +218,11 @@ def choose_for_shape(
 
 @dataclass(frozen=True)
 class Work:
-    """What one candidate computes on one input: calls, (query, key) pairs x head_dim, tokens moved x head_dim."""
+    """What one candidate computes on one input: calls, matrices (blocks x heads x examples), (query, key)
+    pairs x head_dim, tokens moved x head_dim."""
 
     calls: float
+    matrices: float
     pairs: float
     tokens: float
 
@@ -188,13 +242,15 @@ def candidate_work(
     n_global, n_tokens = layout.n_global, layout.n_tokens
     pairs_per_head = float(n_global * n_tokens)
     if execution.kernel == DENSE:
-        return Work(1, batch * heads * n_tokens * n_tokens * head_dim, batch * heads * 4 * n_tokens * head_dim)
+        return Work(1, batch * heads, batch * heads * n_tokens * n_tokens * head_dim,
+                    batch * heads * 4 * n_tokens * head_dim)
     blocks = plan_blocks(pattern, layout, execution.group_rows if pattern.is_band else 1)
-    calls, tokens = 1.0, 0.0
+    calls, matrices, tokens = 1.0, 1.0, 0.0
     if execution.kernel == "matmul_windows":
         for block in blocks:
             queries, keys = block.shape[0], n_global + block.shape[1]
             calls += batch
+            matrices += 1
             pairs_per_head += queries * keys
             tokens += 2 * queries
     else:
@@ -202,10 +258,11 @@ def candidate_work(
             queries = max(block.shape[0] for block in group)
             keys = n_global + max(block.shape[1] for block in group)
             calls += gather_pieces(len(group), keys, batch, heads, head_dim)
+            matrices += len(group)
             pairs_per_head += len(group) * queries * keys
             tokens += len(group) * (2 * queries + 2 * keys)
     scale = batch * heads * head_dim
-    return Work(calls, pairs_per_head * scale, tokens * scale)
+    return Work(calls, matrices * batch * heads, pairs_per_head * scale, tokens * scale)
 
 
 @functools.lru_cache(maxsize=512)
@@ -235,9 +292,20 @@ def _choose(
                   for rows in (range(1, MAX_GROUP_ROWS + 1) if pattern.is_band else (1,))]
     if dense_allowed and DENSE in by_kernel:
         candidates.append(Execution(DENSE))
-    timed = [(by_kernel[c.kernel].seconds(candidate_work(c, pattern, layout, batch, heads, head_dim)), c)
-             for c in candidates if c.kernel in by_kernel]
+    mode = "training" if training else "inference"
+    correction = costs.correction(pattern.name, mode, layout.n_tokens, batch * heads, head_dim)
+    timed = []
+    for candidate in candidates:
+        if candidate.kernel in by_kernel:
+            modelled = by_kernel[candidate.kernel].seconds(candidate_work(candidate, pattern, layout, batch, heads,
+                                                                          head_dim))
+            timed.append((modelled * math.exp(correction.get(candidate_name(candidate), 0.0)), candidate))
     return min(timed, key=lambda item: item[0])[1] if timed else Execution("sdpa")
+
+
+def candidate_name(execution: Execution) -> str:
+    """How benchmarks and corrections name a candidate: "masked" or "<kernel>/g<rows per block>"."""
+    return DENSE if execution.kernel == DENSE else f"{execution.kernel}/g{execution.group_rows}"
 
 
 _active_costs: ExecutorCosts | None = None
