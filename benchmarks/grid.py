@@ -77,8 +77,9 @@ ARCHS = {"passt_mini": "passt_mini", "passt_tiny": "passt_tiny", "passt_s": "pas
 SECONDS = (1, 2, 4, 10, 30)
 BATCHES = (1, 8, 32)
 QUICK_FORMS = ("per_row_1", "per_row_6", "row_overlap_2", "row_overlap_8", "high_low")
-QUICK_SIZES = (  # (architecture, clip seconds, batch): the demo's size, small and large batches, PaSST-S at 10 s
-    ("passt_mini", 2, 8), ("passt_mini", 2, 32), ("passt_tiny", 2, 8), ("passt_s", 10, 1),
+QUICK_SIZES = (  # (architecture, clip seconds, batch): the demo's size and around it, PaSST-S up to 10 s
+    ("passt_mini", 1, 1), ("passt_mini", 2, 8), ("passt_mini", 2, 32), ("passt_tiny", 2, 8), ("passt_tiny", 4, 32),
+    ("passt_s", 1, 8), ("passt_s", 4, 1), ("passt_s", 10, 1),
 )
 FREQUENCY_ROWS = 12  # 128 mel bins, 16-bin patches at stride 10
 N_GLOBAL = 2
@@ -127,12 +128,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--csv", type=Path, default=Path("grid.csv"), help="where the medians are written")
     parser.add_argument("--costs", type=Path, help="score auto with the constants of this file (default: shipped)")
     parser.add_argument("--fit", type=Path, help="fit the cost model to the measurements and write it here")
-    parser.add_argument("--from-csv", type=Path, help="use the medians of an earlier run instead of timing")
+    parser.add_argument("--from-csv", type=Path, nargs="+", help="use the medians of earlier runs instead of timing")
     args = parser.parse_args(argv)
     if args.costs:
         use_costs(args.costs)
     if args.from_csv:
-        rows = read_rows(args.from_csv)
+        rows = [row for path in args.from_csv for row in read_rows(path)]
     else:
         torch.set_num_threads(args.threads)
         torch.manual_seed(0)
@@ -142,21 +143,22 @@ def main(argv: list[str] | None = None) -> None:
         else:
             cells = grid_cells(args.forms or FORMS, args.archs or tuple(ARCHS), args.seconds or SECONDS,
                                args.batches or BATCHES, args.modes, args.max_scores)
-        rows = measure_grid(cells, args.repeats or (3 if args.quick else 5), torch.device(args.device), args.csv,
+        rows = measure_grid(cells, args.repeats or 5, torch.device(args.device), args.csv,
                             args.statistic, args.flex or args.device == "cuda")
     device_type = rows[0]["device"] if rows else args.device
     if not args.from_csv:
         _measurement_note(args.csv).write_text(_source(device_type) + "\n")
     if args.fit:
-        measured = _measurement_note(args.from_csv or args.csv)
-        source = measured.read_text().strip() if measured.is_file() else f"{args.from_csv} (measured how: unknown)"
+        notes = [_measurement_note(path) for path in args.from_csv or [args.csv]]
+        source = " + ".join(note.read_text().strip() if note.is_file() else f"{note.with_suffix('.csv')} (measured "
+                            "how: unknown)" for note in notes)
         if args.from_csv:
             source += f"; fitted by {_command()}"
         costs = fit_costs(rows, device_type, source=source)
         args.fit.write_text(_json(costs.to_json()))
         print(f"\nfitted constants written to {args.fit}; use them with executor_costs={args.fit}")
         use_costs(costs)
-    print_summary(rows, device_type, rescore=bool(args.from_csv or args.fit))
+    print_summary(rows, device_type, rechoose=bool(args.from_csv or args.fit))
 
 
 def grid_cells(forms: Iterable[str], archs: Iterable[str], seconds: Iterable[float], batches: Iterable[int],
@@ -173,7 +175,7 @@ def measure_grid(cells: list[Cell], repeats: int, device: torch.device, csv_path
     """Times every cell, printing a line per cell and writing every candidate's median to ``csv_path``."""
     print(f"executor grid: {len(cells)} cells, {device}, {torch.get_num_threads()} threads, torch {torch.__version__}")
     print(f"{'form':<15} {'arch':<10} {'s':>4} {'batch':>5} {'mode':<9} {'tokens':>6} {'unrestr ms':>10} "
-          f"{'auto':<18} {'auto/best':>9} {'auto/unr':>8} {'best':<18} {'masked/unr':>10}")
+          f"{'auto':<18} {'auto/best':>9} {'auto/unr':>8} {'best':<18} {'masked/unr':>10} {'timed/unr':>10}")
     rows: list[dict] = []
     with csv_path.open("w", newline="") as stream:
         writer = None
@@ -292,18 +294,18 @@ def fit_costs(rows: list[dict], device_type: str, source: str) -> ExecutorCosts:
     return ExecutorCosts(device_type, costs, source, tuple(measured))
 
 
-def print_summary(rows: list[dict], device_type: str, rescore: bool) -> None:
+def print_summary(rows: list[dict], device_type: str, rechoose: bool) -> None:
     """Per form, how often auto is within RATIO_TOLERANCE of the fastest exact candidate, its worst ratio, and
     the cells where a restricted form runs slower than 1.05x unrestricted attention while the dense masked
-    call does not. ``rescore``: auto's choice is made again with the active constants and scored by the
-    measured time of that candidate."""
+    call does not. Auto's time is the measured time of the candidate it chooses; ``rechoose``: the choice is
+    made again with the active constants (after a fit, or on an earlier run's medians)."""
     cells = _by_cell(rows)
     costs = active_costs(device_type)
     print(f"\nauto scored with: {costs.source if costs else 'fixed rules (no constants for ' + device_type + ')'}"
-          + (" (choices made again from the medians)" if rescore else ""))
+          + (" (choices made again from the medians)" if rechoose else ""))
     within, worst, slow, total = {}, {}, [], {}
     for key, cell_rows in cells.items():
-        auto_ratio, best_ratio, unrestricted_ratio, _ = _scores(key, cell_rows, rescore)
+        auto_ratio, _, unrestricted_ratio, _, _ = _scores(key, cell_rows, rechoose)
         form = key[0]
         total[form] = total.get(form, 0) + 1
         within[form] = within.get(form, 0) + (auto_ratio <= RATIO_TOLERANCE)
@@ -388,19 +390,21 @@ def _key(row: dict) -> tuple:
     return row["form"], row["arch"], float(row["seconds"]), int(row["batch"]), row["mode"]
 
 
-def _scores(key: tuple, cell_rows: list[dict], rescore: bool) -> tuple[float, float, float, str]:
-    """(auto / fastest exact, fastest exact / unrestricted, auto / unrestricted, auto's choice)."""
+def _scores(key: tuple, cell_rows: list[dict], rechoose: bool) -> tuple[float, float, float, str, float]:
+    """(auto / fastest exact, fastest exact / unrestricted, auto / unrestricted, auto's choice, auto as timed /
+    unrestricted): auto's time is its choice's measured time (the choice made again if ``rechoose``); "auto as
+    timed" runs the same kernel once more with the dispatch, within the noise of the first."""
     ratios = {r["candidate"]: float(r["ratio"]) for r in cell_rows if r["candidate"] != "unrestricted"}
-    auto = ratios.pop("auto")
+    timed = ratios.pop("auto")
     choice = cell_rows[0]["auto_choice"]
-    if rescore and choice in ratios:
+    if rechoose and choice in ratios:
         form, _, _, batch, mode = key
         row = cell_rows[0]
         choice = _chosen_name(parse_rf_norm_t(form), _layout(row), batch, int(row["heads"]), int(row["head_dim"]),
                               row["device"], mode == "training")
-        auto = ratios.get(choice, auto)
+    auto = ratios.get(choice, timed)
     best = min(ratios.values(), default=auto)
-    return auto / best, best, auto, choice
+    return auto / best, best, auto, choice, timed
 
 
 def _relative_nnls(samples: list[tuple[tuple[float, ...], float]]) -> tuple[float, ...]:
@@ -429,15 +433,14 @@ def _relative_nnls(samples: list[tuple[tuple[float, ...], float]]) -> tuple[floa
 
 def _cell_line(cell_rows: list[dict]) -> str:
     row = cell_rows[0]
-    key = _key(row)
-    auto_best, best, auto_unrestricted, choice = _scores(key, cell_rows, rescore=False)
+    auto_best, _, auto_unrestricted, choice, timed = _scores(_key(row), cell_rows, rechoose=False)
     ratios = {r["candidate"]: float(r["ratio"]) for r in cell_rows if r["candidate"] not in ("unrestricted", "auto")}
     best_name = min(ratios, key=ratios.get, default="auto")
     unrestricted_ms = next(float(r["median_s"]) for r in cell_rows if r["candidate"] == "unrestricted") * 1e3
     masked = ratios.get(DENSE, math.nan)
     return (f"{row['form']:<15} {row['arch']:<10} {float(row['seconds']):>4g} {int(row['batch']):>5} "
             f"{row['mode']:<9} {int(row['tokens']):>6} {unrestricted_ms:>10.2f} {choice:<18} {auto_best:>9.2f} "
-            f"{auto_unrestricted:>8.2f} {best_name:<18} {masked:>10.2f}")
+            f"{auto_unrestricted:>8.2f} {best_name:<18} {masked:>10.2f} {timed:>10.2f}")
 
 
 def _source(device_type: str) -> str:
