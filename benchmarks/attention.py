@@ -37,8 +37,11 @@ N_GLOBAL = 2
 HEADS, HEAD_DIM = 12, 64
 
 
-def median_times(candidates: dict[str, Callable[[], object]], repeats: int, warmup: int = 1) -> dict[str, float]:
-    """Median seconds per candidate, the candidates run in turn (A B C A B C ...) to share the noise."""
+def median_times(
+    candidates: dict[str, Callable[[], object]], repeats: int, warmup: int = 1, statistic: str = "median"
+) -> dict[str, float]:
+    """Median (or ``statistic="min"``: least) seconds per candidate, the candidates run in turn (A B C A B C
+    ...) to share the noise."""
     synchronize = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
     for _ in range(warmup):
         for run in candidates.values():
@@ -51,7 +54,8 @@ def median_times(candidates: dict[str, Callable[[], object]], repeats: int, warm
             run()
             synchronize()
             times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in times.items()}
+    summary = statistics.median if statistic == "median" else min
+    return {name: summary(values) for name, values in times.items()}
 
 
 def original_attention(q, k, v, pattern, layout, dropout_p=0.0):

@@ -11,14 +11,17 @@ out`` with q, k, v of shape (batch, heads, tokens, head_dim). :func:`masked_atte
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from models.flex_attention import flex_attention_executor
 from models.patterns import AttentionPattern, TokenLayout
-from models.sparse_attention import sparse_attention
+from models.sparse_attention import blockwise_attention, sparse_attention
+from models.sparse_choice import DENSE, choose_execution
 
 Executor = Callable[[Tensor, Tensor, Tensor, AttentionPattern, TokenLayout, float], Tensor]
 
@@ -26,15 +29,34 @@ Executor = Callable[[Tensor, Tensor, Tensor, AttentionPattern, TokenLayout, floa
 def masked_attention(
     q: Tensor, k: Tensor, v: Tensor, pattern: AttentionPattern, layout: TokenLayout, dropout_p: float = 0.0
 ) -> Tensor:
-    """Reference executor: scaled dot-product attention with the pattern's boolean token mask."""
-    mask = pattern.token_mask(layout).to(q.device) if pattern.is_restricted else None
+    """Reference executor: scaled dot-product attention with the pattern's token mask (as an additive mask of
+    0 and -inf, which PyTorch's CPU kernels take about 1.4x faster than the equal boolean one)."""
+    mask = additive_mask(pattern, layout, q.device, q.dtype) if pattern.is_restricted else None
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
+
+
+@functools.lru_cache(maxsize=16)
+def additive_mask(pattern: AttentionPattern, layout: TokenLayout, device: torch.device, dtype: torch.dtype) -> Tensor:
+    """(N, N) 0 where the pattern lets a query attend a key, -inf elsewhere; cached per layout, device and dtype."""
+    allowed = pattern.token_mask(layout)
+    return torch.zeros(allowed.shape, dtype=dtype).masked_fill_(~allowed, float("-inf")).to(device)
+
+
+def auto_attention(
+    q: Tensor, k: Tensor, v: Tensor, pattern: AttentionPattern, layout: TokenLayout, dropout_p: float = 0.0
+) -> Tensor:
+    """The executor with the lowest modelled time for this input (models.sparse_choice): the dense masked
+    call where the blocks cannot pay (few tokens, wide bands), a block kernel elsewhere."""
+    execution = choose_execution(pattern, layout, q, dropout_p)
+    if execution.kernel == DENSE:
+        return masked_attention(q, k, v, pattern, layout, dropout_p)
+    return blockwise_attention(q, k, v, pattern, layout, dropout_p, execution)
 
 
 # attention_impl -> the executor of the restricted forms
 RESTRICTED_EXECUTORS: dict[str, Executor] = {
-    "auto": sparse_attention,  # the kernel measured fastest for the input (models.sparse_choice)
-    "sparse": sparse_attention,
+    "auto": auto_attention,
+    "sparse": sparse_attention,  # block kernels only: never a tokens x tokens tensor
     "masked": masked_attention,  # the reference
     "flex": flex_attention_executor,  # FlexAttention; not yet measured on a GPU, so never "auto"'s choice
 }

@@ -47,8 +47,9 @@ def get_model(
         u_patchout: patch tokens dropped at random while training (unstructured patchout).
         s_patchout_t, s_patchout_f: time columns / frequency rows of the patch grid dropped while training.
         rf_norm_t: frequency restriction of attention ("" for none; see models.patterns.ACCEPTED_FORMS).
-        attention_impl: execution of the restriction: "auto", "sparse", "masked" or "flex" (FlexAttention;
-            no CPU training, no attention dropout; see models.attention.RESTRICTED_EXECUTORS).
+        attention_impl: execution of the restriction: "auto" (the dense masked call or the block-sparse
+            executor, whichever models.sparse_choice models faster for the input), "sparse", "masked" or "flex"
+            (FlexAttention; no CPU training, no attention dropout; see models.attention.RESTRICTED_EXECUTORS).
         pretrained_path: a local checkpoint to start from (the offline route): a PaSST release or an
             ImageNet DeiT state dict; its contents tell which.
         pretrained_source: what to download without pretrained_path: "audioset" or "imagenet" (DeiT).

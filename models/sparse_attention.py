@@ -7,8 +7,8 @@ grows with the tokens times the block length, and the result equals the masked r
 patchout. The work is split in three:
 
 - planning (:mod:`models.sparse_plan`): the blocks of a pattern on a token layout, as calls and windows;
-- kernel choice (:mod:`models.sparse_choice`): which kernel, and how many band rows per block, measured
-  fastest for the input;
+- kernel choice (:mod:`models.sparse_choice`): which kernel, and how many band rows per block, modelled
+  fastest for the input from measured constants;
 - kernels (:mod:`models.sparse_kernels`): ``matmul``, ``matmul_windows``, ``fused_cpu`` and ``sdpa``.
 """
 
@@ -29,7 +29,7 @@ def sparse_attention(
 
     q, k, v: (batch, heads, tokens, head_dim) in the token order of ``layout``; returns the same shape.
     """
-    execution = choose_execution(pattern, layout, q, dropout_p)
+    execution = choose_execution(pattern, layout, q, dropout_p, dense_allowed=False)
     return blockwise_attention(q, k, v, pattern, layout, dropout_p, execution)
 
 

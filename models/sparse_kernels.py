@@ -18,6 +18,7 @@ Every kernel has the signature ``kernel(q, k, v, plan, dropout_p) -> out`` with 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -41,9 +42,17 @@ def _pieces(call: Call, q: Tensor) -> list[Call]:
     if q.device.type != "cpu":
         return [call]
     batch, heads, _, head_dim = q.shape
-    block_bytes = call.block_keys * batch * heads * head_dim * q.element_size()
-    per_piece = max(1, _MAX_GATHER_BYTES // block_bytes)
+    per_piece = _blocks_per_piece(call.block_keys, batch, heads, head_dim, q.element_size())
     return [call.blocks(start, min(start + per_piece, call.n_blocks)) for start in range(0, call.n_blocks, per_piece)]
+
+
+def gather_pieces(n_blocks: int, block_keys: int, batch: int, heads: int, head_dim: int, element_size: int = 4) -> int:
+    """How many pieces a CPU call of ``n_blocks`` blocks runs as (see :func:`_pieces`)."""
+    return math.ceil(n_blocks / _blocks_per_piece(block_keys, batch, heads, head_dim, element_size))
+
+
+def _blocks_per_piece(block_keys: int, batch: int, heads: int, head_dim: int, element_size: int) -> int:
+    return max(1, _MAX_GATHER_BYTES // (block_keys * batch * heads * head_dim * element_size))
 
 
 _MAX_GATHER_BYTES = 8 << 20

@@ -34,7 +34,7 @@ def make_plan(pattern: AttentionPattern, layout: TokenLayout, rows_per_block: in
     """The blocks of ``pattern`` on ``layout`` as calls and windows, index tensors on ``device``."""
     blocks = plan_blocks(pattern, layout, rows_per_block)
     calls, query_slots = [], [torch.arange(layout.n_global)]
-    for group in _partition(blocks):
+    for group in partition_blocks(blocks):
         call, slots = _make_call(group, pattern, layout, device)
         calls.append(call)
         query_slots.append(slots)
@@ -148,7 +148,7 @@ class Plan:
     windows: tuple[Window, ...]
 
 
-def _partition(blocks: list[Block]) -> list[list[Block]]:
+def partition_blocks(blocks: list[Block]) -> list[list[Block]]:
     """Blocks grouped into calls of one shape each: runs of consecutive blocks, else blocks of equal shape
     anywhere, else (many shapes) all blocks in one call padded to the largest shape."""
     runs: list[list[Block]] = []

@@ -5,7 +5,7 @@ import pytest
 import torch
 from oracles import rule_mask, softmax_attention
 
-from models.attention import FrequencyAttention, masked_attention, select_executor
+from models.attention import FrequencyAttention, auto_attention, masked_attention, select_executor
 from models.flex_attention import flex_attention_executor
 from models.passt import get_model
 from models.patterns import TokenLayout, attention_mask, parse_rf_norm_t
@@ -207,7 +207,7 @@ def test_restricted_rows_do_not_leak_within_one_layer(form):
 
 # attention_impl -> the executor of restricted forms, as the README and get_model's docstring promise
 EXPECTED_EXECUTORS = {
-    "auto": sparse_attention,
+    "auto": auto_attention,
     "sparse": sparse_attention,
     "masked": masked_attention,
     "flex": flex_attention_executor,

@@ -19,7 +19,7 @@ BAD_VALUES = {
     "lr": -0.001, "weight_decay": -1e-4, "batch_size": 0, "num_workers": -1, "schedule_mode": "cosine",
     "warm_up_len": 2.5, "ramp_down_start": -1, "ramp_down_len": "10", "last_lr_value": 1.5,
     "model_selection": "test", "swa": "yes", "swa_epoch_start": -2, "swa_freq": 0, "seed": 1.5,
-    "progress_every_batches": 0, "progress_every_seconds": -1,
+    "executor_costs": 3, "progress_every_batches": 0, "progress_every_seconds": -1,
     "checkpoint": 3, "plot_path": 1, "speed_test_batch_size": 0, "speed_test_steps": 0, "files": [],
     "top_k": 0, "weights": "best", "predictions_csv": True, "hop_fraction": 2, "export_dir": 2,
     "export_formats": ["tflite"],

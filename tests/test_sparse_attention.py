@@ -7,7 +7,7 @@ from oracles import rule_mask, softmax_attention
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from models import sparse_kernels
-from models.attention import masked_attention, select_executor
+from models.attention import auto_attention, masked_attention, select_executor
 from models.passt import get_model
 from models.patterns import TokenLayout, parse_rf_norm_t
 from models.sparse_attention import blockwise_attention, sparse_attention
@@ -262,7 +262,7 @@ def test_kernels_without_dropout_refuse_it_and_auto_avoids_them(kernel, training
     q = torch.randn(1, 1, layout.n_tokens, 4, requires_grad=training)
     with pytest.raises(ValueError, match="dropout"):
         blockwise_attention(q, q, q, pattern, layout, 0.1, Execution(kernel))
-    assert choose_execution(pattern, layout, q, 0.1).kernel == "sdpa"
+    assert choose_execution(pattern, layout, q, 0.1, dense_allowed=False).kernel == "sdpa"
 
 
 def test_dropout_trains_every_input():
@@ -276,7 +276,7 @@ def test_dropout_trains_every_input():
 @pytest.mark.parametrize("form", FORMS)
 def test_select_executor_picks_sparse_for_restricted_forms(form):
     pattern = parse_rf_norm_t(form)
-    assert select_executor(pattern, "auto") is sparse_attention
+    assert select_executor(pattern, "auto") is auto_attention
     assert select_executor(pattern, "sparse") is sparse_attention
     assert select_executor(pattern, "masked") is masked_attention
 

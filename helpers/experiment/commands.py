@@ -65,6 +65,7 @@ from helpers.training.run_folder import EVALUATIONS, PREDICTIONS, RUNS_DIR, chec
 from helpers.training.step_timing import training_step_seconds
 from helpers.training.trainer import process_rank, quiet_lightning, translate_trainer_config
 from models.architectures import ARCHITECTURES
+from models.sparse_choice import use_costs
 
 logger = logging.getLogger(__name__)
 
@@ -112,6 +113,7 @@ def add_commands(ex: Experiment, dataset: ModuleType) -> None:
             check_values(config, dataset)
             if config["basedataset"]["base_dir"] is None:
                 check_demo(dataset, command_name, logger)
+            use_executor_costs(config["executor_costs"])
         except UserError as error:
             raise UserMessage(str(error)) from error
         if command_name == "main":
@@ -330,6 +332,14 @@ def user_errors_as_messages(function: Callable) -> Callable:
             raise UserMessage(str(error)) from error
 
     return run_command
+
+
+def use_executor_costs(path: str | None) -> None:
+    """Give attention_impl="auto" the constants of ``path`` (None: the shipped ones) in this process."""
+    try:
+        use_costs(path)
+    except ValueError as error:
+        raise ConfigurationError(f"executor_costs: {error}") from error
 
 
 def check_demo(dataset: ModuleType, command_name: str, run_logger: logging.Logger) -> None:

@@ -114,6 +114,7 @@ def shared_defaults():
     )
     schedule_mode = "exp_lin"  # exponential warm-up, then linear ramp-down (per epoch)
     model_selection = "validation"  # the epoch reported: best validation accuracy; "oracle": best test (optimistic)
+    executor_costs = None  # attention_impl="auto"'s measured constants: a file of benchmarks.grid --fit; None: shipped
     swa = True  # keep a stochastic weight average (net_swa), evaluated beside the plain model
     swa_freq = 1  # average every swa_freq epochs
     progress_every_batches = 50  # output to a file or pipe: a progress line every this many batches (terminal: a bar)

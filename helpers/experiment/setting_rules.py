@@ -70,6 +70,7 @@ SETTING_RULES: dict[str, Kind] = {
     "swa": BOOLEAN,
     "swa_epoch_start": COUNT,
     "swa_freq": AT_LEAST_ONE,
+    "executor_costs": PATH,
     "progress_every_batches": AT_LEAST_ONE,
     "progress_every_seconds": POSITIVE,
     "seed": SEED,
