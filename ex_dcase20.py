@@ -35,7 +35,7 @@ def default_config(trainer):
     ramp_down_start = 50  # last epoch at the full learning rate
     ramp_down_len = 50  # epochs of the linear ramp-down
     last_lr_value = 0.01  # factor of lr after the ramp-down
-    swa_epoch_start = 2  # first epoch (0-based) averaged
+    swa_epoch_start = 2  # first epoch averaged, counted from 0 as in PaSST's recipes: 'epoch 3' in the output
 
 
 def experiment(name: str = "dcase20") -> Experiment:

@@ -36,7 +36,7 @@ def default_config(trainer):
     ramp_down_start = 8  # last epoch at the full learning rate
     ramp_down_len = 10  # epochs of the linear ramp-down
     last_lr_value = 0.01  # factor of lr after the ramp-down
-    swa_epoch_start = 10  # first epoch (0-based) averaged
+    swa_epoch_start = 10  # first epoch averaged, counted from 0 as in PaSST's recipes: 'epoch 11' in the output
 
 
 # PaSST's published ESC-50 recipe on frito's keys. From kkoutini/PaSST: ex_esc50.py (default_conf: models.net
@@ -77,7 +77,7 @@ DATASET = esc50  # the package of datasets/ it trains on (helpers.api reads it)
 ex = Experiment("esc50")
 add_config(ex, DATASET, default_config)
 add_commands(ex, DATASET)
-add_named_configs(ex)
+add_named_configs(ex, DATASET)
 ex.add_named_config("passt_esc50", PASST_ESC50)
 ex.named_configs["passt_esc50"].__doc__ = (
     "PaSST's published ESC-50 recipe (kkoutini/PaSST ex_esc50.py, esc50/README.md): AudioSet PaSST-S, patchout "

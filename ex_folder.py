@@ -42,7 +42,7 @@ def default_config(models, trainer):
     ramp_down_start = 8  # last epoch at the full learning rate
     ramp_down_len = 10  # epochs of the linear ramp-down
     last_lr_value = 0.01  # factor of lr after the ramp-down
-    swa_epoch_start = 10  # first epoch (0-based) averaged
+    swa_epoch_start = 10  # first epoch averaged, counted from 0 as in PaSST's recipes: 'epoch 11' in the output
 
 
 DATASET = folder  # the package of datasets/ it trains on (helpers.api reads it)

@@ -44,7 +44,7 @@ def default_config(models, trainer):
     ramp_down_start = 250  # last epoch at the full learning rate
     ramp_down_len = 400  # epochs of the linear ramp-down
     last_lr_value = 0.005  # factor of lr after the ramp-down
-    swa_epoch_start = 2  # first epoch (0-based) averaged
+    swa_epoch_start = 2  # first epoch averaged, counted from 0 as in PaSST's recipes: 'epoch 3' in the output
 
 
 DATASET = nsynth  # the package of datasets/ it trains on (helpers.api reads it)

@@ -10,11 +10,12 @@ forms the blocks win by the fraction of pairs they skip. The choice is a cost mo
               + token * tokens moved * head_dim
 
 with the counts taken from the plan the candidate would run (:func:`candidate_work`), and the constants
-measured per kernel and mode (training step or inference) by ``python -m benchmarks.grid --fit FILE``,
-which times every candidate side by side over a grid of forms, models, clip lengths and batch sizes and
-fits the constants to those times. :data:`SHIPPED_COSTS` holds the constants measured for this project's
-CPU, with where they come from; a user re-fits on their own machine and points frito at the file
-(``executor_costs=FILE`` in an experiment, :func:`use_costs` from Python).
+measured per kernel and mode (training step or inference) by ``python -m benchmarks.grid --fit FILE``, which
+times every candidate side by side over a grid of forms, models, clip lengths and batch sizes and fits the
+constants to those times; what the model misses at each measured input (log measured / modelled, per
+candidate) corrects it for inputs near that one (:class:`Measured`). :data:`SHIPPED_COSTS` holds the constants
+measured for this project's CPU, with where they come from; a user re-fits on their own machine and points
+frito at the file (``executor_costs=FILE`` in an experiment, :func:`use_costs` from Python).
 """
 
 from __future__ import annotations

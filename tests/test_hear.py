@@ -46,6 +46,10 @@ EXPERIMENTS = {
                        list(FAMILIES), ["acoustic", "electronic", "synthetic"], ["acoustic"]),
     "ex_folder": Setup({"basedataset": {"clip_length": 1.0, "sample_rate": 16000}}, ["dog", "rain", "siren"],
                        ["phone", "studio"], ["studio"], ["cpu_tiny", "freq_centering"]),
+    "ex_dcase22": Setup({"basedataset": {}}, list(SCENE_RECIPES), [*SEEN_DEVICES, *UNSEEN_DEVICES],
+                        list(SEEN_DEVICES)),
+    "ex_esc50": Setup({"basedataset": {"clip_length": 1.0, "sample_rate": 44100}}, ["dog", "rain", "siren"],
+                      ["all"], ["all"]),
 }  # fmt: skip
 
 

@@ -7,7 +7,7 @@ from oracles import rule_mask, softmax_attention
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from models import sparse_kernels
-from models.attention import auto_attention, masked_attention, select_executor
+from models.attention import additive_mask, auto_attention, masked_attention, select_executor
 from models.passt import get_model
 from models.patterns import TokenLayout, parse_rf_norm_t
 from models.sparse_attention import blockwise_attention, sparse_attention
@@ -198,7 +198,9 @@ def test_no_execution_builds_a_tokens_by_tokens_tensor(form, execution, layout_n
     n = layout.n_tokens
     largest = largest_tensor(lambda q, k, v: blockwise_attention(q, k, v, pattern, layout, 0.0, execution), layout)
     assert largest < n * n
-    # the detector sees the reference's N x N mask, so a silent fallback to it would fail the test
+    # the detector sees the reference's N x N mask (built anew: the cache is emptied), so a silent fallback to it
+    # would fail the test
+    additive_mask.cache_clear()
     assert largest_tensor(lambda q, k, v: masked_attention(q, k, v, pattern, layout), layout) >= n * n
 
 
