@@ -114,7 +114,7 @@ def frito_checkpoint(release_state: dict, path: Path) -> Path:
     load_pretrained(network, ARCH, release_state, "hear21passt's network")
     state = {NETWORK_PREFIXES["plain"] + key: value for key, value in network.state_dict().items()}
     classes = [f"class_{index}" for index in range(N_CLASSES)]
-    torch.save({"state_dict": state, "frito": checkpoint_entry(spec, classes, ["a"], ["a"])}, path)
+    torch.save({"state_dict": state, "frito": checkpoint_entry(spec, classes, ["a"], ["a"], "audioset")}, path)
     return path
 
 
