@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seconds", nargs="+", type=float)
     parser.add_argument("--batches", nargs="+", type=int)
     parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
-    parser.add_argument("--repeats", type=int, help="timed rounds per cell (median; default 5, 3 with --quick)")
+    parser.add_argument("--repeats", type=int, help="timed rounds per cell (default 5)")
     parser.add_argument("--max-scores", type=float, default=MAX_SCORES,
                         help="leave out cells whose batch x heads x tokens^2 exceeds this")
     parser.add_argument("--statistic", choices=["median", "min"], default="median",
