@@ -6,7 +6,8 @@ unrestricted ``scaled_dot_product_attention`` (SDPA) timed in the same rounds:
 
     original  full scores + additive mask (q @ k^T * scale + mask, softmax, @ v), as the FRITO code did
     masked    the reference executor: SDPA with the pattern's boolean token mask
-    sparse    the executor ``attention_impl="auto"`` selects (models.sparse_attention)
+    sparse    the block-sparse executor, ``attention_impl="sparse"`` (models.sparse_attention); ``"auto"``
+              chooses between it and the masked call per input (python -m benchmarks.grid)
     ideal     the fraction of (query, key) pairs the pattern allows: the FLOP limit
 
 Run from the repository root:  python -m benchmarks.attention
@@ -28,7 +29,7 @@ from torch import Tensor
 from models.attention import masked_attention
 from models.patterns import TokenLayout, parse_rf_norm_t
 from models.sparse_attention import blockwise_attention, sparse_attention
-from models.sparse_choice import Execution
+from models.sparse_choice import MAX_GROUP_ROWS, Execution, candidate_name
 from models.sparse_kernels import BLOCK_KERNELS
 
 FORMS = ("per_row_1", "per_row_3", "per_row_6", "row_overlap_2", "row_overlap_4")
@@ -106,7 +107,7 @@ def executor_run(executor, pattern, layout, leaves: list[Tensor], grad: Tensor, 
 
 def candidate_executions(pattern, device) -> Iterable[Execution]:
     """Every execution the sparse executor could choose here."""
-    group_rows = (1, 2, 3, 4) if pattern.is_band else (1,)
+    group_rows = range(1, MAX_GROUP_ROWS + 1) if pattern.is_band else (1,)
     for kernel in BLOCK_KERNELS:
         if kernel == "fused_cpu" and device.type != "cpu":
             continue
@@ -124,7 +125,7 @@ def measure(form: str, batch: int, training: bool, repeats: int, candidates: boo
     executors = {"unrestricted": unrestricted_attention, "sparse": sparse_attention}
     if candidates:
         for execution in candidate_executions(pattern, device):
-            executors[f"{execution.kernel}/g{execution.group_rows}"] = _fixed(execution)
+            executors[candidate_name(execution)] = fixed_execution(execution)
     groups = [
         executors,
         {"unrestricted": unrestricted_attention, "masked": masked_attention},
@@ -142,7 +143,9 @@ def measure(form: str, batch: int, training: bool, repeats: int, candidates: boo
     return {"ratios": ratios, "ideal": mask.sum().item() / mask.numel()}
 
 
-def _fixed(execution: Execution):
+def fixed_execution(execution: Execution):
+    """An executor running the restricted forms always as ``execution`` says."""
+
     def executor(q, k, v, pattern, layout, dropout_p=0.0):
         return blockwise_attention(q, k, v, pattern, layout, dropout_p, execution)
 

@@ -48,17 +48,22 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from benchmarks.attention import attention_inputs, executor_run, median_times
+from benchmarks.attention import (
+    attention_inputs,
+    candidate_executions,
+    executor_run,
+    fixed_execution,
+    median_times,
+    unrestricted_attention,
+)
 from models.architectures import architecture
 from models.attention import auto_attention, masked_attention
 from models.flex_attention import flex_attention_executor
 from models.patterns import TokenLayout, parse_rf_norm_t
 from models.preprocess import clip_frames
-from models.sparse_attention import blockwise_attention
 from models.sparse_choice import (
     BLOCK_CANDIDATES,
     DENSE,
-    MAX_GROUP_ROWS,
     MODES,
     Execution,
     ExecutorCosts,
@@ -155,7 +160,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.from_csv:
             source += f"; fitted by {_command()}"
         costs = fit_costs(rows, device_type, source=source)
-        args.fit.write_text(_json(costs.to_json()))
+        args.fit.write_text(json.dumps(costs.to_json(), indent=1) + "\n")
         print(f"\nfitted constants written to {args.fit}; use them with executor_costs={args.fit}")
         use_costs(costs)
     print_summary(rows, device_type, rechoose=bool(args.from_csv or args.fit))
@@ -201,13 +206,13 @@ def measure_cell(cell: Cell, repeats: int, device: torch.device, statistic: str 
     heads, head_dim, layout = cell.shape()
     pattern = parse_rf_norm_t(cell.form)
     dtype = torch.float32
-    groups = [{"unrestricted": _unrestricted}, {"unrestricted": _unrestricted}]
+    groups = [{"unrestricted": unrestricted_attention}, {"unrestricted": unrestricted_attention}]
     if pattern.branched:
         groups[0]["auto"] = _halves
     else:
         groups[0]["auto"] = auto_attention
-        for execution in _block_candidates(pattern):
-            groups[0][f"{execution.kernel}/g{execution.group_rows}"] = _fixed(execution)
+        for execution in candidate_executions(pattern, device):
+            groups[0][candidate_name(execution)] = fixed_execution(execution)
         groups[1][DENSE] = masked_attention
         if flex and not cell.training:
             groups[1]["flex"] = flex_attention_executor
@@ -330,24 +335,6 @@ def read_rows(path: Path) -> list[dict]:
         return list(csv.DictReader(stream))
 
 
-def _block_candidates(pattern) -> Iterable[Execution]:
-    rows = range(1, MAX_GROUP_ROWS + 1) if pattern.is_band else (1,)
-    for kernel in BLOCK_CANDIDATES:
-        for group_rows in rows:
-            yield Execution(kernel, group_rows)
-
-
-def _fixed(execution: Execution) -> Callable:
-    def executor(q, k, v, pattern, layout, dropout_p=0.0):
-        return blockwise_attention(q, k, v, pattern, layout, dropout_p, execution)
-
-    return executor
-
-
-def _unrestricted(q, k, v, pattern, layout, dropout_p=0.0):
-    return F.scaled_dot_product_attention(q, k, v)
-
-
 def _halves(q, k, v, pattern, layout, dropout_p=0.0):
     """high_low_branch's attention: unrestricted within each frequency half, the global tokens in both."""
     half = layout.n_rows // 2
@@ -464,10 +451,6 @@ def _command() -> str:
 def _measurement_note(csv_path: Path) -> Path:
     """Beside a grid's CSV: how it was measured (machine, date, command), which a later --from-csv fit cites."""
     return csv_path.with_suffix(".source.txt")
-
-
-def _json(data: dict) -> str:
-    return json.dumps(data, indent=1) + "\n"
 
 
 @contextlib.contextmanager
